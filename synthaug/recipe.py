@@ -1,0 +1,242 @@
+"""Recipes: one YAML file, validated once into a typed `Recipe` that every stage receives.
+
+Nothing else in synthaug reads YAML or environment settings for a run; `load_recipe` is the only
+entry point, and every problem it finds is a `UserError` naming the field path.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from synthaug.errors import UserError
+
+MEDMNIST_SIZES = (28, 64, 128, 224)
+
+
+def medmnist_info() -> dict:
+    """medmnist.INFO (flags, class names, URLs, MD5s); medmnist is installed without its dependencies."""
+    try:
+        import medmnist
+    except ImportError:
+        raise UserError("medmnist is not installed: run `pip install --no-deps medmnist` (see README, Set-up)") from None
+    return medmnist.INFO
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class SubsetConfig(_Strict):
+    """A stratified subset of the real training split, for low-data regimes."""
+
+    fraction: float | None = Field(None, gt=0, le=1)
+    per_class: int | None = Field(None, gt=0)
+    seed: int = 0
+
+    @model_validator(mode="after")
+    def _one_of(self):
+        if (self.fraction is None) == (self.per_class is None):
+            raise ValueError("fraction: give exactly one of 'fraction' or 'per_class'")
+        return self
+
+
+class DataConfig(_Strict):
+    medmnist: str | None = None
+    folder: Path | None = None
+    size: int = 28
+    root: Path | None = None
+    channels: Literal[1, 3] | None = None
+    classes: list[int | str] | None = None
+    subset: SubsetConfig | None = None
+
+    @model_validator(mode="after")
+    def _source(self):
+        if (self.medmnist is None) == (self.folder is None):
+            raise ValueError("medmnist: give exactly one of 'medmnist' (a MedMNIST flag) or 'folder' (a directory)")
+        if self.medmnist is not None:
+            info = medmnist_info()
+            flag = self.medmnist.lower()
+            flags_2d = sorted(k for k in info if not k.endswith("3d"))
+            if flag not in flags_2d:
+                raise ValueError(f"medmnist: unknown MedMNIST 2D flag {self.medmnist!r}; expected one of {', '.join(flags_2d)}")
+            if "multi-label" in info[flag]["task"]:
+                raise ValueError(f"medmnist: {flag} is multi-label; synthaug needs one label per image")
+            self.__dict__["medmnist"] = flag
+            if self.size not in MEDMNIST_SIZES:
+                raise ValueError(f"size: must be one of {MEDMNIST_SIZES} for MedMNIST, got {self.size}")
+        if self.size < 8:
+            raise ValueError(f"size: must be at least 8, got {self.size}")
+        return self
+
+
+class ModelConfig(_Strict):
+    sample_size: int | None = None
+    block_out_channels: list[int] = Field(default_factory=lambda: [32, 64, 64], min_length=1)
+    layers_per_block: int = Field(2, ge=1)
+    attention_levels: list[bool] | None = None
+    norm_num_groups: int = Field(32, ge=1)
+    conditioning: Literal["per_class", "class_conditional"] = "per_class"
+    cfg_dropout: float = Field(0.1, ge=0, lt=1)
+
+    @model_validator(mode="after")
+    def _shape(self):
+        levels = len(self.block_out_channels)
+        if self.attention_levels is None:
+            self.__dict__["attention_levels"] = [i == 1 for i in range(levels)] if levels > 1 else [False]
+        if len(self.attention_levels) != levels:
+            raise ValueError(
+                f"attention_levels: has {len(self.attention_levels)} entries, expected one per block_out_channels entry ({levels})"
+            )
+        for ch in self.block_out_channels:
+            if ch <= 0 or ch % self.norm_num_groups:
+                raise ValueError(f"block_out_channels: entry {ch} must be a positive multiple of norm_num_groups ({self.norm_num_groups})")
+        return self
+
+
+class DiffusionConfig(_Strict):
+    num_train_timesteps: int = Field(1000, ge=2)
+    beta_schedule: Literal["linear", "scaled_linear", "squaredcos_cap_v2"] = "linear"
+    prediction_type: Literal["epsilon", "v_prediction"] = "epsilon"
+
+
+class TrainConfig(_Strict):
+    steps: int = Field(gt=0)
+    batch_size: int = Field(64, gt=0)
+    lr: float = Field(3e-4, gt=0)
+    weight_decay: float = Field(0.0, ge=0)
+    warmup_steps: int = Field(0, ge=0)
+    ema_decay: float = Field(0.999, ge=0, lt=1)
+    mixed_precision: Literal["no", "fp16", "bf16"] = "no"
+    gradient_accumulation_steps: int = Field(1, gt=0)
+    checkpoint_every: int = Field(500, gt=0)
+    sample_every: int = Field(0, ge=0)
+    hflip: bool = True
+    seed: int = 0
+
+
+class GenerateConfig(_Strict):
+    """Defaults for `synthaug generate`; its flags override them."""
+
+    sampler: Literal["dpm-solver++", "ddim", "ddpm"] = "dpm-solver++"
+    steps: int | None = Field(None, gt=0)
+    guidance_scale: float = Field(1.0, ge=0)
+    batch_size: int = Field(256, gt=0)
+    seed: int = 0
+    format: Literal["png", "npz", "both"] = "png"
+
+
+class Recipe(_Strict):
+    name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+    output_dir: Path = Path("runs")
+    data: DataConfig
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    diffusion: DiffusionConfig = Field(default_factory=DiffusionConfig)
+    train: TrainConfig
+    generate: GenerateConfig = Field(default_factory=GenerateConfig)
+
+    @model_validator(mode="after")
+    def _consistent(self):
+        size = self.data.size
+        if self.model.sample_size is None:
+            self.model.__dict__["sample_size"] = size
+        elif self.model.sample_size != size:
+            raise ValueError(f"model.sample_size ({self.model.sample_size}) must equal data.size ({size})")
+        factor = 2 ** (len(self.model.block_out_channels) - 1)
+        if size % factor:
+            raise ValueError(
+                f"model.block_out_channels: {len(self.model.block_out_channels)} levels halve the image "
+                f"{len(self.model.block_out_channels) - 1} times, so data.size must be divisible by {factor}; got {size}"
+            )
+        return self
+
+    @property
+    def run_dir(self) -> Path:
+        return self.output_dir / self.name
+
+
+def _describe(err: dict) -> str:
+    loc = ".".join(str(p) for p in err["loc"])
+    kind = err["type"]
+    if kind == "extra_forbidden":
+        return f"{loc}: unknown key"
+    if kind == "missing":
+        return f"{loc}: required field is missing"
+    msg = err["msg"].removeprefix("Value error, ")
+    field = re.match(r"^([\w.]+): (.*)$", msg) if kind == "value_error" else None
+    if field:  # validators name their field first: "size: must be ..."
+        loc, msg = ".".join(p for p in (loc, field.group(1)) if p), field.group(2)
+    got = err.get("input")
+    shown = "" if kind.startswith("value_error") or isinstance(got, dict) else f" (got {got!r})"
+    return f"{loc + ': ' if loc else ''}{msg}{shown}"
+
+
+def parse_overrides(pairs: list[str]) -> dict:
+    """Turn `["train.steps=200", "model.block_out_channels=[8,16]"]` into a nested dict (values parsed as YAML)."""
+    nested: dict = {}
+    for pair in pairs:
+        key, sep, raw = pair.partition("=")
+        if not sep or not key or any(not part for part in key.split(".")):
+            raise UserError(f"--set {pair!r}: expected FIELD.PATH=VALUE, e.g. train.steps=200")
+        node = nested
+        *parents, leaf = key.split(".")
+        for part in parents:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise UserError(f"--set {pair!r}: {part} is set twice")
+        node[leaf] = yaml.safe_load(raw) if raw != "" else None
+    return nested
+
+
+def _merge(base: dict, over: dict, path: str = "") -> dict:
+    out = dict(base)
+    for key, value in over.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _merge(out[key], value, f"{path}{key}.")
+        else:
+            out[key] = value
+    return out
+
+
+def recipe_from_dict(raw: dict, source: str = "recipe") -> Recipe:
+    """Validate a plain dict into a Recipe; the first problem becomes a one-line UserError."""
+    if not isinstance(raw, dict):
+        raise UserError(f"{source}: expected a YAML mapping at the top level")
+    try:
+        recipe = Recipe.model_validate(raw)
+    except ValidationError as exc:
+        raise UserError(f"{source}: {_describe(exc.errors()[0])}") from None
+    if recipe.data.root is None and os.environ.get("SYNTHAUG_DATA_ROOT"):
+        recipe.data.root = Path(os.environ["SYNTHAUG_DATA_ROOT"])
+    return recipe
+
+
+def load_recipe(path: str | Path, overrides: list[str] | None = None) -> Recipe:
+    """Read a recipe YAML file, apply `--set` overrides, and validate it."""
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise UserError(f"{path}: recipe file not found") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UserError(f"{path}: cannot read recipe ({exc})") from None
+    except yaml.YAMLError as exc:
+        where = getattr(exc, "problem_mark", None)
+        line = f" at line {where.line + 1}" if where else ""
+        raise UserError(f"{path}: not valid YAML{line}") from None
+    if raw is None:
+        raw = {}
+    if overrides:
+        if not isinstance(raw, dict):
+            raise UserError(f"{path}: expected a YAML mapping at the top level")
+        raw = _merge(raw, parse_overrides(overrides))
+    return recipe_from_dict(raw, str(path))
+
+
+def recipe_to_yaml(recipe: Recipe) -> str:
+    return yaml.safe_dump(recipe.model_dump(mode="json"), sort_keys=False)

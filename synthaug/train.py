@@ -1,0 +1,334 @@
+"""`synthaug fit`: train one DDPM per class (or one class-conditional DDPM) under Accelerate.
+
+Every random draw of step s (batch indices, flips, noise, timesteps, guidance dropout) comes from a
+generator seeded by (seed, class, step, micro-step, rank), so a run resumed from a checkpoint ends
+with the same weights as one that was never interrupted.
+"""
+
+from __future__ import annotations
+
+import copy
+import platform
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+from accelerate import Accelerator
+from diffusers import DDPMPipeline, UNet2DModel
+from diffusers.optimization import get_cosine_schedule_with_warmup
+from diffusers.training_utils import EMAModel
+from tqdm.auto import tqdm
+
+from synthaug.data import ImageSet, load_split, resolve_classes, subset_indices, to_model_tensor
+from synthaug.errors import UserError
+from synthaug.models import build_noise_scheduler, build_unet
+from synthaug.recipe import Recipe, recipe_to_yaml
+from synthaug.rundir import (
+    RunDir,
+    atomic_write_json,
+    atomic_write_text,
+    model_dir_name,
+    remove_stale_temps,
+    replace_dir,
+    temp_dir_beside,
+)
+from synthaug.sample import save_sample_grid, seeded_generator
+
+METRIC_COLUMNS = ["step", "class", "loss", "lr", "images_per_s"]
+GRID_SIZE = 16
+
+
+@dataclass
+class Job:
+    """One model to train: a class (per_class) or all classes (class_conditional)."""
+
+    model_dir: str
+    class_idx: int  # -1 for the class-conditional model
+    images: torch.Tensor  # float (N, C, H, W) in [-1, 1] on the training device
+    labels: torch.Tensor | None  # class labels for the class-conditional model
+
+
+def make_accelerator(recipe: Recipe) -> Accelerator:
+    on_gpu = torch.cuda.is_available()
+    if recipe.train.mixed_precision == "fp16" and not on_gpu:
+        raise UserError("train.mixed_precision: fp16 needs a GPU; use 'no' or 'bf16' on CPU")
+    return Accelerator(
+        cpu=not on_gpu,
+        mixed_precision=recipe.train.mixed_precision,
+        gradient_accumulation_steps=recipe.train.gradient_accumulation_steps,
+    )
+
+
+def _comparable(recipe: Recipe) -> dict:
+    """The parts of a recipe that decide a run's weights (paths may move)."""
+    dumped = recipe.model_dump(mode="json", exclude={"output_dir": True, "generate": True, "data": {"root"}})
+    return dumped
+
+
+def prepare_run(recipe: Recipe, is_main: bool) -> tuple[RunDir, ImageSet, list[int]]:
+    """Load and subset the data, and write (or check) the run directory's recipe and classes.json."""
+    run = RunDir(recipe.run_dir)
+    classes = resolve_classes(recipe.data)
+    train = load_split(recipe.data, "train")
+    indices = subset_indices(train.labels, recipe.data.subset, classes, train.class_names)
+    if run.recipe.is_file():
+        from synthaug.recipe import load_recipe
+
+        previous = load_recipe(run.recipe)
+        if _comparable(previous) != _comparable(recipe):
+            raise UserError(
+                f"{run.root}: holds a run made with a different recipe; give this one another name (--set name=...) "
+                f"or delete {run.root}"
+            )
+    if is_main:
+        run.root.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(run.recipe, recipe_to_yaml(recipe))
+        subset = train.take(indices)
+        atomic_write_json(
+            run.classes,
+            {
+                "class_names": train.class_names,
+                "classes": classes,
+                "conditioning": recipe.model.conditioning,
+                "models": {
+                    str(c): model_dir_name(recipe.model.conditioning, c, train.class_names[c]) for c in classes
+                },
+                "channels": train.channels,
+                "size": recipe.data.size,
+                "counts": {str(c): subset.counts()[c] for c in classes},
+                "split_counts": {str(c): train.counts()[c] for c in classes},
+                "subset": recipe.data.subset.model_dump() if recipe.data.subset else None,
+                "train_indices": indices.tolist(),
+            },
+        )
+    return run, train.take(indices), classes
+
+
+def make_jobs(recipe: Recipe, data: ImageSet, classes: list[int], device) -> list[Job]:
+    images = to_model_tensor(data.images, device)
+    if recipe.model.conditioning == "class_conditional":
+        labels = torch.from_numpy(data.labels).to(device)
+        return [Job(model_dir_name("class_conditional"), -1, images, labels)]
+    return [
+        Job(model_dir_name("per_class", c, data.class_names[c]), c, images[torch.from_numpy(data.labels == c).to(device)], None)
+        for c in classes
+    ]
+
+
+def _batch(recipe: Recipe, job: Job, num_classes: int, gen: torch.Generator, device):
+    """One micro-batch: images, noise, timesteps and (for the conditional model) labels with CFG dropout."""
+    cfg = recipe.train
+    n = job.images.shape[0]
+    idx = torch.randint(n, (cfg.batch_size,), generator=gen)
+    x = job.images[idx.to(device)]
+    if cfg.hflip:
+        flip = (torch.rand(cfg.batch_size, generator=gen) < 0.5).to(device)
+        x = torch.where(flip[:, None, None, None], x.flip(-1), x)
+    noise = torch.randn(x.shape, generator=gen).to(device)
+    t = torch.randint(recipe.diffusion.num_train_timesteps, (cfg.batch_size,), generator=gen).to(device)
+    labels = None
+    if job.labels is not None:
+        labels = job.labels[idx.to(device)]
+        drop = (torch.rand(cfg.batch_size, generator=gen) < recipe.model.cfg_dropout).to(device)
+        labels = torch.where(drop, torch.full_like(labels, num_classes), labels)
+    return x, noise, t, labels
+
+
+def _save_checkpoint(accelerator: Accelerator, run: RunDir, job: Job, step: int) -> None:
+    """`save_state` into a temporary folder, renamed into place; older checkpoints go only after that."""
+    folder = run.checkpoints(job.model_dir)
+    tmp = folder / f".step_{step:07d}.tmp"
+    if accelerator.is_main_process:
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+    accelerator.wait_for_everyone()
+    accelerator.save_state(str(tmp))
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        final = folder / f"step_{step:07d}"
+        replace_dir(tmp, final)
+        for old in folder.glob("step_*"):
+            if old != final:
+                shutil.rmtree(old, ignore_errors=True)
+    accelerator.wait_for_everyone()
+
+
+def _write_metrics(run: RunDir, job: Job, rows: list[dict], keep_until: int) -> None:
+    """Rewrite metrics.csv: other models' rows, this model's rows up to `keep_until`, then `rows`."""
+    old = pd.read_csv(run.metrics) if run.metrics.is_file() else pd.DataFrame(columns=METRIC_COLUMNS)
+    mine = old["class"] == job.class_idx
+    kept = old[~mine | (old["step"] <= keep_until)]
+    table = pd.concat([kept, pd.DataFrame(rows, columns=METRIC_COLUMNS)], ignore_index=True) if rows else kept
+    atomic_write_text(run.metrics, table.to_csv(index=False))
+
+
+def train_job(recipe: Recipe, run: RunDir, job: Job, num_classes: int, class_name: str, show_progress: bool) -> dict:
+    """Train one model to `train.steps`, resuming from its last checkpoint; save the EMA model as a pipeline."""
+    cfg = recipe.train
+    accelerator = make_accelerator(recipe)
+    device = accelerator.device
+    torch.manual_seed(int(seeded_generator(cfg.seed, job.class_idx).initial_seed()))
+    unet = build_unet(recipe.model, job.images.shape[1], num_classes)
+    noise_scheduler = build_noise_scheduler(recipe.diffusion)
+    ema = EMAModel(unet.parameters(), decay=cfg.ema_decay, model_cls=UNet2DModel, model_config=unet.config)
+    optimizer = torch.optim.AdamW(unet.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    lr_schedule = get_cosine_schedule_with_warmup(optimizer, cfg.warmup_steps, cfg.steps)
+    unet, optimizer = accelerator.prepare(unet, optimizer)
+    ema.to(device)
+    accelerator.register_for_checkpointing(lr_schedule, ema)
+
+    start, checkpoint = 0, run.latest_checkpoint(job.model_dir)
+    if checkpoint is not None:
+        try:
+            accelerator.load_state(str(checkpoint))
+        except Exception as exc:
+            raise UserError(f"{checkpoint}: unreadable checkpoint ({type(exc).__name__}: {exc}); delete it to restart this model") from None
+        start = int(checkpoint.name.split("_")[1])
+    if accelerator.is_main_process:
+        _write_metrics(run, job, [], keep_until=start)
+
+    rows: list[dict] = []
+    images_per_step = cfg.batch_size * cfg.gradient_accumulation_steps * accelerator.num_processes
+    bar = tqdm(total=cfg.steps, initial=start, desc=f"fit {job.model_dir}", disable=not (show_progress and accelerator.is_main_process), unit="step")
+    unet.train()
+    began, loss_value, step = time.perf_counter(), float("nan"), start
+    try:
+        for step in range(start, cfg.steps):
+            tick = time.perf_counter()
+            for micro in range(cfg.gradient_accumulation_steps):
+                gen = seeded_generator(cfg.seed, job.class_idx, step, micro, accelerator.process_index)
+                x, noise, t, labels = _batch(recipe, job, num_classes, gen, device)
+                with accelerator.accumulate(unet):
+                    noisy = noise_scheduler.add_noise(x, noise, t)
+                    with accelerator.autocast():
+                        pred = unet(noisy, t, class_labels=labels).sample
+                    if recipe.diffusion.prediction_type == "epsilon":
+                        target = noise
+                    else:
+                        target = noise_scheduler.get_velocity(x, noise, t)
+                    loss = F.mse_loss(pred.float(), target)
+                    accelerator.backward(loss)
+                    if accelerator.sync_gradients:
+                        accelerator.clip_grad_norm_(unet.parameters(), 1.0)
+                    optimizer.step()
+                    optimizer.zero_grad(set_to_none=True)
+            lr_schedule.step()
+            ema.step(unet.parameters())
+            loss_value = accelerator.reduce(loss.detach(), "mean").item()
+            speed = images_per_step / (time.perf_counter() - tick)
+            rows.append({"step": step + 1, "class": job.class_idx, "loss": loss_value, "lr": lr_schedule.get_last_lr()[0], "images_per_s": speed})
+            bar.set_postfix(loss=f"{loss_value:.4f}", img_s=f"{speed:.1f}")
+            bar.update(1)
+            done = step + 1
+            if cfg.sample_every and done % cfg.sample_every == 0 and done < cfg.steps:
+                _grid(accelerator, unet, ema, noise_scheduler, run, job, num_classes, done, cfg.seed)
+            if done % cfg.checkpoint_every == 0 and done < cfg.steps:
+                _save_checkpoint(accelerator, run, job, done)
+                if accelerator.is_main_process:
+                    _write_metrics(run, job, rows, keep_until=start)
+    except KeyboardInterrupt:
+        # One process can stop anywhere and keep its work; several would have to agree on a step first.
+        if accelerator.num_processes == 1 and step > start:
+            _save_checkpoint(accelerator, run, job, step)
+            _write_metrics(run, job, [r for r in rows if r["step"] <= step], keep_until=start)
+        raise
+    finally:
+        bar.close()
+    wall = time.perf_counter() - began
+
+    _grid(accelerator, unet, ema, noise_scheduler, run, job, num_classes, cfg.steps, cfg.seed)
+    if accelerator.is_main_process:
+        final = copy.deepcopy(accelerator.unwrap_model(unet)).float().eval()
+        ema.copy_to(final.parameters())
+        tmp = temp_dir_beside(run.model(job.model_dir))
+        DDPMPipeline(unet=final, scheduler=noise_scheduler).save_pretrained(str(tmp), safe_serialization=True)
+        replace_dir(tmp, run.model(job.model_dir))
+        _write_metrics(run, job, rows, keep_until=start)
+        shutil.rmtree(run.checkpoints(job.model_dir), ignore_errors=True)
+    accelerator.wait_for_everyone()
+    trained = cfg.steps - start
+    result = {
+        "class": job.class_idx,
+        "class_name": class_name,
+        "model_dir": job.model_dir,
+        "real_images": int(job.images.shape[0]),
+        "steps": cfg.steps,
+        "resumed_from": start,
+        "final_loss": loss_value,
+        "wall_s": round(wall, 2),
+        "images_per_s": round(trained * images_per_step / wall, 2) if trained else None,
+    }
+    if accelerator.is_main_process:
+        print(
+            f"{job.model_dir}: {cfg.steps} steps ({trained} this run), {result['real_images']} real images, "
+            f"loss {loss_value:.4f}, {result['images_per_s']} img/s, {wall:.0f} s -> {run.model(job.model_dir)}",
+            flush=True,
+        )
+    return result
+
+
+def _grid(accelerator, unet, ema: EMAModel, noise_scheduler, run: RunDir, job: Job, num_classes: int, step: int, seed: int) -> None:
+    """A sample grid from the EMA weights (main process only)."""
+    if accelerator.is_main_process:
+        model = accelerator.unwrap_model(unet)
+        ema.store(model.parameters())
+        ema.copy_to(model.parameters())
+        model.eval()
+        labels = list(range(num_classes)) if job.labels is not None else None
+        save_sample_grid(model, noise_scheduler, run.samples(job.model_dir) / f"step_{step:07d}.png", labels, GRID_SIZE, seed)
+        model.train()
+        ema.restore(model.parameters())
+    accelerator.wait_for_everyone()
+
+
+def _versions() -> dict:
+    import accelerate
+    import diffusers
+
+    import synthaug
+
+    return {
+        "synthaug": synthaug.__version__,
+        "torch": torch.__version__,
+        "diffusers": diffusers.__version__,
+        "accelerate": accelerate.__version__,
+        "numpy": np.__version__,
+        "python": platform.python_version(),
+    }
+
+
+def fit(recipe: Recipe, show_progress: bool = True) -> RunDir:
+    """Train every model the recipe asks for into its run directory; finished models are skipped."""
+    probe = make_accelerator(recipe)
+    run, data, classes = prepare_run(recipe, probe.is_main_process)
+    if probe.is_main_process:
+        for model_dir in ("models", "checkpoints"):
+            remove_stale_temps(run.root / model_dir)
+            for sub in (run.root / model_dir).glob("*"):
+                remove_stale_temps(sub)
+    probe.wait_for_everyone()
+    num_classes = len(data.class_names)
+    jobs = make_jobs(recipe, data, classes, probe.device)
+    summary = {"versions": _versions(), "device": str(probe.device), "processes": probe.num_processes, "models": {}}
+    if run.summary.is_file():
+        import json
+
+        summary["models"] = json.loads(run.summary.read_text()).get("models", {})
+    began = time.perf_counter()
+    for job in jobs:
+        if run.is_finished(job.model_dir):
+            if probe.is_main_process:
+                print(f"{job.model_dir}: already trained, skipped", flush=True)
+            continue
+        name = data.class_names[job.class_idx] if job.class_idx >= 0 else "all classes"
+        summary["models"][job.model_dir] = train_job(recipe, run, job, num_classes, name, show_progress)
+        if probe.is_main_process:
+            summary["wall_s_this_run"] = round(time.perf_counter() - began, 2)
+            atomic_write_json(run.summary, summary)
+    probe.wait_for_everyone()
+    return run
