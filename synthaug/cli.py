@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 import warnings
+from pathlib import Path
 
 from synthaug.errors import UserError
 
@@ -50,6 +51,60 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 _REGISTRARS: list = []
+
+
+def _command_line(args, positional: list[str]) -> str:
+    """The command as a user would retype it (for reports), rebuilt from the parsed flags."""
+    import shlex
+
+    words = ["synthaug", args.command, *positional]
+    for pair in args.set or []:
+        words += ["--set", pair]
+    for flag in ("data_root", "out"):
+        if getattr(args, flag, None):
+            words += [f"--{flag.replace('_', '-')}", str(getattr(args, flag))]
+    for folder in getattr(args, "synthetic", None) or []:
+        words += ["--synthetic", folder]
+    return shlex.join(words + (["--force"] if args.force else []))
+
+
+def cmd_evaluate(args) -> None:
+    from synthaug.evaluate import evaluate
+
+    overrides = list(args.set or []) + ([f"data.root={args.data_root}"] if args.data_root else [])
+    out = args.out or f"reports/{Path(args.runs[0]).name}"
+    evaluate(args.runs, Path(out), overrides, args.synthetic, args.force, not args.no_progress, _command_line(args, args.runs))
+
+
+def _register_evaluate(sub) -> None:
+    p = sub.add_parser("evaluate", help="train classifiers on real vs real+synthetic data of one or more runs and report the gain")
+    p.add_argument("runs", nargs="+", metavar="RUN", help="run directories (one per regime), e.g. runs/pneumo-50pc runs/pneumo-full")
+    p.add_argument("--out", metavar="DIR", help="report folder (default reports/<name of the first run>)")
+    p.add_argument("--synthetic", action="append", metavar="DIR", help="synthetic set of each run, in order (default <run>/synthetic)")
+    p.add_argument("--set", action="append", metavar="FIELD=VALUE", help="override a field of the runs' recipes, e.g. --set evaluate.seeds=[0,1,2] (repeatable)")
+    p.add_argument("--data-root", metavar="DIR", help="folder holding the MedMNIST npz files (overrides data.root)")
+    p.add_argument("--force", action="store_true", help="retrain arms even when their cached result exists")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.set_defaults(func=cmd_evaluate)
+
+
+def cmd_experiment(args) -> None:
+    from synthaug.evaluate import experiment
+
+    recipe = _recipe_from_args(args)
+    experiment(recipe, Path(args.out) if args.out else None, args.force, not args.no_progress, _command_line(args, [args.recipe]))
+
+
+def _register_experiment(sub) -> None:
+    p = sub.add_parser("experiment", help="fit, generate and evaluate every regime of a recipe (evaluate.regimes)")
+    _add_recipe_args(p)
+    p.add_argument("--out", metavar="DIR", help="report folder (default reports/<recipe name>)")
+    p.add_argument("--force", action="store_true", help="retrain classifier arms even when their cached result exists")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.set_defaults(func=cmd_experiment)
+
+
+_REGISTRARS += [_register_evaluate, _register_experiment]
 
 
 def main(argv: list[str] | None = None) -> int:

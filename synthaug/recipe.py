@@ -131,6 +131,52 @@ class GenerateConfig(_Strict):
     format: Literal["png", "npz", "both"] = "png"
 
 
+ARMS = ("real", "real+classic", "real+synthetic", "real+synthetic+classic", "synthetic")
+
+
+class ClassicAugConfig(_Strict):
+    """Classical augmentation of the `+classic` arms (torch ops): flips, rotation, shift, brightness, contrast."""
+
+    hflip: bool = True
+    vflip: bool = False
+    rotate_deg: float = Field(10.0, ge=0, le=180)
+    shift: float = Field(0.1, ge=0, lt=0.5)
+    brightness: float = Field(0.1, ge=0, lt=1)
+    contrast: float = Field(0.1, ge=0, lt=1)
+
+
+class EvaluateConfig(_Strict):
+    """`synthaug evaluate` / `experiment`: arms, regimes and the downstream classifier (MedMNIST v2 protocol defaults)."""
+
+    regimes: list[SubsetConfig] = Field(default_factory=list)
+    arms: list[Literal[ARMS]] = Field(default_factory=lambda: list(ARMS), min_length=1)
+    ratios: list[float] = Field(default_factory=lambda: [1.0, 5.0], min_length=1)
+    classifier: Literal["small_cnn", "resnet18"] = "resnet18"
+    width: int = Field(32, gt=0)
+    steps: int = Field(2000, gt=0)
+    batch_size: int = Field(128, gt=0)
+    lr: float = Field(1e-3, gt=0)
+    weight_decay: float = Field(0.0, ge=0)
+    milestones: list[float] = Field(default_factory=lambda: [0.5, 0.75])
+    gamma: float = Field(0.1, gt=0, le=1)
+    eval_every: int | None = Field(None, gt=0)
+    select_on: Literal["auc", "acc"] = "auc"
+    seeds: list[int] = Field(default_factory=lambda: [0, 1, 2], min_length=1)
+    classic: ClassicAugConfig = Field(default_factory=ClassicAugConfig)
+    bootstrap: int = Field(10000, ge=100)
+
+    @model_validator(mode="after")
+    def _lists(self):
+        if any(r <= 0 for r in self.ratios):
+            raise ValueError(f"ratios: every ratio of synthetic to real images must be > 0, got {self.ratios}")
+        if any(not 0 < m < 1 for m in self.milestones):
+            raise ValueError(f"milestones: fractions of the steps strictly between 0 and 1, got {self.milestones}")
+        for name, values in (("seeds", self.seeds), ("arms", self.arms), ("ratios", self.ratios)):
+            if len(set(values)) != len(values):
+                raise ValueError(f"{name}: has repeated entries {values}")
+        return self
+
+
 class Recipe(_Strict):
     name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
     output_dir: Path = Path("runs")
@@ -139,6 +185,7 @@ class Recipe(_Strict):
     diffusion: DiffusionConfig = Field(default_factory=DiffusionConfig)
     train: TrainConfig
     generate: GenerateConfig = Field(default_factory=GenerateConfig)
+    evaluate: EvaluateConfig = Field(default_factory=EvaluateConfig)
 
     @model_validator(mode="after")
     def _consistent(self):

@@ -1,0 +1,175 @@
+"""The evaluate harness on tiny fixtures: 12 px class folders, a run directory as `fit` writes it, and
+a synthetic set in `synthaug generate`'s layout, with a 4-channel SmallCNN trained for a few steps."""
+
+from __future__ import annotations
+
+import itertools
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from conftest import make_images, tiny_recipe_dict, write_class_folders
+from PIL import Image
+
+from synthaug.cli import main
+from synthaug.errors import UserError
+from synthaug.evaluate import (
+    ClassicAugConfig,
+    classic_augment,
+    evaluate,
+    expand_arms,
+    load_regime,
+    paired_bootstrap_ci,
+    train_classifier,
+)
+from synthaug.recipe import EvaluateConfig, load_recipe, recipe_from_dict
+from synthaug.rundir import RunDir, safe_name
+from synthaug.train import prepare_run
+
+NAMES = ["benign", "malignant"]
+TINY_EVAL = {
+    "classifier": "small_cnn", "width": 4, "steps": 6, "batch_size": 8, "eval_every": 3,
+    "seeds": [0, 1, 2], "ratios": [1, 2], "bootstrap": 200,
+}
+
+
+def write_synthetic(folder, per_class: int, size: int = 12) -> None:
+    """A synthetic set in `synthaug generate`'s layout: <class>/<idx>_<i>.png + metadata.csv."""
+    images, labels = make_images(per_class, len(NAMES), size, 1, seed=7)
+    rows = []
+    for i, (img, label) in enumerate(zip(images, labels)):
+        name = f"{safe_name(NAMES[label])}/{label}_{i:06d}.png"
+        (folder / name).parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(img[..., 0]).save(folder / name)
+        rows.append({"file_name": name, "label": int(label), "class_name": NAMES[label], "seed": 0})
+    pd.DataFrame(rows).to_csv(folder / "metadata.csv", index=False)
+
+
+@pytest.fixture
+def make_run(tmp_path):
+    """A run directory as `fit` leaves it (recipe.yaml, classes.json) with a synthetic set, without training."""
+    data = write_class_folders(tmp_path / "images", NAMES, n=12, size=12, channels=1, splits=True)
+
+    def make(name: str, per_class: int, synthetic: int = 16, **evaluate):
+        raw = tiny_recipe_dict({"folder": str(data), "size": 12, "subset": {"per_class": per_class}}, tmp_path / "runs", name,
+                               evaluate={**TINY_EVAL, **evaluate})
+        run, _, _ = prepare_run(recipe_from_dict(raw), is_main=True)
+        if synthetic:
+            write_synthetic(run.synthetic, synthetic)
+        return run.root
+
+    return make
+
+
+def test_end_to_end_arms_regimes_seeds_and_files(make_run, tmp_path):
+    small, large = make_run("tiny-4pc", 4), make_run("tiny-8pc", 8)
+    out = tmp_path / "report"
+    results = evaluate([small, large], out, show_progress=False, command="synthaug evaluate ...")
+    table = pd.read_csv(out / "results.csv")
+    arms = ["real", "real+classic", "real+synthetic 1x", "real+synthetic 2x", "real+synthetic+classic 1x",
+            "real+synthetic+classic 2x", "synthetic"]
+    assert len(table) == 2 * len(arms) * 3
+    assert sorted(table["arm"].unique()) == sorted(arms)
+    assert set(table["regime"]) == {"4/class", "8/class"} and set(table["seed"]) == {0, 1, 2}
+    assert set(table["steps"]) == {6}  # every arm trains for the same number of steps
+    big = table[table["regime"] == "8/class"].set_index("arm")
+    assert big.loc["real", "n_synthetic"].tolist() == [0, 0, 0]
+    assert big.loc["real+synthetic 2x", "n_synthetic"].iloc[0] == 32 and big.loc["synthetic", "n_synthetic"].iloc[0] == 16
+    assert table["test_acc"].between(0, 1).all() and {"recall_0", "recall_1"} <= set(table.columns)
+    gains = pd.DataFrame(results["gains"])
+    assert set(gains["vs"]) == {"real", "real+classic"} and (gains["pairs"] == 3).all()
+    for name in ("report.md", "results.json", "accuracy_vs_size.png", "samples_tiny-4pc.png", "samples_tiny-8pc.png"):
+        assert (out / name).stat().st_size > 0
+    report = (out / "report.md").read_text()
+    assert "synthaug evaluate ..." in report and "real+synthetic+classic 2x" in report and "6 steps for every arm" in report
+    saved = json.loads((out / "results.json").read_text())
+    assert saved["data"]["regimes"][1]["real_per_class"] == [8, 8] and saved["data"]["test"] == 24
+
+
+def test_cache_skips_finished_arms_and_force_redoes_them(make_run, tmp_path):
+    run, out = make_run("tiny", 4, seeds=[0], arms=["real", "real+synthetic"], ratios=[1]), tmp_path / "report"
+    first = evaluate([run], out, show_progress=False)
+    again = evaluate([run], out, show_progress=False)
+    assert first["arms_from_cache"] == 0 and again["arms_from_cache"] == 2
+    assert [r["test_acc"] for r in again["rows"]] == [r["test_acc"] for r in first["rows"]]
+    assert evaluate([run], out, force=True, show_progress=False)["arms_from_cache"] == 0
+    changed = evaluate([run], out, overrides=["evaluate.steps=4"], show_progress=False)
+    assert changed["arms_from_cache"] == 0 and {r["steps"] for r in changed["rows"]} == {4}
+
+
+def test_same_seed_same_numbers_other_seed_other_weights():
+    images, labels = make_images(10, 2, 12, 1, seed=3)
+    x = torch.from_numpy(images).permute(0, 3, 1, 2).float() / 127.5 - 1
+    y = torch.from_numpy(labels.astype(np.int64))
+    cfg = EvaluateConfig(**TINY_EVAL)
+
+    def weights(seed, augment=None):
+        model, info = train_classifier(x, y, x, y, cfg, seed, augment=augment, show_progress=False)
+        return torch.cat([p.flatten() for p in model.state_dict().values() if p.is_floating_point()]), info
+
+    a, info_a = weights(0, ClassicAugConfig())
+    b, info_b = weights(0, ClassicAugConfig())
+    assert torch.equal(a, b) and info_a.curve == info_b.curve and info_a.best_step in (3, 6)
+    assert not torch.equal(a, weights(1, ClassicAugConfig())[0])
+
+
+def test_leak_guard_refuses_real_arms_that_saw_less_than_the_generator(make_run, tmp_path):
+    run = make_run("tiny", 8)
+    with pytest.raises(UserError, match="would not see"):
+        evaluate([run], tmp_path / "out", overrides=["data.subset.per_class=4"], show_progress=False)
+    # A superset is fine: the 8-per-class subset contains the 4-per-class one (same subset seed).
+    small = make_run("tiny-small", 4)
+    regime = load_regime(small, load_recipe(RunDir(small).recipe, ["data.subset.per_class=8"]))
+    assert regime.train.counts() == [8, 8]
+    # Another subset seed draws other images: refused.
+    with pytest.raises(UserError, match="would not see"):
+        load_regime(small, load_recipe(RunDir(small).recipe, ["data.subset.seed=5"]))
+
+
+def test_too_few_synthetic_images_is_one_clear_error(make_run, tmp_path):
+    run = make_run("tiny", 8, synthetic=6)
+    with pytest.raises(UserError, match=r"need 16 synthetic images of class 0 \(benign\), found 6.*--per-class 16"):
+        evaluate([run], tmp_path / "out", show_progress=False)
+
+
+def test_cli_exit_codes(make_run, tmp_path, capsys):
+    run = make_run("tiny", 4)
+    out = tmp_path / "cli"
+    assert main(["evaluate", str(run), "--out", str(out), "--no-progress", "--set", "evaluate.seeds=[0]",
+                 "--set", "evaluate.arms=[real]"]) == 0
+    assert "--set 'evaluate.seeds=[0]'" in (out / "report.md").read_text()
+    assert main(["evaluate", str(tmp_path / "nope"), "--no-progress"]) == 2
+    assert main(["evaluate", str(run), "--set", "evaluate.ratios=[0]", "--no-progress"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("synthaug evaluate: error:") and "evaluate.ratios" in err[-1]
+
+
+def test_paired_bootstrap_ci_known_cases():
+    assert paired_bootstrap_ci([0.02, 0.02, 0.02]) == pytest.approx((0.02, 0.02, 0.02))
+    mean, lo, hi = paired_bootstrap_ci([0.0, 0.0, 0.1])
+    assert mean == pytest.approx(0.1 / 3) and lo == 0.0 and hi == pytest.approx(0.1)  # includes 0
+    # Against the exact bootstrap distribution (all 4^4 resamples equally likely).
+    diffs = np.array([0.01, 0.03, 0.04, 0.08])
+    exact = np.array([diffs[list(c)].mean() for c in itertools.product(range(4), repeat=4)])
+    mean, lo, hi = paired_bootstrap_ci(diffs, n_boot=200_000)
+    assert mean == pytest.approx(0.04)
+    assert lo == pytest.approx(np.percentile(exact, 2.5), abs=0.003) and hi == pytest.approx(np.percentile(exact, 97.5), abs=0.003)
+    assert lo > 0  # all differences positive: the CI excludes 0
+
+
+def test_classic_augment_is_seeded_and_stays_in_range():
+    x = torch.rand(5, 1, 12, 12) * 2 - 1
+    cfg = ClassicAugConfig(vflip=True)
+    a = classic_augment(x, cfg, torch.Generator().manual_seed(0))
+    assert a.shape == x.shape and a.min() >= -1 and a.max() <= 1 and not torch.equal(a, x)
+    assert torch.equal(a, classic_augment(x, cfg, torch.Generator().manual_seed(0)))
+    none = ClassicAugConfig(hflip=False, rotate_deg=0, shift=0, brightness=0, contrast=0)
+    assert torch.equal(classic_augment(x, none, torch.Generator()), x)
+
+
+def test_arms_expand_per_ratio():
+    names = [a.name for a in expand_arms(EvaluateConfig(ratios=[1, 5]))]
+    assert names == ["real", "real+classic", "real+synthetic 1x", "real+synthetic 5x", "real+synthetic+classic 1x",
+                     "real+synthetic+classic 5x", "synthetic"]
