@@ -107,6 +107,28 @@ def _register_experiment(sub) -> None:
 _REGISTRARS += [_register_evaluate, _register_experiment]
 
 
+def cmd_audit(args) -> None:
+    from synthaug.audit import audit
+
+    audit(args.run, args.synthetic, k=args.k, copy_quantile=args.copy_quantile, closest_pairs=args.closest_pairs,
+          device=args.device, show_progress=not args.no_progress)
+
+
+def _register_audit(sub) -> None:
+    p = sub.add_parser("audit", help="fidelity, diversity and near-copies of training images in a synthetic set")
+    p.add_argument("--run", required=True, metavar="DIR", help="run directory made by `synthaug fit`")
+    p.add_argument("--synthetic", metavar="DIR", help="synthetic set to audit (default <run>/synthetic); audit.json and audit.md go there")
+    p.add_argument("--k", type=int, metavar="K", help="neighbours of precision/recall/density/coverage (default: recipe audit.k, 5)")
+    p.add_argument("--copy-quantile", type=float, metavar="Q", help="copy threshold: this quantile of the real test images' nearest-training-image correlation (default: recipe audit.copy_quantile, 0.99)")
+    p.add_argument("--closest-pairs", type=int, metavar="N", help="synthetic/training pairs drawn in audit_closest_pairs.png (default: recipe audit.closest_pairs, 16)")
+    p.add_argument("--device", metavar="DEVICE", help="torch device for the searches and features (default: cuda when available, else cpu)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.set_defaults(func=cmd_audit)
+
+
+_REGISTRARS.append(_register_audit)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)

@@ -177,6 +177,15 @@ class EvaluateConfig(_Strict):
         return self
 
 
+class AuditConfig(_Strict):
+    """Settings of `synthaug audit` and of the copy filter (`generate --reject-copies`); the audit's flags override them."""
+
+    k: int = Field(5, ge=1)
+    copy_quantile: float = Field(0.99, gt=0, lt=1)
+    closest_pairs: int = Field(16, ge=1)
+    seed: int = 0
+
+
 class Recipe(_Strict):
     name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
     output_dir: Path = Path("runs")
@@ -185,6 +194,7 @@ class Recipe(_Strict):
     diffusion: DiffusionConfig = Field(default_factory=DiffusionConfig)
     train: TrainConfig
     generate: GenerateConfig = Field(default_factory=GenerateConfig)
+    audit: AuditConfig = Field(default_factory=AuditConfig)
     evaluate: EvaluateConfig = Field(default_factory=EvaluateConfig)
 
     @model_validator(mode="after")
