@@ -37,7 +37,7 @@ from tqdm.auto import tqdm
 
 from synthaug.data import ImageSet, load_split, to_model_tensor
 from synthaug.errors import UserError
-from synthaug.recipe import AuditConfig, Recipe, load_recipe
+from synthaug.recipe import Recipe, load_recipe
 from synthaug.rundir import RunDir, atomic_write_bytes, atomic_write_json, atomic_write_text, safe_name
 
 CHUNK_ELEMENTS = 2**24  # numbers per similarity block and per chunk of rows (64 MiB in float32)
@@ -246,13 +246,27 @@ def _of_classes(data: ImageSet, classes: list[int]) -> ImageSet:
     return data.take(np.flatnonzero(np.isin(data.labels, classes)))
 
 
-def load_run_data(run_dir: str | Path) -> RunData:
-    """The run's recipe, its training images (classes.json train_indices) and the real test and val splits."""
+AUDIT_OVERRIDABLE = ("audit.", "evaluate.", "data.root=")
+
+
+def run_recipe(run_dir: str | Path, overrides: list[str] | None = None) -> Recipe:
+    """The recipe a run was made with, with `--set` overrides of its `audit`, `evaluate` and `data.root` fields."""
     run = RunDir(Path(run_dir))
     if not run.root.is_dir():
         raise UserError(f"--run {run_dir}: no such directory")
+    run.read_classes()  # says "not a synthaug run" before anything else
+    for pair in overrides or []:
+        if not pair.startswith(AUDIT_OVERRIDABLE):
+            raise UserError(f"--set {pair}: an audit may only change audit.*, evaluate.* and data.root (the rest made the run)")
+    return load_recipe(run.recipe, overrides)
+
+
+def load_run_data(run_dir: str | Path, recipe: Recipe | None = None) -> RunData:
+    """The run's recipe (`recipe` if given, else its own), its generator's training images (classes.json
+    train_indices) and the real test and val splits."""
+    recipe = recipe or run_recipe(run_dir)
+    run = RunDir(Path(run_dir))
     info = run.read_classes()
-    recipe = load_recipe(run.recipe)
     train_split = load_split(recipe.data, "train")
     indices = np.asarray(info["train_indices"], dtype=np.int64)
     if len(indices) == 0 or indices.max() >= len(train_split.labels):
@@ -363,28 +377,17 @@ class CopyFilter:
         }
 
 
-def copy_filter(run_dir: str | Path, copy_quantile: float | None = None, device: torch.device | str | None = None) -> CopyFilter:
-    """The near-copy filter of a run, calibrated on its real test images (`audit.copy_quantile` unless given)."""
-    data = load_run_data(run_dir)
-    quantile = _settings(data.recipe, copy_quantile=copy_quantile).copy_quantile
+def copy_filter(run_dir: str | Path, recipe: Recipe | None = None, device: torch.device | str | None = None) -> CopyFilter:
+    """The near-copy filter of a run, calibrated on its real test images at `recipe.audit.copy_quantile`.
+
+    `recipe`: the run's recipe as the caller validated it (default: the run's own recipe.yaml).
+    """
+    data = load_run_data(run_dir, recipe)
+    quantile = data.recipe.audit.copy_quantile
     device = pick_device(device)
     test_nearest = nearest_by_correlation(data.test.images, data.train.images, data.mirror, device)
     thresholds = copy_thresholds(test_nearest, data.test.labels, data.classes, quantile)
     return CopyFilter(data.train.images, thresholds, quantile, data.mirror, device)
-
-
-def _settings(recipe: Recipe, **overrides) -> AuditConfig:
-    """The run recipe's audit settings with the given (non-None) values put in; bad ones are a UserError naming the flag."""
-    settings = recipe.audit.model_copy()
-    for name, value in overrides.items():
-        if value is None:
-            continue
-        try:
-            setattr(settings, name, value)
-        except ValueError as exc:
-            first = exc.errors()[0]["msg"] if hasattr(exc, "errors") else str(exc)
-            raise UserError(f"--{name.replace('_', '-')} {value}: {first}") from None
-    return settings
 
 
 # ---------------------------------------------------------------------------------------------
@@ -631,15 +634,15 @@ FIGURES = {"closest_pairs": "audit_closest_pairs.png", "similarity": "audit_simi
 def audit(
     run_dir: str | Path,
     synthetic_dir: str | Path | None = None,
-    k: int | None = None,
-    copy_quantile: float | None = None,
-    closest_pairs: int | None = None,
+    recipe: Recipe | None = None,
     device: torch.device | str | None = None,
     show_progress: bool = True,
+    command: str | None = None,
 ) -> dict:
     """Audit a synthetic set (default `<run>/synthetic`) against its run; writes audit.json, audit.md and figures into it.
 
-    k, copy_quantile and closest_pairs default to the run recipe's `audit` settings. Returns the report dict.
+    `recipe`: the run's recipe, maybe with other `audit`/`evaluate` settings (`run_recipe(run, ["audit.k=3"])`);
+    default the run's own. `command`: the command line that reproduces the audit, for audit.md. Returns the report.
     """
     began = tick = time.perf_counter()
     timing: dict[str, float] = {}
@@ -650,8 +653,8 @@ def audit(
         timing[name] = round(now - tick, 3)
         tick = now
 
-    data = load_run_data(run_dir)
-    settings = _settings(data.recipe, k=k, copy_quantile=copy_quantile, closest_pairs=closest_pairs)
+    data = load_run_data(run_dir, recipe)
+    settings = data.recipe.audit
     folder = Path(synthetic_dir) if synthetic_dir is not None else data.run.synthetic
     synthetic, files = load_synthetic(folder, data)
     device = pick_device(device)
@@ -678,14 +681,17 @@ def audit(
 
     pixel_pairs = (len(synthetic.labels) + len(data.test.labels) + len(data.val.labels)) * len(data.train.labels) * (2 if data.mirror else 1)
     counts = lambda labels: {data.class_names[c]: int((labels == c).sum()) for c in data.classes}  # noqa: E731
+    classifier = data.recipe.evaluate
     report = {
         "run": str(data.run.root),
         "synthetic": str(folder),
+        "command": command or f"synthaug audit --run {data.run.root} --synthetic {folder}",
         "settings": {
             **settings.model_dump(),
             "mirror": data.mirror,
-            "feature_classifier": data.recipe.evaluate.classifier,
-            "feature_classifier_steps": data.recipe.evaluate.steps,
+            "feature_classifier": classifier.classifier,
+            "feature_classifier_steps": classifier.steps,
+            "feature_classifier_config": classifier.model_dump(include={"classifier", "width", "steps", "batch_size", "lr", "select_on"}),
             "feature_classifier_training": feature_training,
             "feature_dim": int(features["train"].shape[1]),
         },
@@ -758,13 +764,14 @@ def render_markdown(report: dict) -> str:
         "",
         f"Run `{report['run']}`: {total('synthetic')} synthetic images against the {total('train')} real training images the "
         f"generator saw; baseline: {total('test')} real test images; {total('val')} real val images check the copy threshold. "
-        f"Device {report['device']}, {report['timing_s']['total']:.1f} s in all. Reproduce: `synthaug audit --run {report['run']} "
-        f"--synthetic {report['synthetic']} --k {s['k']} --copy-quantile {s['copy_quantile']}`.",
+        f"Device {report['device']}, {report['timing_s']['total']:.1f} s in all. Reproduce: `{report['command']}`.",
         "",
         "## Fidelity and diversity (feature space)",
         "",
         f"Features: the penultimate layer ({s['feature_dim']} values) of the evaluate harness's `{s['feature_classifier']}` trained "
-        f"for {s['feature_classifier_steps']} steps on the run's real training images. Reference: those training images. Each cell "
+        f"for {s['feature_classifier_steps']} steps on the run's real training images (val-selected step "
+        f"{s['feature_classifier_training']['best_step']}, val accuracy {_number(s['feature_classifier_training']['val'].get('acc'))}). "
+        "Reference: those training images. Each cell "
         "reads **synthetic / real**: synthetic images against the reference, then the real-vs-real baseline, real test images "
         "against the reference. Both candidate sets are drawn at random to the same size and class mix (n per row). Fréchet "
         f"distance: lower is closer. Precision and density (fidelity), recall and coverage (diversity), k = {s['k']}: the real "

@@ -63,9 +63,10 @@ def _command_line(args, positional: list[str]) -> str:
     for flag in ("data_root", "out"):
         if getattr(args, flag, None):
             words += [f"--{flag.replace('_', '-')}", str(getattr(args, flag))]
-    for folder in getattr(args, "synthetic", None) or []:
+    synthetic = getattr(args, "synthetic", None) or []
+    for folder in [synthetic] if isinstance(synthetic, str) else synthetic:
         words += ["--synthetic", folder]
-    return shlex.join(words + (["--force"] if args.force else []))
+    return shlex.join(words + (["--force"] if getattr(args, "force", False) else []))
 
 
 def cmd_evaluate(args) -> None:
@@ -108,19 +109,19 @@ _REGISTRARS += [_register_evaluate, _register_experiment]
 
 
 def cmd_audit(args) -> None:
-    from synthaug.audit import audit
+    from synthaug.audit import audit, run_recipe
 
-    audit(args.run, args.synthetic, k=args.k, copy_quantile=args.copy_quantile, closest_pairs=args.closest_pairs,
-          device=args.device, show_progress=not args.no_progress)
+    overrides = list(args.set or []) + ([f"data.root={args.data_root}"] if args.data_root else [])
+    recipe = run_recipe(args.run, overrides)
+    audit(args.run, args.synthetic, recipe, args.device, not args.no_progress, _command_line(args, ["--run", args.run]))
 
 
 def _register_audit(sub) -> None:
     p = sub.add_parser("audit", help="fidelity, diversity and near-copies of training images in a synthetic set")
     p.add_argument("--run", required=True, metavar="DIR", help="run directory made by `synthaug fit`")
     p.add_argument("--synthetic", metavar="DIR", help="synthetic set to audit (default <run>/synthetic); audit.json and audit.md go there")
-    p.add_argument("--k", type=int, metavar="K", help="neighbours of precision/recall/density/coverage (default: recipe audit.k, 5)")
-    p.add_argument("--copy-quantile", type=float, metavar="Q", help="copy threshold: this quantile of the real test images' nearest-training-image correlation (default: recipe audit.copy_quantile, 0.99)")
-    p.add_argument("--closest-pairs", type=int, metavar="N", help="synthetic/training pairs drawn in audit_closest_pairs.png (default: recipe audit.closest_pairs, 16)")
+    p.add_argument("--set", action="append", metavar="FIELD=VALUE", help="override an audit.* or evaluate.* field of the run's recipe, e.g. --set audit.k=3 (repeatable)")
+    p.add_argument("--data-root", metavar="DIR", help="folder holding the MedMNIST npz files (overrides data.root)")
     p.add_argument("--device", metavar="DEVICE", help="torch device for the searches and features (default: cuda when available, else cpu)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(func=cmd_audit)

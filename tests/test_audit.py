@@ -12,7 +12,7 @@ import torch
 from PIL import Image
 
 import synthaug.audit as audit_module
-from synthaug.audit import audit, copy_filter, frechet_distance, knn_distances, nearest_by_correlation, prdc
+from synthaug.audit import audit, copy_filter, frechet_distance, knn_distances, nearest_by_correlation, prdc, run_recipe
 from synthaug.cli import main
 from synthaug.errors import UserError
 from synthaug.models import SmallCNN
@@ -208,7 +208,7 @@ def test_copy_filter_rejects_copies_and_keeps_new_images(run_dir):
 def test_audit_with_other_k_and_quantile(run_dir, tmp_path):
     images, labels, _ = planted_set(run_dir)
     write_synthetic(tmp_path / "s", images, labels)
-    loose = audit(run_dir, tmp_path / "s", k=2, copy_quantile=0.5, show_progress=False)
+    loose = audit(run_dir, tmp_path / "s", run_recipe(run_dir, ["audit.k=2", "audit.copy_quantile=0.5"]), show_progress=False)
     assert loose["settings"]["k"] == 2
     # At the median of the real images' similarity, about half the new images are over it too.
     assert loose["memorization"]["overall"]["flagged"] > 6
@@ -248,6 +248,7 @@ def test_bad_inputs_are_one_line_errors(run_dir, tmp_path, capsys):
     write_synthetic(foreign, np.zeros((1, SIZE, SIZE, 1), np.uint8), [1])
     pd.DataFrame({"file_name": ["normal_benign/1_000000.png"], "label": [5], "class_name": ["x"]}).to_csv(foreign / "metadata.csv", index=False)
     assert "label(s) [5] are not classes of the run" in _cli_error(capsys, "--run", str(run_dir), "--synthetic", str(foreign))
-    assert "--copy-quantile 1.5" in _cli_error(capsys, "--run", str(run_dir), "--synthetic", str(big), "--copy-quantile", "1.5")
-    with pytest.raises(UserError, match="--k 0"):
-        audit(run_dir, big, k=0, show_progress=False)
+    assert "audit.copy_quantile: " in _cli_error(capsys, "--run", str(run_dir), "--synthetic", str(big), "--set", "audit.copy_quantile=1.5")
+    assert "may only change audit.*" in _cli_error(capsys, "--run", str(run_dir), "--set", "data.size=64")
+    with pytest.raises(UserError, match="audit.k: "):
+        run_recipe(run_dir, ["audit.k=0"])
