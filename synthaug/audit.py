@@ -323,6 +323,8 @@ def load_synthetic(folder: str | Path, data: RunData) -> tuple[ImageSet, list[st
         raise UserError(f"{table_path}: missing column(s) {', '.join(missing)} (expected file_name,label,class_name,...)")
     if table.empty:
         raise UserError(f"{folder}: no synthetic images (metadata.csv lists none)")
+    if not pd.api.types.is_integer_dtype(table["label"]):
+        raise UserError(f"{table_path}: column label must hold class indices (integers)")
     foreign = sorted(set(table["label"].tolist()) - set(data.classes))
     if foreign:
         raise UserError(f"{table_path}: label(s) {foreign} are not classes of the run (it trained {data.classes})")
