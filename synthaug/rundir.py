@@ -32,9 +32,8 @@ CONDITIONAL_MODEL_DIR = "all"
 
 def safe_name(name: str) -> str:
     """A class name made safe as one path component: no separators, no '..', no leading dot."""
-    cleaned = re.sub(r"[^A-Za-z0-9._ -]+", "_", str(name)).strip().replace(" ", "_")
-    cleaned = cleaned.lstrip(".") or "class"
-    return cleaned if cleaned not in {".", ".."} else "class"
+    cleaned = re.sub(r"[^A-Za-z0-9._-]+", "_", str(name)).strip("_").lstrip(".")
+    return cleaned or "class"
 
 
 @dataclass(frozen=True)

@@ -228,14 +228,15 @@ def train_job(recipe: Recipe, run: RunDir, job: Job, num_classes: int, class_nam
             if cfg.sample_every and done % cfg.sample_every == 0 and done < cfg.steps:
                 _grid(accelerator, unet, ema, noise_scheduler, run, job, num_classes, done, cfg.seed)
             if done % cfg.checkpoint_every == 0 and done < cfg.steps:
-                _save_checkpoint(accelerator, run, job, done)
+                # Metrics first: a resume drops rows past its checkpoint, so they never run ahead of it.
                 if accelerator.is_main_process:
                     _write_metrics(run, job, rows, keep_until=start)
+                _save_checkpoint(accelerator, run, job, done)
     except KeyboardInterrupt:
         # One process can stop anywhere and keep its work; several would have to agree on a step first.
         if accelerator.num_processes == 1 and step > start:
-            _save_checkpoint(accelerator, run, job, step)
             _write_metrics(run, job, [r for r in rows if r["step"] <= step], keep_until=start)
+            _save_checkpoint(accelerator, run, job, step)
         raise
     finally:
         bar.close()

@@ -1,0 +1,106 @@
+from pathlib import Path
+
+import pytest
+import yaml
+
+from synthaug.cli import main
+from synthaug.errors import UserError
+from synthaug.recipe import load_recipe, parse_overrides, recipe_from_dict
+
+RECIPES = sorted(Path(__file__).resolve().parents[1].joinpath("recipes").glob("*.yaml"))
+BASE = {"name": "x", "data": {"medmnist": "pneumoniamnist"}, "train": {"steps": 10}}
+
+
+def with_change(path: str, value):
+    raw = yaml.safe_load(yaml.safe_dump(BASE))
+    node = raw
+    *parents, leaf = path.split(".")
+    for part in parents:
+        node = node.setdefault(part, {})
+    node[leaf] = value
+    return raw
+
+
+@pytest.mark.parametrize("path", RECIPES, ids=lambda p: p.name)
+def test_shipped_recipes_validate(path):
+    recipe = load_recipe(path)
+    assert recipe.train.steps > 0
+    assert recipe.model.sample_size == recipe.data.size
+
+
+def test_defaults_and_derived_fields():
+    recipe = recipe_from_dict(BASE)
+    assert recipe.model.sample_size == 28
+    assert recipe.model.attention_levels == [False, True, False]
+    assert recipe.run_dir == Path("runs/x")
+
+
+BAD = [
+    (with_change("train.stepz", 3), "train.stepz: unknown key"),
+    (with_change("train.steps", -5), "train.steps: Input should be greater than 0"),
+    (with_change("train.steps", "many"), "train.steps: Input should be a valid integer"),
+    (with_change("train.lr", 0), "train.lr: Input should be greater than 0"),
+    (with_change("train.mixed_precision", "fp8"), "train.mixed_precision: Input should be 'no', 'fp16' or 'bf16'"),
+    (with_change("data.size", 30), "data.size: must be one of (28, 64, 128, 224)"),
+    (with_change("data.medmnist", "mnist"), "data.medmnist: unknown MedMNIST 2D flag 'mnist'"),
+    (with_change("data.medmnist", "chestmnist"), "data.medmnist: chestmnist is multi-label"),
+    (with_change("data.subset", {"fraction": 1.5}), "data.subset.fraction: Input should be less than or equal to 1"),
+    (with_change("data.subset", {"fraction": 0}), "data.subset.fraction: Input should be greater than 0"),
+    (with_change("data.subset", {"seed": 1}), "data.subset.fraction: give exactly one of 'fraction' or 'per_class'"),
+    (with_change("data.folder", "/tmp"), "data.medmnist: give exactly one of 'medmnist'"),
+    (with_change("model.block_out_channels", [32, 64, 64, 64]), "model.block_out_channels: 4 levels halve the image 3 times, so data.size must be divisible by 8"),
+    (with_change("model.block_out_channels", [32, 48]), "model.block_out_channels: entry 48 must be a positive multiple of norm_num_groups (32)"),
+    (with_change("model.attention_levels", [True]), "model.attention_levels: has 1 entries, expected one per block_out_channels entry (3)"),
+    (with_change("model.conditioning", "joint"), "model.conditioning: Input should be 'per_class' or 'class_conditional'"),
+    (with_change("model.sample_size", 64), "model.sample_size (64) must equal data.size (28)"),
+    (with_change("diffusion.prediction_type", "sample"), "diffusion.prediction_type: Input should be 'epsilon' or 'v_prediction'"),
+    (with_change("name", "../escape"), "name: String should match pattern"),
+    ({"name": "x", "data": {"medmnist": "pneumoniamnist"}}, "train: required field is missing"),
+]
+
+
+@pytest.mark.parametrize("raw,message", BAD, ids=[m.split(":")[0] + str(i) for i, (_, m) in enumerate(BAD)])
+def test_bad_recipes_name_the_field(raw, message):
+    with pytest.raises(UserError) as err:
+        recipe_from_dict(raw, "r.yaml")
+    text = str(err.value)
+    assert text.startswith("r.yaml: ") and message in text
+    assert "\n" not in text
+
+
+def test_overrides_parse_yaml_values_and_reach_nested_fields(tmp_path):
+    path = tmp_path / "r.yaml"
+    path.write_text(yaml.safe_dump(BASE))
+    recipe = load_recipe(path, ["train.steps=200", "model.block_out_channels=[32,64]", "data.subset.per_class=5", "name=other"])
+    assert recipe.train.steps == 200
+    assert recipe.model.block_out_channels == [32, 64]
+    assert recipe.data.subset.per_class == 5
+    assert recipe.name == "other"
+    with pytest.raises(UserError, match="train.bogus: unknown key"):
+        load_recipe(path, ["train.bogus=1"])
+    with pytest.raises(UserError, match="expected FIELD.PATH=VALUE"):
+        parse_overrides(["train.steps"])
+
+
+def test_file_problems_are_one_line_errors(tmp_path):
+    with pytest.raises(UserError, match="recipe file not found"):
+        load_recipe(tmp_path / "missing.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("name: [unclosed\n")
+    with pytest.raises(UserError, match="not valid YAML at line"):
+        load_recipe(bad)
+
+
+def test_env_var_supplies_the_data_root(monkeypatch):
+    monkeypatch.setenv("SYNTHAUG_DATA_ROOT", "/data/medmnist")
+    assert recipe_from_dict(BASE).data.root == Path("/data/medmnist")
+    assert recipe_from_dict(with_change("data.root", "/mine")).data.root == Path("/mine")
+
+
+def test_cli_bad_recipe_exits_2_with_one_line(tmp_path, capsys):
+    path = tmp_path / "r.yaml"
+    path.write_text(yaml.safe_dump(with_change("train.steps", 0)))
+    assert main(["fit", str(path)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == f"synthaug fit: error: {path}: train.steps: Input should be greater than 0 (got 0)"
+    assert not (tmp_path / "runs").exists()

@@ -1,0 +1,166 @@
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+import yaml
+from diffusers import DDPMPipeline
+from safetensors.torch import load_file
+
+import synthaug.train as train_module
+from synthaug.errors import UserError
+from synthaug.recipe import recipe_from_dict
+from synthaug.rundir import RunDir
+from synthaug.train import fit
+from tests.conftest import tiny_recipe_dict, write_class_folders
+
+pytestmark = pytest.mark.filterwarnings("ignore:.*MD5 differs")
+
+
+def unet_weights(run: RunDir, model_dir: str) -> dict:
+    return load_file(run.model(model_dir) / "unet" / "diffusion_pytorch_model.safetensors")
+
+
+def test_per_class_fit_writes_the_run_directory(tiny_recipe):
+    recipe = tiny_recipe(data={"subset": {"per_class": 5, "seed": 1}}, train={"sample_every": 2})
+    run = fit(recipe, show_progress=False)
+    classes = json.loads(run.classes.read_text())
+    assert classes["class_names"] == ["malignant", "normal, benign"]
+    assert classes["models"] == {"0": "00_malignant", "1": "01_normal_benign"}
+    assert classes["counts"] == {"0": 5, "1": 5} and classes["split_counts"] == {"0": 12, "1": 12}
+    assert classes["subset"]["per_class"] == 5 and len(classes["train_indices"]) == 10
+    for model_dir in ("00_malignant", "01_normal_benign"):
+        pipe = DDPMPipeline.from_pretrained(run.model(model_dir))
+        assert pipe.unet.config.in_channels == 1 and pipe.unet.config.num_class_embeds is None
+        image = pipe(batch_size=1, num_inference_steps=2, generator=torch.Generator().manual_seed(0), output_type="np").images
+        assert image.shape == (1, 28, 28, 1)
+        assert (run.samples(model_dir) / "step_0000002.png").is_file()
+        assert (run.samples(model_dir) / "step_0000004.png").is_file()
+        assert not run.checkpoints(model_dir).exists()  # removed once the model is saved
+    metrics = pd.read_csv(run.metrics)
+    assert list(metrics.columns) == ["step", "class", "loss", "lr", "images_per_s"]
+    assert metrics.groupby("class")["step"].apply(list).to_dict() == {0: [1, 2, 3, 4], 1: [1, 2, 3, 4]}
+    summary = json.loads(run.summary.read_text())
+    assert summary["device"] == "cpu" and set(summary["models"]) == {"00_malignant", "01_normal_benign"}
+    assert yaml.safe_load(run.recipe.read_text())["data"]["subset"]["per_class"] == 5
+
+
+def test_class_conditional_rgb_model(tmp_path, blood_root):
+    raw = tiny_recipe_dict({"medmnist": "bloodmnist", "root": str(blood_root)}, tmp_path / "runs", model={"conditioning": "class_conditional"})
+    run = fit(recipe_from_dict(raw), show_progress=False)
+    pipe = DDPMPipeline.from_pretrained(run.model("all"))
+    assert pipe.unet.config.num_class_embeds == 9  # 8 classes + the null class
+    assert pipe.unet.config.in_channels == 3
+    assert set(pd.read_csv(run.metrics)["class"]) == {-1}
+
+
+def test_folder_data_and_chosen_classes(tmp_path):
+    root = write_class_folders(tmp_path / "imgs", ["benign", "cyst", "tumour"], n=3, size=20, channels=3)
+    raw = tiny_recipe_dict({"folder": str(root), "size": 16, "classes": ["cyst"]}, tmp_path / "runs")
+    run = fit(recipe_from_dict(raw), show_progress=False)
+    assert [p.name for p in (run.root / "models").iterdir()] == ["01_cyst"]
+    assert DDPMPipeline.from_pretrained(run.model("01_cyst")).unet.config.sample_size == 16
+
+
+def test_resumed_run_ends_with_the_weights_of_an_uninterrupted_one(tiny_recipe, monkeypatch):
+    whole = fit(tiny_recipe("whole", train={"steps": 6, "checkpoint_every": 2}), show_progress=False)
+
+    real_save = train_module._save_checkpoint
+
+    def save_then_crash(accelerator, run, job, step):
+        real_save(accelerator, run, job, step)
+        if job.class_idx == 1 and step == 4:
+            raise RuntimeError("simulated crash")
+
+    monkeypatch.setattr(train_module, "_save_checkpoint", save_then_crash)
+    recipe = tiny_recipe("resumed", train={"steps": 6, "checkpoint_every": 2})
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        fit(recipe, show_progress=False)
+    run = RunDir(recipe.run_dir)
+    assert run.is_finished("00_malignant") and not run.is_finished("01_normal_benign")
+    assert run.latest_checkpoint("01_normal_benign").name == "step_0000004"
+    monkeypatch.setattr(train_module, "_save_checkpoint", real_save)
+
+    fit(recipe, show_progress=False)
+    summary = json.loads(run.summary.read_text())["models"]
+    assert summary["01_normal_benign"]["resumed_from"] == 4
+    for model_dir in ("00_malignant", "01_normal_benign"):
+        a, b = unet_weights(whole, model_dir), unet_weights(run, model_dir)
+        assert all(torch.equal(a[k], b[k]) for k in a)
+    resumed_metrics = pd.read_csv(run.metrics)
+    assert resumed_metrics.groupby("class").size().tolist() == [6, 6]  # no duplicated rows after resuming
+
+
+def test_seed_changes_the_weights(tiny_recipe):
+    a = fit(tiny_recipe("seed0", train={"seed": 0}), show_progress=False)
+    b = fit(tiny_recipe("seed1", train={"seed": 1}), show_progress=False)
+    wa, wb = unet_weights(a, "00_malignant"), unet_weights(b, "00_malignant")
+    assert any(not torch.equal(wa[k], wb[k]) for k in wa)
+
+
+def test_rerun_skips_finished_models_and_refuses_a_changed_recipe(tiny_recipe, capsys):
+    recipe = tiny_recipe("again")
+    run = fit(recipe, show_progress=False)
+    stamp = (run.model("00_malignant") / "model_index.json").stat().st_mtime_ns
+    fit(recipe, show_progress=False)
+    assert "00_malignant: already trained, skipped" in capsys.readouterr().out
+    assert (run.model("00_malignant") / "model_index.json").stat().st_mtime_ns == stamp
+    with pytest.raises(UserError, match="holds a run made with a different recipe"):
+        fit(tiny_recipe("again", train={"lr": 0.5}), show_progress=False)
+
+
+def test_unreadable_checkpoint_is_named(tiny_recipe):
+    recipe = tiny_recipe("broken")
+    broken = RunDir(recipe.run_dir).checkpoints("00_malignant") / "step_0000002"
+    broken.mkdir(parents=True)
+    (broken / "model.safetensors").write_bytes(b"garbage")
+    with pytest.raises(UserError, match="step_0000002: unreadable checkpoint"):
+        fit(recipe, show_progress=False)
+
+
+def _write_recipe(tmp_path, breast_root, name, **train) -> Path:
+    raw = tiny_recipe_dict({"medmnist": "breastmnist", "root": str(breast_root)}, tmp_path / "runs", name, train=train)
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    return path
+
+
+def _env():
+    return {**os.environ, "PYTHONWARNINGS": "ignore", "OMP_NUM_THREADS": "1"}
+
+
+def test_kill_9_then_the_same_command_resumes(tmp_path, breast_root):
+    path = _write_recipe(tmp_path, breast_root, "killed", steps=100, checkpoint_every=5)
+    command = [sys.executable, "-m", "synthaug", "fit", str(path), "--no-progress"]
+    proc = subprocess.Popen(command, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    checkpoints = tmp_path / "runs" / "killed" / "checkpoints" / "00_malignant"
+    deadline = time.time() + 120
+    while time.time() < deadline and not list(checkpoints.glob("step_*")):
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert list(checkpoints.glob("step_*")), "no checkpoint appeared before the kill"
+    done = subprocess.run(command, env=_env(), capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    summary = json.loads((tmp_path / "runs" / "killed" / "summary.json").read_text())["models"]
+    assert summary["00_malignant"]["resumed_from"] >= 5
+    assert summary["01_normal_benign"]["steps"] == 100
+
+
+def test_two_cpu_processes_with_accelerate_launch(tmp_path, breast_root):
+    path = _write_recipe(tmp_path, breast_root, "ddp", steps=3, checkpoint_every=2)
+    command = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+               "-m", "synthaug", "fit", str(path), "--no-progress"]
+    done = subprocess.run(command, env=_env(), capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    summary = json.loads((tmp_path / "runs" / "ddp" / "summary.json").read_text())
+    assert summary["processes"] == 2
+    assert set(summary["models"]) == {"00_malignant", "01_normal_benign"}
+    assert DDPMPipeline.from_pretrained(tmp_path / "runs" / "ddp" / "models" / "01_normal_benign").unet is not None
