@@ -6,8 +6,8 @@ Two spaces, two jobs:
   classifier trained on the run's own real training images (no downloaded Inception weights; they
   fit grey X-rays and pathology tiles poorly). Fréchet distance overall and per class, improved
   precision/recall (Kynkäänniemi et al. 2019) and density/coverage (Naeem et al. 2020). Every
-  figure is computed twice on sets of the same size and class mix: synthetic vs real training
-  images, and real test vs real training images (the baseline: what "as good as real" looks like).
+  figure is computed on sets of the same size and class mix: synthetic vs real training images,
+  and real test and real val vs real training images (the baselines: what "as good as real" looks like).
   The classifier and the real features are cached in `<run>/audit/`.
 - **Pixel space** (memorization): each synthetic image's nearest training image by normalized
   correlation (Pearson correlation of the pixels; the mirror image too when the run trained with
@@ -419,6 +419,7 @@ def real_features(data: RunData, device: torch.device, show_progress: bool = Tru
     cache = data.run.root / "audit" / "features.pt"
     key = json.dumps(
         {
+            "features_of": ["train", "test", "val"],
             "evaluate": data.recipe.evaluate.model_dump(mode="json"),
             "seed": data.recipe.audit.seed,
             "train": hashlib.sha1(data.train.images.tobytes() + data.train_indices.tobytes()).hexdigest(),
@@ -449,7 +450,7 @@ def real_features(data: RunData, device: torch.device, show_progress: bool = Tru
         desc="audit feature classifier",
     )
     training = {k: v for k, v in dataclasses.asdict(info).items() if k != "curve"}
-    features = {"train": extract_features(model, data.train.images, device), "test": extract_features(model, data.test.images, device)}
+    features = {name: extract_features(model, getattr(data, name).images, device) for name in ("train", "test", "val")}
     buffer = io.BytesIO()
     state = {name: value.cpu() for name, value in model.state_dict().items()}
     torch.save({"key": key, "classifier": state, "training": json.dumps(training), "features": features}, buffer)
@@ -461,41 +462,45 @@ def real_features(data: RunData, device: torch.device, show_progress: bool = Tru
 # Fidelity and diversity, each beside the real-vs-real baseline
 
 
-def _equal_draws(test_labels: np.ndarray, synthetic_labels: np.ndarray, classes: list[int], seed: int) -> dict[int, tuple[np.ndarray, np.ndarray]]:
-    """Per class, as many test as synthetic images (the smaller count), drawn at random: same size, same class mix."""
+CANDIDATES = ("synthetic", "test", "val")  # each compared with the training images; test and val are the baselines
+METRICS = ("fd", "precision", "recall", "density", "coverage")
+
+
+def _equal_draws(labels: dict[str, np.ndarray], classes: list[int], seed: int) -> dict[int, dict[str, np.ndarray]]:
+    """Per class, the same number of images from each candidate set (the smallest count), drawn at random."""
     rng = np.random.default_rng(seed)
     draws = {}
     for c in classes:
-        test_c, synth_c = np.flatnonzero(test_labels == c), np.flatnonzero(synthetic_labels == c)
-        n = min(len(test_c), len(synth_c))
-        draws[c] = (np.sort(rng.choice(test_c, n, replace=False)), np.sort(rng.choice(synth_c, n, replace=False)))
+        members = {name: np.flatnonzero(labels[name] == c) for name in CANDIDATES}
+        n = min(len(m) for m in members.values())
+        draws[c] = {name: np.sort(rng.choice(m, n, replace=False)) for name, m in members.items()}
     return draws
 
 
-def _compare(reference: torch.Tensor, test: torch.Tensor, synthetic: torch.Tensor, k: int, device: torch.device) -> dict:
-    """Fréchet distance and PRDC of the synthetic and of the real test features against the reference, or None where too few."""
-    row = {"n": len(synthetic), "reference_n": len(reference)}
-    for name, candidate in (("synthetic", synthetic), ("real", test)):
+def _compare(reference: torch.Tensor, candidates: dict[str, torch.Tensor], k: int, device: torch.device) -> dict:
+    """Fréchet distance and PRDC of each candidate set against the reference; None where the sets are too small."""
+    row = {"n": len(candidates["synthetic"]), "reference_n": len(reference)}
+    for name, candidate in candidates.items():
         row[f"fd_{name}"] = frechet_distance(reference, candidate) if min(len(reference), len(candidate)) >= 2 else None
         scores = prdc(reference, candidate, k, device) if min(len(reference), len(candidate)) > k else {}
-        for metric in ("precision", "recall", "density", "coverage"):
+        for metric in METRICS[1:]:
             row[f"{metric}_{name}"] = scores.get(metric)
     return row
 
 
 def fidelity(data: RunData, features: dict[str, torch.Tensor], synthetic_labels: np.ndarray, k: int, seed: int, device: torch.device) -> dict:
-    """Overall and per-class metrics; reference: the run's training images; candidates: equal draws of synthetic and test."""
-    draws = _equal_draws(data.test.labels, synthetic_labels, data.classes, seed)
-    train_labels = data.train.labels
-    rows = {}
-    for c in data.classes:
-        test_idx, synth_idx = draws[c]
-        rows[data.class_names[c]] = _compare(
-            features["train"][train_labels == c], features["test"][test_idx], features["synthetic"][synth_idx], k, device
+    """Overall and per-class metrics. Reference: the generator's training images; candidates: equal-size, same-class-mix
+    draws of the synthetic, real test and real val images."""
+    labels = {"synthetic": synthetic_labels, "test": data.test.labels, "val": data.val.labels}
+    draws = _equal_draws(labels, data.classes, seed)
+    rows = {
+        data.class_names[c]: _compare(
+            features["train"][data.train.labels == c], {name: features[name][draws[c][name]] for name in CANDIDATES}, k, device
         )
-    test_all = np.concatenate([draws[c][0] for c in data.classes])
-    synth_all = np.concatenate([draws[c][1] for c in data.classes])
-    overall = _compare(features["train"], features["test"][test_all], features["synthetic"][synth_all], k, device)
+        for c in data.classes
+    }
+    every = {name: np.concatenate([draws[c][name] for c in data.classes]) for name in CANDIDATES}
+    overall = _compare(features["train"], {name: features[name][every[name]] for name in CANDIDATES}, k, device)
     return {"overall": overall, "per_class": rows}
 
 
@@ -716,7 +721,8 @@ def audit(
     print(
         f"audit: {over['n_synthetic']} synthetic images, {over['flagged']} flagged as near-copies "
         f"({100 * over['flagged_fraction']:.2f} %; real val images over the threshold: {_percent(over['real_val_over_threshold'])}), "
-        f"FD {_significant(fidelity_report['overall']['fd_synthetic'])} (real test: {_significant(fidelity_report['overall']['fd_real'])}), "
+        f"FD {_significant(fidelity_report['overall']['fd_synthetic'])} (real test: {_significant(fidelity_report['overall']['fd_test'])}, "
+        f"real val: {_significant(fidelity_report['overall']['fd_val'])}), "
         f"{timing['total']:.1f} s -> {folder / 'audit.md'}",
         flush=True,
     )
@@ -731,9 +737,7 @@ def read_audit_summary(synthetic_dir: str | Path) -> dict | None:
     report = json.loads(path.read_text())
     fid, mem = report["fidelity"]["overall"], report["memorization"]["overall"]
     return {
-        "fd_synthetic": fid["fd_synthetic"],
-        "fd_real": fid["fd_real"],
-        **{f"{m}_{s}": fid[f"{m}_{s}"] for m in ("precision", "recall", "density", "coverage") for s in ("synthetic", "real")},
+        **{f"{m}_{s}": fid[f"{m}_{s}"] for m in METRICS for s in CANDIDATES},
         "flagged": mem["flagged"],
         "flagged_fraction": mem["flagged_fraction"],
         "real_val_over_threshold": mem["real_val_over_threshold"],
@@ -774,17 +778,18 @@ def render_markdown(report: dict) -> str:
         f"for {s['feature_classifier_steps']} steps on the run's real training images (val-selected step "
         f"{s['feature_classifier_training']['best_step']}, val accuracy {_number(s['feature_classifier_training']['val'].get('acc'))}). "
         "Reference: those training images. Each cell "
-        "reads **synthetic / real**: synthetic images against the reference, then the real-vs-real baseline, real test images "
-        "against the reference. Both candidate sets are drawn at random to the same size and class mix (n per row). Fréchet "
-        f"distance: lower is closer. Precision and density (fidelity), recall and coverage (diversity), k = {s['k']}: the real "
-        "column is what real images of new patients score.",
+        "reads **synthetic / real test / real val**: synthetic images against the reference, then the real-vs-real "
+        "baselines, real test and real val images against the reference: what real images of new patients score (where the "
+        "test split is shifted from the training split, as in some MedMNIST sets, val is the closer baseline). The three "
+        "sets are drawn at random to the same size and class mix (n per row). Fréchet distance: lower is closer. Precision "
+        f"and density (fidelity), recall and coverage (diversity), k = {s['k']}.",
         "",
         "| classes | n | Fréchet distance | precision | recall | density | coverage |",
         "|---|---|---|---|---|---|---|",
     ]
     for name, row in [("all", fid["overall"])] + list(fid["per_class"].items()):
-        cells = [f"{_significant(row['fd_synthetic'])} / {_significant(row['fd_real'])}"]
-        cells += [f"{_number(row[f'{m}_synthetic'])} / {_number(row[f'{m}_real'])}" for m in ("precision", "recall", "density", "coverage")]
+        cells = [" / ".join(_significant(row[f"fd_{name}"]) for name in CANDIDATES)]
+        cells += [" / ".join(_number(row[f"{m}_{name}"]) for name in CANDIDATES) for m in METRICS[1:]]
         lines.append(f"| {name} | {row['n']} | " + " | ".join(cells) + " |")
     lines += [
         "",
