@@ -66,8 +66,7 @@ def make_accelerator(recipe: Recipe) -> Accelerator:
 
 def _comparable(recipe: Recipe) -> dict:
     """The parts of a recipe that decide a run's weights (paths may move)."""
-    dumped = recipe.model_dump(mode="json", exclude={"output_dir": True, "generate": True, "evaluate": True, "audit": True, "data": {"root"}})
-    return dumped
+    return recipe.model_dump(mode="json", include={"data", "model", "diffusion", "train"}, exclude={"data": {"root"}})
 
 
 def prepare_run(recipe: Recipe, is_main: bool) -> tuple[RunDir, ImageSet, list[int]]:
