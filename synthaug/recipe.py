@@ -117,6 +117,7 @@ class TrainConfig(_Strict):
     checkpoint_every: int = Field(500, gt=0)
     sample_every: int = Field(0, ge=0)
     hflip: bool = True
+    snr_gamma: float | None = Field(None, gt=0)
     seed: int = 0
 
 

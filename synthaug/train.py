@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from accelerate import Accelerator
 from diffusers import DDPMPipeline, UNet2DModel
 from diffusers.optimization import get_cosine_schedule_with_warmup
-from diffusers.training_utils import EMAModel
+from diffusers.training_utils import EMAModel, compute_snr
 from tqdm.auto import tqdm
 
 from synthaug.data import ImageSet, load_split, resolve_classes, subset_indices, to_model_tensor
@@ -138,6 +138,13 @@ def _batch(recipe: Recipe, job: Job, num_classes: int, gen: torch.Generator, dev
     return x, noise, t, labels
 
 
+def _min_snr_weight(noise_scheduler, t: torch.Tensor, gamma: float, prediction_type: str) -> torch.Tensor:
+    """Min-SNR-gamma loss weights (Hang et al. 2023), as diffusers' training examples apply them."""
+    snr = compute_snr(noise_scheduler, t)
+    clipped = torch.clamp(snr, max=gamma)
+    return clipped / (snr + 1) if prediction_type == "v_prediction" else clipped / snr
+
+
 def _save_checkpoint(accelerator: Accelerator, run: RunDir, job: Job, step: int) -> None:
     """`save_state` into a temporary folder, renamed into place; older checkpoints go only after that."""
     folder = run.checkpoints(job.model_dir)
@@ -210,7 +217,10 @@ def train_job(recipe: Recipe, run: RunDir, job: Job, num_classes: int, class_nam
                         target = noise
                     else:
                         target = noise_scheduler.get_velocity(x, noise, t)
-                    loss = F.mse_loss(pred.float(), target)
+                    loss = F.mse_loss(pred.float(), target, reduction="none").mean(dim=(1, 2, 3))
+                    if cfg.snr_gamma is not None:
+                        loss = loss * _min_snr_weight(noise_scheduler, t, cfg.snr_gamma, recipe.diffusion.prediction_type)
+                    loss = loss.mean()
                     accelerator.backward(loss)
                     if accelerator.sync_gradients:
                         accelerator.clip_grad_norm_(unet.parameters(), 1.0)

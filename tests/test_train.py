@@ -164,3 +164,15 @@ def test_two_cpu_processes_with_accelerate_launch(tmp_path, breast_root):
     assert summary["processes"] == 2
     assert set(summary["models"]) == {"00_malignant", "01_normal_benign"}
     assert DDPMPipeline.from_pretrained(tmp_path / "runs" / "ddp" / "models" / "01_normal_benign").unet is not None
+
+
+def test_min_snr_weights_cap_the_easy_timesteps():
+    from synthaug.models import build_noise_scheduler
+    from synthaug.recipe import DiffusionConfig
+
+    scheduler = build_noise_scheduler(DiffusionConfig())
+    t = torch.tensor([0, 100, 500, 999])
+    eps = train_module._min_snr_weight(scheduler, t, 5.0, "epsilon")
+    assert eps[0] < 0.01 and torch.allclose(eps[2:], torch.ones(2))  # high SNR down-weighted, noisy steps untouched
+    v = train_module._min_snr_weight(scheduler, t, 5.0, "v_prediction")
+    assert (v <= 1).all() and v[3] < 1 and v[0] < eps[1]
