@@ -49,7 +49,7 @@ from synthaug.errors import UserError
 from synthaug.models import SmallCNN, build_classifier
 from synthaug.recipe import ClassicAugConfig, EvaluateConfig, Recipe, SubsetConfig, load_recipe
 from synthaug.rundir import RunDir, atomic_write_bytes, atomic_write_json, atomic_write_text
-from synthaug.sample import image_grid, png_bytes, seeded_generator
+from synthaug.sample import seeded_generator
 
 BASELINES = ("real", "real+classic")
 PREDICT_BATCH = 512
@@ -502,7 +502,7 @@ def evaluate(
     results.update({
         "commands": [c for c in (extra_commands or []) + ([command] if command else [])],
         "config": cfg.model_dump(mode="json"),
-        "data": {"source": recipes[0].data.medmnist or str(recipes[0].data.folder), "size": recipes[0].data.size,
+        "data": {"source": recipes[0].data.medmnist or Path(recipes[0].data.folder).name, "size": recipes[0].data.size,
                  "class_names": regimes[0].class_names, **data.sizes,
                  "regimes": [{"regime": r.label, "run": str(r.run), "subset_seed": r.subset_seed,
                               "real_train": len(r.train.labels), "real_per_class": r.train.counts(),
@@ -670,27 +670,43 @@ def plot_accuracy_vs_size(results: dict, path: Path) -> None:
         ax.grid(alpha=0.3)
     axes[0].legend(fontsize=7)
     fig.suptitle(f"{results['data']['source']}: mean over seeds, bars = 95 % bootstrap CI of the mean")
-    fig.tight_layout()
+    atomic_write_bytes(path, _png(fig))
+
+
+def _png(fig) -> bytes:
     import io
 
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout()
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=110)
     plt.close(fig)
-    atomic_write_bytes(path, buffer.getvalue())
+    return buffer.getvalue()
 
 
 def sample_grid(regime: Regime, per_class: int = 8) -> bytes:
-    """One row per class: `per_class` real training images, a gap, then `per_class` synthetic ones."""
+    """One row per class: `per_class` real training images, a gap, then `per_class` synthetic ones (PNG)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
     real, synth = regime.train, regime.synthetic
     h, w, c = real.images.shape[1:]
-    rows = []
-    for cls in regime.classes:
+    fig, axes = plt.subplots(len(regime.classes), 1, figsize=(8, 0.55 * len(regime.classes) + 0.6), squeeze=False)
+    for ax, cls in zip(axes[:, 0], regime.classes):
         row = np.zeros((2 * per_class + 1, h, w, c), np.uint8)
         r_idx, s_idx = np.flatnonzero(real.labels == cls)[:per_class], np.flatnonzero(synth.labels == cls)[:per_class]
         row[: len(r_idx)] = real.images[r_idx]
         row[per_class + 1 : per_class + 1 + len(s_idx)] = synth.images[s_idx]
-        rows.append(row)
-    return png_bytes(image_grid(np.concatenate(rows), columns=2 * per_class + 1))
+        strip = np.concatenate(list(row), axis=1)
+        ax.imshow(strip[..., 0] if c == 1 else strip, cmap="gray" if c == 1 else None, vmin=0, vmax=255)
+        ax.set_xticks([])
+        ax.set_yticks([])
+        ax.set_ylabel(regime.class_names[cls], rotation=0, ha="right", va="center", fontsize=8)
+    axes[0, 0].set_title(f"{regime.label}: real training images (left) | synthetic (right)", fontsize=9)
+    return _png(fig)
 
 
 # ---------------------------------------------------------------------------------------------
