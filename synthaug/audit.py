@@ -358,6 +358,7 @@ class CopyFilter:
     Made by `copy_filter(run)`; `generate --reject-copies` calls it on every batch of candidates.
     """
 
+    name = "near_copy"  # how generate's metadata.csv (rejected_by) and manifest name it
     train_images: np.ndarray
     thresholds: dict[int, float]
     quantile: float
