@@ -292,6 +292,11 @@ def load_regime(run_path: Path, recipe: Recipe, synthetic_dir: Path | None = Non
             f"images the compared classifier sees: evaluate with the run's own data.subset or a larger one"
         )
     synthetic_dir = Path(synthetic_dir) if synthetic_dir else run.synthetic
+    manifest = synthetic_dir / "manifest.json"
+    if need_synthetic and manifest.is_file():  # a set sampled from another run's generator may have seen other real images
+        made_by = json.loads(manifest.read_text()).get("run")
+        if made_by and Path(made_by).resolve() != run.root.resolve():
+            raise UserError(f"{synthetic_dir}: was generated from the run {made_by}, not {run.root}; evaluate each run with its own synthetic set")
     synthetic = _read_synthetic(synthetic_dir, train.class_names, train.channels, recipe.data.size) if need_synthetic else None
     subset = recipe.data.subset
     return Regime(run.root, regime_label(subset), subset.seed if subset else 0, train.class_names, classes,
