@@ -130,6 +130,44 @@ def _register_audit(sub) -> None:
 _REGISTRARS.append(_register_audit)
 
 
+def cmd_generate(args) -> None:
+    from synthaug.sample import generate, latest_run
+
+    run = args.run or latest_run().root
+    filters = []
+    if args.reject_copies:
+        from synthaug.audit import copy_filter
+
+        filters.append(copy_filter(run))
+    generate(
+        run, per_class=args.per_class, ratio=args.ratio, balance=args.balance, out=args.out, classes=args.classes,
+        sampler=args.sampler, steps=args.steps, guidance_scale=args.guidance_scale, batch_size=args.batch_size,
+        seed=args.seed, format=args.format, candidate_filters=filters, show_progress=not args.no_progress,
+    )
+
+
+def _register_generate(sub) -> None:
+    p = sub.add_parser("generate", help="sample labelled synthetic images from a run's models (deterministic, resumable)")
+    p.add_argument("--per-class", type=int, metavar="N", help="N images per class")
+    p.add_argument("--ratio", type=float, metavar="R", help="R times each class's real training count")
+    p.add_argument("--balance", action="store_true", help="top every class up to the largest class's real count")
+    p.add_argument("--run", metavar="DIR", help="run directory (default: the most recent run under runs/)")
+    p.add_argument("--out", metavar="DIR", help="output folder (default <run>/synthetic)")
+    p.add_argument("--classes", nargs="+", metavar="CLASS", help="class names or indices (default: every trained class)")
+    p.add_argument("--sampler", metavar="NAME", help="dpm-solver++ | ddim | ddpm (default: the recipe's, else dpm-solver++)")
+    p.add_argument("--steps", type=int, metavar="N", help="sampler steps (default: dpm-solver++ 20, ddim 50, ddpm every training step)")
+    p.add_argument("--guidance-scale", type=float, metavar="W", help="classifier-free guidance of class_conditional runs (default 1: none)")
+    p.add_argument("--batch-size", type=int, metavar="N", help="images per model call on a GPU (default 256); on CPU always 16, see README")
+    p.add_argument("--seed", type=int, metavar="S", help="image i of class c comes from (seed, c, i) alone (default 0)")
+    p.add_argument("--format", metavar="FMT", help="png | npz | both (default png)")
+    p.add_argument("--reject-copies", action="store_true", help="redraw every candidate the audit's copy filter flags as a near-copy of a training image")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_generate)
+
+
+_REGISTRARS.append(_register_generate)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
