@@ -284,55 +284,36 @@ def load_run_data(run_dir: str | Path, recipe: Recipe | None = None) -> RunData:
     )
 
 
-def _read_png(path: Path, size: int, channels: int) -> np.ndarray:
-    from PIL import Image, UnidentifiedImageError
-
-    try:
-        with Image.open(path) as img:
-            img.load()
-            mode, got_size = img.mode, img.size
-            pixels = np.asarray(img)
-    except FileNotFoundError:
-        raise UserError(f"{path}: listed in metadata.csv but missing") from None
-    except (UnidentifiedImageError, OSError, ValueError) as exc:
-        raise UserError(f"{path}: unreadable image ({exc})") from None
-    expected = "grayscale (L)" if channels == 1 else "RGB"
-    if got_size != (size, size):
-        raise UserError(f"{path}: {got_size[0]}x{got_size[1]} pixels, expected {size}x{size} like the run's training images")
-    if mode != ("L" if channels == 1 else "RGB"):
-        raise UserError(f"{path}: image mode {mode}, expected {expected} ({channels} channel{'s' if channels > 1 else ''}) like the run's training images")
+def _pixels(image, path: Path, size: int, channels: int) -> np.ndarray:
+    """A synthetic PIL image as uint8 (H, W, C), refused unless its size and channels are the run's."""
+    if image.size != (size, size):
+        raise UserError(f"{path}: {image.size[0]}x{image.size[1]} pixels, expected {size}x{size} like the run's training images")
+    if image.mode != ("L" if channels == 1 else "RGB"):
+        expected = "grayscale (L), 1 channel" if channels == 1 else "RGB, 3 channels"
+        raise UserError(f"{path}: image mode {image.mode}, expected {expected} like the run's training images")
+    pixels = np.asarray(image)
     return pixels[..., None] if channels == 1 else pixels
 
 
 def load_synthetic(folder: str | Path, data: RunData) -> tuple[ImageSet, list[str]]:
-    """A synthetic set written by `synthaug generate` (metadata.csv + images), checked against the run; and its file names."""
-    import pandas as pd
+    """A synthetic set written by `synthaug generate` (read with SynthDataset), checked against the run; and its file names."""
+    from synthaug.dataset import SynthDataset
 
     folder = Path(folder)
     if not folder.is_dir():
         raise UserError(f"--synthetic {folder}: no such directory; run `synthaug generate` first")
-    table_path = folder / "metadata.csv"
-    if not table_path.is_file():
-        raise UserError(f"{folder}: no metadata.csv (expected a folder written by `synthaug generate`)")
-    try:
-        table = pd.read_csv(table_path)
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
-        raise UserError(f"{table_path}: not a readable CSV ({type(exc).__name__})") from None
-    missing = [c for c in ("file_name", "label") if c not in table.columns]
-    if missing:
-        raise UserError(f"{table_path}: missing column(s) {', '.join(missing)} (expected file_name,label,class_name,...)")
-    if table.empty:
+    synthetic = SynthDataset(folder)
+    if len(synthetic) == 0:
         raise UserError(f"{folder}: no synthetic images (metadata.csv lists none)")
-    if not pd.api.types.is_integer_dtype(table["label"]):
-        raise UserError(f"{table_path}: column label must hold class indices (integers)")
-    foreign = sorted(set(table["label"].tolist()) - set(data.classes))
+    foreign = sorted(set(synthetic.labels.tolist()) - set(data.classes))
     if foreign:
-        raise UserError(f"{table_path}: label(s) {foreign} are not classes of the run (it trained {data.classes})")
+        raise UserError(f"{folder / 'metadata.csv'}: label(s) {foreign} are not classes of the run (it trained {data.classes})")
     info = data.run.read_classes()
     size, channels = int(info["size"]), int(info["channels"])
-    images = [_read_png(folder / name, size, channels) for name in tqdm(table["file_name"], desc="read synthetic", leave=False, disable=len(table) < 2000)]
-    synthetic = ImageSet(np.stack(images), table["label"].to_numpy(dtype=np.int64), data.class_names)
-    return synthetic, table["file_name"].astype(str).tolist()
+    reading = tqdm(range(len(synthetic)), desc="read synthetic", leave=False, disable=len(synthetic) < 2000)
+    images = np.stack([_pixels(synthetic.image(i), synthetic.files[i], size, channels) for i in reading])
+    files = [path.relative_to(folder).as_posix() for path in synthetic.files]
+    return ImageSet(images, synthetic.labels, data.class_names), files
 
 
 # ---------------------------------------------------------------------------------------------

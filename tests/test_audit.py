@@ -235,7 +235,7 @@ def test_bad_inputs_are_one_line_errors(run_dir, tmp_path, capsys):
 
     empty = tmp_path / "empty"
     empty.mkdir()
-    assert "no metadata.csv" in _cli_error(capsys, "--run", str(run_dir), "--synthetic", str(empty))
+    assert "metadata.csv: not found" in _cli_error(capsys, "--run", str(run_dir), "--synthetic", str(empty))
     write_synthetic(empty, np.zeros((0, SIZE, SIZE, 1), np.uint8), [])
     assert "no synthetic images" in _cli_error(capsys, "--run", str(run_dir), "--synthetic", str(empty))
 
@@ -246,8 +246,9 @@ def test_bad_inputs_are_one_line_errors(run_dir, tmp_path, capsys):
     write_synthetic(rgb, np.zeros((2, SIZE, SIZE, 3), np.uint8), [0, 1])
     assert "mode RGB, expected grayscale" in _cli_error(capsys, "--run", str(run_dir), "--synthetic", str(rgb))
     foreign = tmp_path / "foreign"
-    write_synthetic(foreign, np.zeros((1, SIZE, SIZE, 1), np.uint8), [1])
-    pd.DataFrame({"file_name": ["normal_benign/1_000000.png"], "label": [5], "class_name": ["x"]}).to_csv(foreign / "metadata.csv", index=False)
+    (foreign / "other").mkdir(parents=True)
+    Image.fromarray(np.zeros((SIZE, SIZE), np.uint8)).save(foreign / "other" / "5_000000.png")
+    pd.DataFrame({"file_name": ["other/5_000000.png"], "label": [5], "class_name": ["other"]}).to_csv(foreign / "metadata.csv", index=False)
     assert "label(s) [5] are not classes of the run" in _cli_error(capsys, "--run", str(run_dir), "--synthetic", str(foreign))
     assert "audit.copy_quantile: " in _cli_error(capsys, "--run", str(run_dir), "--synthetic", str(big), "--set", "audit.copy_quantile=1.5")
     assert "may only change audit.*" in _cli_error(capsys, "--run", str(run_dir), "--set", "data.size=64")
