@@ -38,13 +38,13 @@ import numpy as np
 import pandas as pd
 import torch
 import torch.nn.functional as F
-from PIL import Image, UnidentifiedImageError
 from sklearn.metrics import accuracy_score, recall_score, roc_auc_score
 from torch import nn
 from tqdm.auto import tqdm
 
 import synthaug
 from synthaug.data import ImageSet, load_split, resolve_classes, subset_indices, to_model_tensor
+from synthaug.dataset import SynthDataset
 from synthaug.errors import UserError
 from synthaug.models import SmallCNN, build_classifier
 from synthaug.recipe import ClassicAugConfig, EvaluateConfig, Recipe, SubsetConfig, load_recipe
@@ -241,35 +241,15 @@ def regime_label(subset: SubsetConfig | None) -> str:
 
 
 def _read_synthetic(folder: Path, class_names: list[str], channels: int, size: int) -> ImageSet:
-    """A synthetic set written by `synthaug generate`: `metadata.csv` (file_name, label, class_name) + images."""
-    folder = Path(folder)
-    meta_path = folder / "metadata.csv"
-    if not meta_path.is_file():
-        raise UserError(f"{folder}: no synthetic set (no metadata.csv); run `synthaug generate` on the run first")
-    meta = pd.read_csv(meta_path)
-    missing = {"file_name", "label", "class_name"} - set(meta.columns)
-    if missing:
-        raise UserError(f"{meta_path}: missing column(s) {', '.join(sorted(missing))} (expected file_name,label,class_name)")
-    for label, name in meta[["label", "class_name"]].drop_duplicates().itertuples(index=False):
-        if not 0 <= label < len(class_names) or class_names[label] != name:
-            raise UserError(f"{meta_path}: label {label} is {name!r} there but the run's class {label} is "
-                            f"{class_names[label] if 0 <= label < len(class_names) else 'missing'!r}")
-    meta = meta.sort_values(["label", "file_name"], kind="stable")
-    mode = "L" if channels == 1 else "RGB"
-    images = []
-    for name in tqdm(meta["file_name"], desc=f"read {folder.name}", leave=False, disable=len(meta) < 2000):
-        try:
-            with Image.open(folder / name) as img:
-                img = img.convert(mode)
-        except (FileNotFoundError, UnidentifiedImageError, OSError) as exc:
-            raise UserError(f"{folder / name}: unreadable synthetic image ({exc})") from None
-        if img.size != (size, size):
-            raise UserError(f"{folder / name}: is {img.size[0]}x{img.size[1]} px, the run's images are {size}x{size}")
-        images.append(np.asarray(img))
-    array = np.stack(images) if images else np.zeros((0, size, size, channels), np.uint8)
-    if array.ndim == 3:
-        array = array[..., None]
-    return ImageSet(array, meta["label"].to_numpy(np.int64), class_names)
+    """A synthetic set written by `synthaug generate`, decoded into memory, each class in file-name (index) order."""
+    synth = SynthDataset(folder, as_rgb=channels == 3)
+    if synth.class_names != class_names:
+        raise UserError(f"{folder}: its classes {synth.class_names} are not the run's {class_names}")
+    images, labels = synth.to_numpy()
+    if len(labels) and images.shape[1:] != (size, size, channels):
+        raise UserError(f"{folder}: images are {images.shape[1:]} (H, W, C), the run's are {(size, size, channels)}")
+    order = np.lexsort(([p.name for p in synth.files], labels))
+    return ImageSet(images[order], labels[order], class_names)
 
 
 def load_regime(run_path: Path, recipe: Recipe, synthetic_dir: Path | None = None, need_synthetic: bool = True) -> Regime:
@@ -512,7 +492,7 @@ def evaluate(
                  "regimes": [{"regime": r.label, "run": str(r.run), "subset_seed": r.subset_seed,
                               "real_train": len(r.train.labels), "real_per_class": r.train.counts(),
                               "synthetic_available": r.synthetic.counts() if r.synthetic is not None else None,
-                              "synthetic_dir": str(r.synthetic_dir)} for r in regimes]},
+                              "synthetic_dir": str(r.synthetic_dir), "generator": generator_summary(r.run)} for r in regimes]},
         "hardware": hardware(device),
         "wall_s_this_run": round(time.perf_counter() - began, 1),
         "wall_s_arms": round(sum(r["wall_s"] for r in rows), 1),
@@ -550,6 +530,21 @@ def summarise(rows: list[dict], cfg: EvaluateConfig, regimes: list[Regime]) -> d
                     entry.update({f"d{m}": mean, f"d{m}_lo": lo, f"d{m}_hi": hi, f"d{m}_excludes_0": bool(lo > 0 or hi < 0)})
                 gains.append(entry)
     return {"rows": rows, "summary": summary, "gains": gains}
+
+
+def generator_summary(run: Path) -> str:
+    """The run's diffusion models in a few words: size, steps, fit wall time, sampler (from its files)."""
+    rundir = RunDir(Path(run))
+    try:
+        recipe = load_recipe(rundir.recipe)
+        models = json.loads(rundir.summary.read_text()).get("models", {}) if rundir.summary.is_file() else {}
+    except (UserError, ValueError):
+        return "?"
+    manifest = rundir.synthetic / "manifest.json"
+    sampler = json.loads(manifest.read_text()).get("recipe", {}).get("generate", {}) if manifest.is_file() else {}
+    wall = sum(m.get("wall_s") or 0 for m in models.values())
+    return (f"{recipe.model.conditioning} UNet {recipe.model.block_out_channels}, {recipe.train.steps} steps x batch "
+            f"{recipe.train.batch_size}, fit {wall:.0f} s; {sampler.get('sampler', '?')} {sampler.get('steps', '')} steps")
 
 
 def hardware(device) -> dict:
@@ -601,9 +596,11 @@ def render_report(results: dict, notes: str | None = None) -> str:
               f"(classes {data['class_names']}).",
               f"- Wall time: {results['wall_s_arms']:.0f} s of classifier training over {len(results['rows'])} arms "
               f"({results['arms_from_cache']} read from the cache); this invocation {results['wall_s_this_run']:.0f} s.", "",
-              "| regime | run | subset seed | real train (per class) | synthetic available (per class) |", "|---|---|---|---|---|"]
+              "| regime | run | subset seed | real train (per class) | synthetic available (per class) | generator |",
+              "|---|---|---|---|---|---|"]
     for r in data["regimes"]:
-        lines.append(f"| {r['regime']} | `{r['run']}` | {r['subset_seed']} | {r['real_train']} {r['real_per_class']} | {r['synthetic_available']} |")
+        lines.append(f"| {r['regime']} | `{r['run']}` | {r['subset_seed']} | {r['real_train']} {r['real_per_class']} | "
+                     f"{r['synthetic_available']} | {r['generator']} |")
     if len(seeds) < 3:
         lines += ["", f"**Only {len(seeds)} seed(s): too few for any claim; the issue asks for at least 3.**"]
     lines += ["", "## Test accuracy and AUC (mean ± std over seeds and subsets)", "",

@@ -20,6 +20,7 @@ from synthaug.evaluate import (
     classic_augment,
     evaluate,
     expand_arms,
+    experiment,
     load_regime,
     paired_bootstrap_ci,
     train_classifier,
@@ -123,6 +124,10 @@ def test_leak_guard_refuses_real_arms_that_saw_less_than_the_generator(make_run,
     small = make_run("tiny-small", 4)
     regime = load_regime(small, load_recipe(RunDir(small).recipe, ["data.subset.per_class=8"]))
     assert regime.train.counts() == [8, 8]
+    # A synthetic set sampled from another run's generator: refused.
+    (RunDir(small).synthetic / "manifest.json").write_text(json.dumps({"run": str(run), "complete": True}))
+    with pytest.raises(UserError, match="was generated from the run"):
+        load_regime(small, load_recipe(RunDir(small).recipe))
     # Another subset seed draws other images: refused.
     with pytest.raises(UserError, match="would not see"):
         load_regime(small, load_recipe(RunDir(small).recipe, ["data.subset.seed=5"]))
@@ -173,3 +178,18 @@ def test_arms_expand_per_ratio():
     names = [a.name for a in expand_arms(EvaluateConfig(ratios=[1, 5]))]
     assert names == ["real", "real+classic", "real+synthetic 1x", "real+synthetic 5x", "real+synthetic+classic 1x",
                      "real+synthetic+classic 5x", "synthetic"]
+
+
+def test_experiment_fits_generates_and_evaluates_every_regime(tmp_path, breast_root):
+    raw = tiny_recipe_dict({"medmnist": "breastmnist", "root": str(breast_root)}, tmp_path / "runs", "exp",
+                           model={"conditioning": "class_conditional"}, train={"steps": 2},
+                           generate={"steps": 2, "sampler": "ddim"},
+                           evaluate={**TINY_EVAL, "seeds": [0], "ratios": [1],
+                                     "regimes": [{"per_class": 4}, {"fraction": 1.0}]})
+    results = experiment(recipe_from_dict(raw), tmp_path / "report", show_progress=False)
+    assert [r["run"] for r in results["data"]["regimes"]] == [str(tmp_path / "runs" / "exp-4pc-s0"), str(tmp_path / "runs" / "exp-full")]
+    table = pd.read_csv(tmp_path / "report" / "results.csv")
+    assert set(table["regime"]) == {"4/class", "100%"} and len(table) == 2 * 5
+    # Each regime's generator saw only its own subset; the synthetic set holds what the largest ratio needs.
+    assert json.loads((tmp_path / "runs" / "exp-4pc-s0" / "classes.json").read_text())["counts"] == {"0": 4, "1": 4}
+    assert len(pd.read_csv(tmp_path / "runs" / "exp-full" / "synthetic" / "metadata.csv")) == 2 * 12
