@@ -134,15 +134,10 @@ def cmd_generate(args) -> None:
     from synthaug.sample import generate, latest_run
 
     run = args.run or latest_run().root
-    filters = []
-    if args.reject_copies:
-        from synthaug.audit import copy_filter
-
-        filters.append(copy_filter(run))
     generate(
         run, per_class=args.per_class, ratio=args.ratio, balance=args.balance, out=args.out, classes=args.classes,
         sampler=args.sampler, steps=args.steps, guidance_scale=args.guidance_scale, batch_size=args.batch_size,
-        seed=args.seed, format=args.format, candidate_filters=filters, show_progress=not args.no_progress,
+        seed=args.seed, format=args.format, reject_copies=args.reject_copies or None, show_progress=not args.no_progress,
     )
 
 
@@ -160,7 +155,7 @@ def _register_generate(sub) -> None:
     p.add_argument("--batch-size", type=int, metavar="N", help="images per model call on a GPU (default 256); on CPU always 16, see README")
     p.add_argument("--seed", type=int, metavar="S", help="image i of class c comes from (seed, c, i) alone (default 0)")
     p.add_argument("--format", metavar="FMT", help="png | npz | both (default png)")
-    p.add_argument("--reject-copies", action="store_true", help="redraw every candidate the audit's copy filter flags as a near-copy of a training image")
+    p.add_argument("--reject-copies", action="store_true", help="redraw every candidate the audit's copy filter flags as a near-copy of a training image (recipe: generate.reject_copies)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_generate)
 

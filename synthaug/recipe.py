@@ -130,6 +130,7 @@ class GenerateConfig(_Strict):
     batch_size: int = Field(256, gt=0)
     seed: int = 0
     format: Literal["png", "npz", "both"] = "png"
+    reject_copies: bool = False  # redraw near-copies of training images (synthaug.audit.copy_filter, audit.copy_quantile)
 
 
 ARMS = ("real", "real+classic", "real+synthetic", "real+synthetic+classic", "synthetic")

@@ -567,6 +567,7 @@ def generate(
     batch_size: int | None = None,
     seed: int | None = None,
     format: str | None = None,
+    reject_copies: bool | None = None,
     candidate_filters: Sequence[CandidateFilter] = (),
     show_progress: bool = True,
 ) -> Path:
@@ -577,7 +578,7 @@ def generate(
     Image i of class c depends on (seed, c, i) alone: the same call gives the same bytes whatever
     the batch size (on CPU), the number of processes, or interruptions; files already on disk are
     kept. `candidate_filters` reject candidates (see `CandidateFilter`); a rejected image is redrawn
-    from (seed, c, i, attempt). Launch under `accelerate launch` to split the work across processes.
+    from (seed, c, i, attempt); `reject_copies` adds the audit's near-copy filter (`synthaug.audit.copy_filter`). Launch under `accelerate launch` to split the work across processes.
     """
     from synthaug.train import _versions as versions  # train imports this module
 
@@ -585,7 +586,7 @@ def generate(
     device = state.device
     run_dir, recipe = _open_run(run)
     info = run_dir.read_classes()
-    settings = resolve_settings(recipe.generate, sampler=sampler, steps=steps, guidance_scale=guidance_scale, batch_size=batch_size, seed=seed, format=format)
+    settings = resolve_settings(recipe.generate, sampler=sampler, steps=steps, guidance_scale=guidance_scale, batch_size=batch_size, seed=seed, format=format, reject_copies=reject_copies)
     if settings.guidance_scale != 1.0 and info["conditioning"] != "class_conditional":
         raise UserError(f"--guidance-scale: applies to class_conditional runs only; {run_dir.root} has one model per class")
     targets = class_targets(run_dir, info, per_class, ratio, balance, classes)
@@ -595,6 +596,10 @@ def generate(
     train_steps = recipe.diffusion.num_train_timesteps
     settings = settings.model_copy(update={"steps": settings.steps or DEFAULT_STEPS[settings.sampler] or train_steps})
     filters = list(candidate_filters)
+    if settings.reject_copies:
+        from synthaug.audit import copy_filter
+
+        filters.append(copy_filter(run_dir.root, recipe, device))
     provenance = _provenance(run_dir, targets, settings, block, device, filters)
     generation_id = _generation_id(provenance)
     manifest_path, metadata_path = out / "manifest.json", out / "metadata.csv"

@@ -254,3 +254,47 @@ def test_bad_inputs_are_one_line_errors(run_dir, tmp_path, capsys):
     assert "may only change audit.*" in _cli_error(capsys, "--run", str(run_dir), "--set", "data.size=64")
     with pytest.raises(UserError, match="audit.k: "):
         run_recipe(run_dir, ["audit.k=0"])
+
+
+def test_generate_reject_copies_redraws_copies_and_keeps_the_count(tmp_path):
+    """A generator that reproduces its training images: with --reject-copies those images are redrawn, the count holds."""
+    from diffusers import DDPMPipeline
+
+    from synthaug.models import build_noise_scheduler, build_unet
+    from synthaug.rundir import RunDir
+    from synthaug.sample import generate
+
+    arrays = {}
+    for split, n, seed in (("train", 10, 0), ("val", 10, 1), ("test", 30, 2)):
+        arrays[f"{split}_images"] = np.concatenate([blob_images(n, c, seed) for c in (0, 1)])[..., 0]
+        arrays[f"{split}_labels"] = np.repeat([0, 1], n)[:, None].astype(np.uint8)
+    npz = tmp_path / "data" / "breastmnist.npz"
+    npz.parent.mkdir()
+    np.savez(npz, **arrays)
+    data = {"medmnist": "breastmnist", "root": str(npz.parent)}
+    recipe = recipe_from_dict(tiny_recipe_dict(data, tmp_path / "runs", "copier", generate={"steps": 3}, train={"hflip": False}))
+    with pytest.warns(UserWarning, match="MD5"):
+        run, _, _ = prepare_run(recipe, is_main=True)
+    info = json.loads(run.classes.read_text())
+    for seed, model_dir in enumerate(info["models"].values()):  # untrained UNets: generation only needs model folders
+        torch.manual_seed(seed)
+        unet = build_unet(recipe.model, 1, 2)
+        DDPMPipeline(unet=unet, scheduler=build_noise_scheduler(recipe.diffusion)).save_pretrained(str(RunDir(run.root).model(model_dir)))
+    first = generate(run.root, per_class=3, out=tmp_path / "first", show_progress=False)
+    drawn = pd.read_csv(first / "metadata.csv")
+    # Make those very images training images: the generator now "copies" three training images per class.
+    for c in (0, 1):
+        slots = np.flatnonzero(arrays["train_labels"][:, 0] == c)[:3]
+        for slot, name in zip(slots, drawn[drawn["label"] == c]["file_name"]):
+            arrays["train_images"][slot] = np.asarray(Image.open(first / name))
+    np.savez(npz, **arrays)
+
+    with pytest.warns(UserWarning, match="MD5"):
+        second = generate(run.root, per_class=3, out=tmp_path / "second", reject_copies=True, show_progress=False)
+    table = pd.read_csv(second / "metadata.csv")
+    assert table["label"].value_counts().to_dict() == {0: 3, 1: 3}
+    assert (table["attempt"] >= 1).all() and set(table["rejected_by"]) == {"near_copy"}
+    manifest = json.loads((second / "manifest.json").read_text())
+    assert [f["name"] for f in manifest["provenance"]["filters"]] == ["near_copy"]
+    for name in table["file_name"]:
+        assert not any((np.asarray(Image.open(second / name)) == np.asarray(Image.open(first / old))).all() for old in drawn["file_name"])
