@@ -674,6 +674,7 @@ def audit(
     report = {
         "run": str(data.run.root),
         "synthetic": str(folder),
+        "synthetic_metadata_sha256": _metadata_digest(folder),
         "command": command or f"synthaug audit --run {data.run.root} --synthetic {folder}",
         "settings": {
             **settings.model_dump(),
@@ -711,14 +712,26 @@ def audit(
     return report
 
 
+def _metadata_digest(folder: Path) -> str:
+    """Identifies the synthetic set an audit describes: `generate` adding images rewrites metadata.csv."""
+    import hashlib
+
+    return hashlib.sha256((folder / "metadata.csv").read_bytes()).hexdigest()
+
+
 def read_audit_summary(synthetic_dir: str | Path) -> dict | None:
-    """The headline numbers of a synthetic set's audit.json (for other reports), or None when it has not been audited."""
-    path = Path(synthetic_dir) / "audit.json"
-    if not path.is_file():
+    """The headline numbers of a synthetic set's audit.json (for other reports), or None when it has not been audited.
+
+    `stale` is True when the set has changed since (its metadata.csv is not the one audited).
+    """
+    folder = Path(synthetic_dir)
+    if not (folder / "audit.json").is_file():
         return None
-    report = json.loads(path.read_text())
+    report = json.loads((folder / "audit.json").read_text())
     fid, mem = report["fidelity"]["overall"], report["memorization"]["overall"]
+    current = _metadata_digest(folder) if (folder / "metadata.csv").is_file() else None
     return {
+        "stale": current != report.get("synthetic_metadata_sha256"),
         **{f"{m}_{s}": fid[f"{m}_{s}"] for m in METRICS for s in CANDIDATES},
         "flagged": mem["flagged"],
         "flagged_fraction": mem["flagged_fraction"],

@@ -192,6 +192,11 @@ def test_audit_flags_planted_copies_only_and_names_them(run_dir, tmp_path, monke
     again = audit(run_dir, folder, show_progress=False)
     assert again["fidelity"] == report["fidelity"] and again["memorization"] == report["memorization"]
 
+    summary = audit_module.read_audit_summary(folder)
+    assert summary["flagged"] == 6 and summary["fd_synthetic"] == overall["fd_synthetic"] and not summary["stale"]
+    write_synthetic(folder, images[:3], labels[:3])  # the set changed after the audit
+    assert audit_module.read_audit_summary(folder)["stale"]
+
 
 def test_copy_filter_rejects_copies_and_keeps_new_images(run_dir):
     images, labels, kinds = planted_set(run_dir)
