@@ -311,10 +311,19 @@ def expand_arms(cfg: EvaluateConfig) -> list[Arm]:
     return arms
 
 
+def top_ratio(arms: list[Arm]) -> float:
+    """The largest synthetic-to-real ratio of the arms (0 when none uses synthetic images)."""
+    return max((a.ratio for a in arms if a.ratio is not None), default=0.0)
+
+
+def per_class_count(ratio: float, real: int) -> int:
+    """Synthetic images of a class with `real` real ones at `ratio` (rounded half up, as `generate --ratio`)."""
+    return int(math.floor(ratio * real + 0.5))
+
+
 def synthetic_needed(arms: list[Arm], real_counts: dict[int, int]) -> dict[int, int]:
     """Synthetic images each class must have for these arms."""
-    top = max((a.ratio for a in arms if a.ratio is not None), default=0.0)
-    return {c: int(round(top * n)) for c, n in real_counts.items()}
+    return {c: per_class_count(top_ratio(arms), n) for c, n in real_counts.items()}
 
 
 def check_synthetic(regime: Regime, arms: list[Arm]) -> None:
@@ -326,7 +335,7 @@ def check_synthetic(regime: Regime, arms: list[Arm]) -> None:
         if have < want:
             raise UserError(
                 f"{regime.synthetic_dir}: the arms need {want} synthetic images of class {c} ({regime.class_names[c]}), "
-                f"found {have}; run `synthaug generate` with --per-class {max(needed.values())} or more"
+                f"found {have}; run `synthaug generate` with --ratio {top_ratio(arms):g} (or --per-class {max(needed.values())})"
             )
 
 
@@ -334,7 +343,7 @@ def _take_synthetic(regime: Regime, ratio: float) -> ImageSet:
     """The first round(ratio x real count) synthetic images of every class (smaller ratios use a prefix)."""
     picked = []
     for c in regime.classes:
-        want = int(round(ratio * int((regime.train.labels == c).sum())))
+        want = per_class_count(ratio, int((regime.train.labels == c).sum()))
         picked.append(np.flatnonzero(regime.synthetic.labels == c)[:want])  # enough: see check_synthetic
     return regime.synthetic.take(np.concatenate(picked))
 
@@ -738,14 +747,12 @@ def experiment(recipe: Recipe, out_dir: Path | None = None, force: bool = False,
     from synthaug.train import fit
 
     regimes = recipe.evaluate.regimes or [recipe.data.subset]
-    arms = expand_arms(recipe.evaluate)
+    ratio = top_ratio(expand_arms(recipe.evaluate))
     runs = []
     for subset in regimes:
         sub = regime_recipe(recipe, subset)
         run = fit(sub, show_progress=show_progress)
-        counts = {int(c): n for c, n in run.read_classes()["counts"].items()}
-        needed = max(synthetic_needed(arms, counts).values(), default=0)
-        if needed:
-            generate(sub, per_class=needed, show_progress=show_progress)
+        if ratio:
+            generate(sub, ratio=ratio, show_progress=show_progress)  # R x each class's real count
         runs.append(run.root)
     return evaluate(runs, Path(out_dir or f"reports/{recipe.name}"), force=force, show_progress=show_progress, command=command)

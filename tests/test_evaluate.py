@@ -135,7 +135,7 @@ def test_leak_guard_refuses_real_arms_that_saw_less_than_the_generator(make_run,
 
 def test_too_few_synthetic_images_is_one_clear_error(make_run, tmp_path):
     run = make_run("tiny", 8, synthetic=6)
-    with pytest.raises(UserError, match=r"need 16 synthetic images of class 0 \(benign\), found 6.*--per-class 16"):
+    with pytest.raises(UserError, match=r"need 16 synthetic images of class 0 \(benign\), found 6.*--ratio 2 \(or --per-class 16\)"):
         evaluate([run], tmp_path / "out", show_progress=False)
 
 
