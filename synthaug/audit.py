@@ -603,10 +603,12 @@ def similarity_png(data: RunData, synthetic: ImageSet, nearest: dict[str, Neares
         top.set_title(f"{data.class_names[c]}: pixel correlation", fontsize=8)
         top.tick_params(labelsize=6)
         bottom = figure.add_subplot(2, columns, columns + col + 1)
-        reach = np.linspace(0, max(feature_nn["synthetic"].max(), feature_nn["test"].max()), 40)
-        bottom.hist(feature_nn["test"][test], bins=reach, alpha=0.6, density=True, label="real test -> train")
-        bottom.hist(feature_nn["synthetic"][synth], bins=reach, alpha=0.6, density=True, label="synthetic -> train")
-        bottom.set_title(f"{data.class_names[c]}: feature distance", fontsize=8)
+        # A few far-off synthetic images would squeeze the rest into one bar: the last bin holds everything beyond.
+        reach = float(np.quantile(np.concatenate([feature_nn["synthetic"], feature_nn["test"]]), 0.98)) or 1.0
+        edges = np.linspace(0, reach, 40)
+        bottom.hist(np.minimum(feature_nn["test"][test], reach), bins=edges, alpha=0.6, density=True, label="real test -> train")
+        bottom.hist(np.minimum(feature_nn["synthetic"][synth], reach), bins=edges, alpha=0.6, density=True, label="synthetic -> train")
+        bottom.set_title(f"{data.class_names[c]}: feature distance (last bin: beyond)", fontsize=8)
         bottom.tick_params(labelsize=6)
         if col == 0:
             top.legend(fontsize=6)
