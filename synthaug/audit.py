@@ -43,6 +43,8 @@ from synthaug.rundir import RunDir, atomic_write_bytes, atomic_write_json, atomi
 CHUNK_ELEMENTS = 2**24  # numbers per similarity block and per chunk of rows (64 MiB in float32)
 MAX_CHUNK_ROWS = 4096
 FEATURE_BATCH = 512
+# The evaluate settings that decide the feature classifier's weights (arms, ratios, seeds... do not).
+CLASSIFIER_FIELDS = {"classifier", "width", "steps", "batch_size", "lr", "weight_decay", "milestones", "gamma", "eval_every", "select_on"}
 EDGE_TOLERANCE = 1e-9  # relative; float64 rounding of one distance computed in two different blocks
 
 
@@ -402,7 +404,7 @@ def real_features(data: RunData, device: torch.device, show_progress: bool = Tru
     key = json.dumps(
         {
             "features_of": ["train", "test", "val"],
-            "evaluate": data.recipe.evaluate.model_dump(mode="json"),
+            "classifier": data.recipe.evaluate.model_dump(mode="json", include=CLASSIFIER_FIELDS),
             "seed": data.recipe.audit.seed,
             "train": hashlib.sha1(data.train.images.tobytes() + data.train_indices.tobytes()).hexdigest(),
             "test": hashlib.sha1(data.test.images.tobytes()).hexdigest(),
@@ -683,7 +685,7 @@ def audit(
             "mirror": data.mirror,
             "feature_classifier": classifier.classifier,
             "feature_classifier_steps": classifier.steps,
-            "feature_classifier_config": classifier.model_dump(include={"classifier", "width", "steps", "batch_size", "lr", "select_on"}),
+            "feature_classifier_config": classifier.model_dump(include=CLASSIFIER_FIELDS),
             "feature_classifier_training": feature_training,
             "feature_dim": int(features["train"].shape[1]),
         },
