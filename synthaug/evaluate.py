@@ -444,8 +444,11 @@ def run_arm(regime: Regime, arm: Arm, seed: int, cfg: EvaluateConfig, data: Eval
 def _merge_config(recipes: list[Recipe]) -> EvaluateConfig:
     first = recipes[0].evaluate
     for recipe in recipes[1:]:
-        if recipe.evaluate != first:
-            raise UserError("evaluate: the runs' recipes disagree on their evaluate sections; set them alike with --set evaluate.FIELD=VALUE")
+        ours, theirs = (r.evaluate.model_dump(mode="json", exclude={"regimes"}) for r in (recipes[0], recipe))  # regimes: experiment's
+        differ = sorted(k for k in ours if ours[k] != theirs[k])
+        if differ:
+            raise UserError(f"evaluate: the runs' recipes disagree on evaluate.{', evaluate.'.join(differ)}; "
+                            f"set them alike with --set evaluate.FIELD=VALUE")
     keys = {(r.data.medmnist, str(r.data.folder), r.data.size, r.data.channels) for r in recipes}
     if len(keys) > 1:
         raise UserError("evaluate: the runs were trained on different data sources; compare runs of one dataset")

@@ -193,3 +193,9 @@ def test_experiment_fits_generates_and_evaluates_every_regime(tmp_path, breast_r
     # Each regime's generator saw only its own subset; the synthetic set holds what the largest ratio needs.
     assert json.loads((tmp_path / "runs" / "exp-4pc-s0" / "classes.json").read_text())["counts"] == {"0": 4, "1": 4}
     assert len(pd.read_csv(tmp_path / "runs" / "exp-full" / "synthetic" / "metadata.csv")) == 2 * 12
+
+
+def test_runs_with_different_classifier_settings_are_refused(make_run, tmp_path):
+    a, b = make_run("a", 4), make_run("b", 8, steps=4, regimes=[{"per_class": 8}])
+    with pytest.raises(UserError, match=r"disagree on evaluate\.steps; set them alike"):
+        evaluate([a, b], tmp_path / "out", show_progress=False)  # regimes may differ; steps may not
