@@ -49,9 +49,16 @@ EDGE_TOLERANCE = 1e-9  # relative; float64 rounding of one distance computed in 
 
 
 def pick_device(device: str | torch.device | None = None) -> torch.device:
-    if device is not None:
-        return torch.device(device)
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    """The given torch device (checked), else the GPU when there is one, else the CPU."""
+    if device is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise UserError(f"--device {device}: not a torch device (expected e.g. cpu, cuda, cuda:1)") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise UserError(f"--device {device}: no CUDA GPU is available here; use cpu")
+    return device
 
 
 # ---------------------------------------------------------------------------------------------
@@ -305,6 +312,9 @@ def load_synthetic(folder: str | Path, data: RunData) -> tuple[ImageSet, list[st
     if not folder.is_dir():
         raise UserError(f"--synthetic {folder}: no such directory; run `synthaug generate` first")
     synthetic = SynthDataset(folder)
+    made_by = json.loads((folder / "manifest.json").read_text()).get("run") if (folder / "manifest.json").is_file() else None
+    if made_by and Path(made_by).resolve() != data.run.root.resolve():
+        raise UserError(f"{folder}: was generated from the run {made_by}, not {data.run.root}; audit each run with its own synthetic set")
     if len(synthetic) == 0:
         raise UserError(f"{folder}: no synthetic images (metadata.csv lists none)")
     foreign = sorted(set(synthetic.labels.tolist()) - set(data.classes))
@@ -646,11 +656,11 @@ def audit(
         timing[name] = round(now - tick, 3)
         tick = now
 
+    device = pick_device(device)
     data = load_run_data(run_dir, recipe)
     settings = data.recipe.audit
     folder = Path(synthetic_dir) if synthetic_dir is not None else data.run.synthetic
     synthetic, files = load_synthetic(folder, data)
-    device = pick_device(device)
     lap("load")
 
     nearest = {

@@ -213,7 +213,11 @@ def test_copy_filter_rejects_copies_and_keeps_new_images(run_dir):
 def test_audit_with_other_k_and_quantile(run_dir, tmp_path):
     images, labels, _ = planted_set(run_dir)
     write_synthetic(tmp_path / "s", images, labels)
-    loose = audit(run_dir, tmp_path / "s", run_recipe(run_dir, ["audit.k=2", "audit.copy_quantile=0.5"]), show_progress=False)
+    argv = ["audit", "--run", str(run_dir), "--synthetic", str(tmp_path / "s"), "--set", "audit.k=2", "--set", "audit.copy_quantile=0.5"]
+    assert main([*argv, "--no-progress"]) == 0
+    loose = json.loads((tmp_path / "s" / "audit.json").read_text())
+    assert loose["command"].startswith(f"synthaug audit --run {run_dir}") and "--set audit.k=2 --set audit.copy_quantile=0.5" in loose["command"]
+    assert loose["command"] in (tmp_path / "s" / "audit.md").read_text()
     assert loose["settings"]["k"] == 2
     # At the median of the real images' similarity, about half the new images are over it too.
     assert loose["memorization"]["overall"]["flagged"] > 6
@@ -259,6 +263,9 @@ def test_bad_inputs_are_one_line_errors(run_dir, tmp_path, capsys):
     assert "may only change audit.*" in _cli_error(capsys, "--run", str(run_dir), "--set", "data.size=64")
     with pytest.raises(UserError, match="audit.k: "):
         run_recipe(run_dir, ["audit.k=0"])
+    assert "not a torch device" in _cli_error(capsys, "--run", str(run_dir), "--synthetic", str(big), "--device", "gpu0")
+    (big / "manifest.json").write_text(json.dumps({"run": str(tmp_path / "another-run")}))
+    assert "was generated from the run" in _cli_error(capsys, "--run", str(run_dir), "--synthetic", str(big))
 
 
 def test_generate_reject_copies_redraws_copies_and_keeps_the_count(tmp_path):
