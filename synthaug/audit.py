@@ -432,6 +432,12 @@ def real_features(data: RunData, device: torch.device, show_progress: bool = Tru
             model = make_classifier(data.recipe.evaluate, data.train.channels, num_classes)
             model.load_state_dict(stored["classifier"])
             return model.to(device).eval(), json.loads(stored["training"]), stored["features"]
+    cfg = data.recipe.evaluate
+    print(
+        f"audit: training the feature classifier ({cfg.classifier}, {cfg.steps} steps, evaluate.* settings) on "
+        f"{len(data.train.labels)} real images; cached in {cache} for later audits",
+        flush=True,
+    )
     model, info = train_classifier(
         to_model_tensor(data.train.images, device),
         torch.from_numpy(data.train.labels).to(device),
