@@ -38,7 +38,7 @@ from tqdm.auto import tqdm
 from synthaug.data import ImageSet, load_split, to_model_tensor
 from synthaug.errors import UserError
 from synthaug.recipe import Recipe, load_recipe
-from synthaug.rundir import RunDir, atomic_write_bytes, atomic_write_json, atomic_write_text, safe_name
+from synthaug.rundir import RunDir, atomic_write_bytes, atomic_write_json, atomic_write_text
 
 CHUNK_ELEMENTS = 2**24  # numbers per similarity block and per chunk of rows (64 MiB in float32)
 MAX_CHUNK_ROWS = 4096
