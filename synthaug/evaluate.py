@@ -463,7 +463,6 @@ def evaluate(
     force: bool = False,
     show_progress: bool = True,
     command: str | None = None,
-    extra_commands: list[str] | None = None,
 ) -> dict:
     """Train and test every arm x seed of every run (regime), then write report.md, results.json,
     results.csv and the plots into `out_dir`. `overrides` are `--set` pairs applied to each run's recipe."""
@@ -495,9 +494,9 @@ def evaluate(
         bar.set_postfix_str(f"{regime.label} {arm.name} seed {seed}")
         rows.append(run_arm(regime, arm, seed, cfg, data, out_dir / "cache", force, device, show_progress))
     bar.close()
-    results = summarise(rows, cfg, regimes)
+    results = summarise(rows, cfg)
     results.update({
-        "commands": [c for c in (extra_commands or []) + ([command] if command else [])],
+        "commands": [command] if command else [],
         "config": cfg.model_dump(mode="json"),
         "data": {"source": recipes[0].data.medmnist or Path(recipes[0].data.folder).name, "size": recipes[0].data.size,
                  "class_names": regimes[0].class_names, **data.sizes,
@@ -514,7 +513,7 @@ def evaluate(
     return results
 
 
-def summarise(rows: list[dict], cfg: EvaluateConfig, regimes: list[Regime]) -> dict:
+def summarise(rows: list[dict], cfg: EvaluateConfig) -> dict:
     """Mean/std per regime x arm, and paired-bootstrap gains over each baseline present."""
     table = pd.DataFrame([{k: v for k, v in r.items() if k != "curve"} for r in rows])
     summary, gains = [], []
