@@ -623,8 +623,8 @@ def render_report(results: dict, notes: str | None = None) -> str:
               "| regime | arm | vs | pairs | ΔACC [95 % CI] | excludes 0 | ΔAUC [95 % CI] | excludes 0 |", "|---|---|---|---|---|---|---|---|"]
     for g in results["gains"]:
         lines.append(f"| {g['regime']} | {g['arm']} | {g['vs']} | {g['pairs']} | {_ci(g, 'acc')} | {_ci(g, 'auc')} |")
-    lines += ["", f"With n pairs the bootstrap has at most n^n distinct resamples; with 3 seeds it is coarse and tends "
-              f"to be too narrow. A CI that excludes 0 on 3 pairs is a hint, not proof.", "",
+    lines += ["", "A percentile bootstrap over a handful of pairs (3-15) is coarse and tends to be too narrow: it knows "
+              "only these seeds and subsets. A CI that excludes 0 on so few pairs is a hint, not proof.", "",
               "## Per-class test recall (mean over seeds)", ""]
     names = data["class_names"]
     recall_cols = [k for k in results["rows"][0] if k.startswith("recall_")]
