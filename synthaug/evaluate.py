@@ -43,6 +43,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 import synthaug
+from synthaug.audit import read_audit_summary
 from synthaug.data import ImageSet, load_split, resolve_classes, subset_indices, to_model_tensor
 from synthaug.dataset import SynthDataset
 from synthaug.errors import UserError
@@ -503,7 +504,8 @@ def evaluate(
                  "regimes": [{"regime": r.label, "run": str(r.run), "subset_seed": r.subset_seed,
                               "real_train": len(r.train.labels), "real_per_class": r.train.counts(),
                               "synthetic_available": r.synthetic.counts() if r.synthetic is not None else None,
-                              "synthetic_dir": str(r.synthetic_dir), "generator": generator_summary(r.run)} for r in regimes]},
+                              "synthetic_dir": str(r.synthetic_dir), "generator": generator_summary(r.run),
+                              "audit": read_audit_summary(r.synthetic_dir)} for r in regimes]},
         "hardware": hardware(device),
         "wall_s_this_run": round(time.perf_counter() - began, 1),
         "wall_s_arms": round(sum(r["wall_s"] for r in rows), 1),
@@ -633,12 +635,37 @@ def render_report(results: dict, notes: str | None = None) -> str:
     table = pd.DataFrame(results["rows"])
     for (regime, arm), group in table.groupby(["regime", "arm"], sort=False):
         lines.append(f"| {regime} | {arm} | " + " | ".join(f"{group[k].mean():.3f}" for k in recall_cols) + " |")
+    lines += _audit_lines(data["regimes"])
     lines += ["", "## Plots", "", "![accuracy vs training-set size](accuracy_vs_size.png)", ""]
     for r in data["regimes"]:
         lines.append(f"![real beside synthetic, {r['regime']}]({_grid_name(r['run'])})")
     lines += ["", "Files: `results.csv` (one row per regime x arm x seed), `results.json` (everything, with the val "
               "curve of each arm), `cache/` (finished arms; delete or pass `--force` to redo)."]
     return "\n".join(lines) + "\n"
+
+
+def _audit_lines(regimes: list[dict]) -> list[str]:
+    """The audit summary of each regime's synthetic set (`synthaug audit`), real baselines beside it."""
+    lines = ["", "## Audit of the synthetic sets (synthetic / real test / real val)", ""]
+    audited = [r for r in regimes if r.get("audit")]
+    if not audited:
+        return lines + ["Not audited: run `synthaug audit --run RUN` for each run, then evaluate again to include it here."]
+    lines += ["| regime | Fréchet distance | precision | recall | density | coverage | near-copies (real val over threshold) |",
+              "|---|---|---|---|---|---|---|"]
+    for r in regimes:
+        a = r.get("audit")
+        if not a:
+            lines.append(f"| {r['regime']} | not audited | | | | | |")
+            continue
+        cells = [" / ".join(_num(a[f"{m}_{c}"]) for c in ("synthetic", "test", "val")) for m in ("fd", "precision", "recall", "density", "coverage")]
+        copies = f"{a['flagged']} ({_num(a['flagged_fraction'])}; real val {_num(a['real_val_over_threshold'])})"
+        stale = " **(set changed since the audit)**" if a["stale"] else ""
+        lines.append(f"| {r['regime']}{stale} | " + " | ".join(cells) + f" | {copies} |")
+    return lines
+
+
+def _num(value) -> str:
+    return "n/a" if value is None else f"{value:.3g}"
 
 
 def _grid_name(run: str) -> str:

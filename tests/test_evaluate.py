@@ -199,3 +199,17 @@ def test_runs_with_different_classifier_settings_are_refused(make_run, tmp_path)
     a, b = make_run("a", 4), make_run("b", 8, steps=4, regimes=[{"per_class": 8}])
     with pytest.raises(UserError, match=r"disagree on evaluate\.steps; set them alike"):
         evaluate([a, b], tmp_path / "out", show_progress=False)  # regimes may differ; steps may not
+
+
+def test_report_carries_the_audit_summary_once_the_set_is_audited(make_run, tmp_path):
+    from synthaug.audit import audit
+
+    run, out = make_run("audited", 4, seeds=[0], arms=["real", "real+synthetic"], ratios=[1]), tmp_path / "report"
+    evaluate([run], out_dir=out, show_progress=False)
+    assert "Not audited: run `synthaug audit" in (out / "report.md").read_text()
+    audit(run, show_progress=False)
+    evaluate([run], out_dir=out, show_progress=False)
+    report = (out / "report.md").read_text()
+    row = next(line for line in report.splitlines() if line.startswith("| 4/class |") and "near-copies" not in line and " / " in line)
+    assert row.count(" / ") >= 10  # synthetic / test / val for each of the five fidelity metrics
+    assert json.loads((out / "results.json").read_text())["data"]["regimes"][0]["audit"]["stale"] is False
