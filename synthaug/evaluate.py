@@ -655,12 +655,12 @@ def _audit_lines(regimes: list[dict]) -> list[str]:
     for r in regimes:
         a = r.get("audit")
         if not a:
-            lines.append(f"| {r['regime']} | not audited | | | | | |")
+            lines.append(f"| {r['regime']} (subset seed {r['subset_seed']}) | not audited | | | | | |")
             continue
         cells = [" / ".join(_num(a[f"{m}_{c}"]) for c in ("synthetic", "test", "val")) for m in ("fd", "precision", "recall", "density", "coverage")]
         copies = f"{a['flagged']} ({_num(a['flagged_fraction'])}; real val {_num(a['real_val_over_threshold'])})"
         stale = " **(set changed since the audit)**" if a["stale"] else ""
-        lines.append(f"| {r['regime']}{stale} | " + " | ".join(cells) + f" | {copies} |")
+        lines.append(f"| {r['regime']} (subset seed {r['subset_seed']}){stale} | " + " | ".join(cells) + f" | {copies} |")
     return lines
 
 

@@ -210,6 +210,6 @@ def test_report_carries_the_audit_summary_once_the_set_is_audited(make_run, tmp_
     audit(run, show_progress=False)
     evaluate([run], out_dir=out, show_progress=False)
     report = (out / "report.md").read_text()
-    row = next(line for line in report.splitlines() if line.startswith("| 4/class |") and "near-copies" not in line and " / " in line)
+    row = next(line for line in report.splitlines() if line.startswith("| 4/class (subset seed 0) |") and "near-copies" not in line and " / " in line)
     assert row.count(" / ") >= 10  # synthetic / test / val for each of the five fidelity metrics
     assert json.loads((out / "results.json").read_text())["data"]["regimes"][0]["audit"]["stale"] is False
