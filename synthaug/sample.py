@@ -578,7 +578,8 @@ def generate(
     Image i of class c depends on (seed, c, i) alone: the same call gives the same bytes whatever
     the batch size (on CPU), the number of processes, or interruptions; files already on disk are
     kept. `candidate_filters` reject candidates (see `CandidateFilter`); a rejected image is redrawn
-    from (seed, c, i, attempt); `reject_copies` adds the audit's near-copy filter (`synthaug.audit.copy_filter`). Launch under `accelerate launch` to split the work across processes.
+    from (seed, c, i, attempt); `reject_copies` adds the audit's near-copy filter
+    (`synthaug.audit.copy_filter`). Launch under `accelerate launch` to split the work across processes.
     """
     from synthaug.train import _versions as versions  # train imports this module
 
@@ -604,9 +605,9 @@ def generate(
     generation_id = _generation_id(provenance)
     manifest_path, metadata_path = out / "manifest.json", out / "metadata.csv"
     npz_path = out / _npz_name(recipe) if settings.format in ("npz", "both") else None
+    _check_writable(out)  # every process checks, so that all of them stop on bad input, none waits for the others
+    _check_compatible(manifest_path, provenance, generation_id)
     if state.is_main_process:
-        _check_writable(out)
-        _check_compatible(manifest_path, provenance, generation_id)
         remove_stale_temps(out)
         for target in targets:
             remove_stale_temps(images_root / target.folder)
@@ -637,7 +638,8 @@ def generate(
         "determinism": DETERMINISM_NOTE[device.type],
     }
     if state.is_main_process and blocks:
-        metadata_path.unlink(missing_ok=True)  # until the end, no metadata.csv rather than one that lies
+        if settings.format != "npz":
+            metadata_path.unlink(missing_ok=True)  # until the end, no metadata.csv rather than one that lies
         atomic_write_json(manifest_path, manifest)
     state.wait_for_everyone()
 
