@@ -596,6 +596,8 @@ def generate(
     block = BLOCK_SIZE if device.type == "cpu" else BLOCK_SIZE * math.ceil(settings.batch_size / BLOCK_SIZE)
     train_steps = recipe.diffusion.num_train_timesteps
     settings = settings.model_copy(update={"steps": settings.steps or DEFAULT_STEPS[settings.sampler] or train_steps})
+    if settings.steps > train_steps:
+        raise UserError(f"--steps: at most the run's diffusion.num_train_timesteps ({train_steps}), got {settings.steps}")
     filters = list(candidate_filters)
     if settings.reject_copies:
         from synthaug.audit import copy_filter

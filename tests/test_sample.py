@@ -10,6 +10,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -118,6 +119,26 @@ def test_same_bytes_whatever_batch_size_growth_or_interruption(run, tmp_path, mo
     assert files(tmp_path / "c", manifest=False) == reference
 
 
+def test_kill_9_then_rerun_gives_exactly_the_uninterrupted_set(run, tmp_path):
+    flags = dict(per_class=48, sampler="ddpm")  # 6 blocks of 50 steps: killed well before the end
+    command = [sys.executable, "-m", "synthaug", "generate", "--run", str(run.root), "--per-class", "48", "--sampler", "ddpm",
+               "--out", str(tmp_path / "k"), "--no-progress"]
+    child = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    try:
+        deadline = time.monotonic() + 120
+        while not list((tmp_path / "k").rglob("*.png")) and time.monotonic() < deadline and child.poll() is None:
+            time.sleep(0.05)
+    finally:
+        child.kill()  # SIGKILL: no cleanup of any kind
+        child.wait()
+    assert child.returncode == -9 and not (tmp_path / "k/metadata.csv").exists()
+    assert 0 < len(list((tmp_path / "k").rglob("*.png"))) < 96
+    generate(run.root, out=tmp_path / "k", show_progress=False, **flags)
+    reference = generate(run.root, out=tmp_path / "ref", show_progress=False, **flags)
+    assert files(tmp_path / "k") == files(reference)
+    assert len(pd.read_csv(tmp_path / "k/metadata.csv")) == 96
+
+
 def test_two_processes_write_what_one_does(run, tmp_path):
     reference = files(generate(run.root, per_class=20, out=tmp_path / "one", format="both", show_progress=False))
     command = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
@@ -199,6 +220,7 @@ def _error_line(capsys, argv) -> str:
         (["--per-class", "3", "--sampler", "euler"], "--sampler: Input should be"),
         (["--per-class", "3", "--guidance-scale", "3"], "--guidance-scale: applies to class_conditional runs only"),
         (["--per-class", "3", "--steps", "0"], "--steps:"),
+        (["--per-class", "3", "--steps", "51"], "--steps: at most the run's diffusion.num_train_timesteps (50)"),
     ],
 )
 def test_bad_flags(run, capsys, argv, message):
