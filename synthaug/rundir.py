@@ -83,6 +83,27 @@ class RunDir:
             raise UserError(f"{self.root}: not a synthaug run (no classes.json); run `synthaug fit` first") from None
 
 
+def package_versions() -> dict:
+    """Versions of the packages that decide a run's weights and images, recorded in summary.json and manifests."""
+    import platform
+
+    import accelerate
+    import diffusers
+    import numpy
+    import torch
+
+    import synthaug
+
+    return {
+        "synthaug": synthaug.__version__,
+        "torch": torch.__version__,
+        "diffusers": diffusers.__version__,
+        "accelerate": accelerate.__version__,
+        "numpy": numpy.__version__,
+        "python": platform.python_version(),
+    }
+
+
 def model_dir_name(conditioning: str, class_idx: int | None = None, class_name: str | None = None) -> str:
     if conditioning == "class_conditional":
         return CONDITIONAL_MODEL_DIR

@@ -45,7 +45,7 @@ from synthaug.data import to_uint8
 from synthaug.errors import UserError
 from synthaug.models import null_class
 from synthaug.recipe import GenerateConfig, Recipe, load_recipe
-from synthaug.rundir import RunDir, atomic_write_bytes, atomic_write_json, atomic_write_text, remove_stale_temps, safe_name
+from synthaug.rundir import RunDir, atomic_write_bytes, atomic_write_json, atomic_write_text, package_versions, remove_stale_temps, safe_name
 
 SAMPLERS = ("dpm-solver++", "ddim", "ddpm")
 DEFAULT_STEPS = {"dpm-solver++": 20, "ddim": 50, "ddpm": None}  # None: every training timestep
@@ -581,8 +581,6 @@ def generate(
     from (seed, c, i, attempt); `reject_copies` adds the audit's near-copy filter
     (`synthaug.audit.copy_filter`). Launch under `accelerate launch` to split the work across processes.
     """
-    from synthaug.train import _versions as versions  # train imports this module
-
     state = PartialState(cpu=not torch.cuda.is_available())
     device = state.device
     run_dir, recipe = _open_run(run)
@@ -636,7 +634,7 @@ def generate(
         "total": sum(t.count for t in targets),
         "npz": npz_path.name if npz_path else None,
         "recipe": {**recipe.model_dump(mode="json"), "generate": settings.model_dump(mode="json")},
-        "versions": versions(),
+        "versions": package_versions(),
         "determinism": DETERMINISM_NOTE[device.type],
     }
     if state.is_main_process and blocks:

@@ -8,13 +8,10 @@ with the same weights as one that was never interrupted.
 from __future__ import annotations
 
 import copy
-import platform
 import shutil
 import time
 from dataclasses import dataclass
-from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import torch
 import torch.nn.functional as F
@@ -30,6 +27,7 @@ from synthaug.models import build_noise_scheduler, build_unet
 from synthaug.recipe import Recipe, recipe_to_yaml
 from synthaug.rundir import (
     RunDir,
+    package_versions,
     atomic_write_json,
     atomic_write_text,
     model_dir_name,
@@ -296,22 +294,6 @@ def _grid(accelerator, unet, ema: EMAModel, noise_scheduler, run: RunDir, job: J
     accelerator.wait_for_everyone()
 
 
-def _versions() -> dict:
-    import accelerate
-    import diffusers
-
-    import synthaug
-
-    return {
-        "synthaug": synthaug.__version__,
-        "torch": torch.__version__,
-        "diffusers": diffusers.__version__,
-        "accelerate": accelerate.__version__,
-        "numpy": np.__version__,
-        "python": platform.python_version(),
-    }
-
-
 def fit(recipe: Recipe, show_progress: bool = True) -> RunDir:
     """Train every model the recipe asks for into its run directory; finished models are skipped."""
     probe = make_accelerator(recipe)
@@ -324,7 +306,7 @@ def fit(recipe: Recipe, show_progress: bool = True) -> RunDir:
     probe.wait_for_everyone()
     num_classes = len(data.class_names)
     jobs = make_jobs(recipe, data, classes, probe.device)
-    summary = {"versions": _versions(), "device": str(probe.device), "processes": probe.num_processes, "models": {}}
+    summary = {"versions": package_versions(), "device": str(probe.device), "processes": probe.num_processes, "models": {}}
     if run.summary.is_file():
         import json
 
