@@ -17,12 +17,17 @@ Two spaces, two jobs:
   fraction is far above that is copying. The real validation images, never used for calibration,
   give the out-of-sample rate.
 
+Two filters for `synthaug generate` come from the same parts: `copy_filter` (near-copies, pixel space)
+and `confidence_filter` (images the feature classifier does not confidently assign to their own class).
+
 Nearest-neighbour searches run as chunked matrix products on the GPU when there is one; no block
 ever exceeds CHUNK_ELEMENTS numbers, whatever the set sizes.
 """
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import io
 import json
 import math
@@ -386,6 +391,85 @@ def copy_filter(run_dir: str | Path, recipe: Recipe | None = None, device: torch
     return CopyFilter(data.train.images, thresholds, quantile, data.mirror, device)
 
 
+def weights_sha256(model: torch.nn.Module) -> str:
+    """SHA-256 of a model's state dict (names, dtypes, shapes and bytes, in name order): the same weights, the same hash."""
+    digest = hashlib.sha256()
+    for name, tensor in sorted(model.state_dict().items()):
+        tensor = tensor.detach().cpu().contiguous()
+        digest.update(f"{name}|{tensor.dtype}|{tuple(tensor.shape)}|".encode())
+        digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
+@dataclass
+class ConfidenceFilter:
+    """`keep = confidence_filter(images, class_idx)`: False for each uint8 (N, H, W, C) image that the run's feature
+    classifier does not assign to `class_idx` with probability >= `threshold`.
+
+    Made by `confidence_filter(run, threshold)`; `generate --filter-confidence` calls it on every batch of candidates.
+    """
+
+    name = "low_confidence"  # how generate's metadata.csv (rejected_by) and manifest name it
+    model: torch.nn.Module
+    threshold: float
+    settings: dict  # the evaluate.* fields (CLASSIFIER_FIELDS) and the seed that made the classifier
+    training: dict  # what its training did: steps, val-selected step, val metrics
+    weights_sha256: str
+    device: torch.device
+
+    @torch.inference_mode()
+    def confidence(self, images: np.ndarray, class_idx: int) -> np.ndarray:
+        """The classifier's probability of class `class_idx` for each image, float32 (N,)."""
+        from synthaug.evaluate import predict
+
+        if len(images) == 0:
+            return np.zeros(0, dtype=np.float32)
+        # Full precision even inside generate's bf16 autocast: a decision must not move with the sampler's precision.
+        with torch.autocast("cuda", enabled=False) if self.device.type == "cuda" else contextlib.nullcontext():
+            probs = predict(self.model, to_model_tensor(images, self.device))
+        return probs[:, int(class_idx)].astype(np.float32)
+
+    def __call__(self, images: np.ndarray, class_idx: int) -> np.ndarray:
+        return self.confidence(images, class_idx) >= self.threshold
+
+    def describe(self) -> dict:
+        """What a manifest records about the filter (deterministic: no wall times)."""
+        val = {k: None if isinstance(v, float) and math.isnan(v) else v for k, v in self.training.get("val", {}).items()}
+        return {
+            "rule": "reject an image unless the audit's feature classifier (trained on the run's real training images,"
+            " selected on real val) gives its own class a probability >= threshold",
+            "threshold": self.threshold,
+            "classifier": self.settings,
+            "steps": self.training.get("steps"),
+            "selected_step": self.training.get("best_step"),
+            "val": val,
+            "weights_sha256": self.weights_sha256,
+        }
+
+
+def confidence_filter(
+    run_dir: str | Path,
+    threshold: float,
+    recipe: Recipe | None = None,
+    device: torch.device | str | None = None,
+    show_progress: bool = True,
+) -> ConfidenceFilter:
+    """The classifier-confidence filter of a run: keeps an image when the feature classifier of `real_features`
+    (cached in `<run>/audit/features.pt`, shared with `synthaug audit`) gives its class probability >= `threshold`.
+
+    `recipe`: the run's recipe as the caller validated it (default: the run's own recipe.yaml); its
+    `evaluate.*` settings and `audit.seed` make the classifier.
+    """
+    if isinstance(threshold, bool) or not 0 < float(threshold) < 1:
+        raise ValueError(f"threshold: a probability strictly between 0 and 1, got {threshold!r}")
+    data = load_run_data(run_dir, recipe)
+    device = pick_device(device)
+    model, training, _ = real_features(data, device, show_progress)
+    model = model.to(device).eval()
+    settings = {**data.recipe.evaluate.model_dump(mode="json", include=CLASSIFIER_FIELDS), "seed": data.recipe.audit.seed}
+    return ConfidenceFilter(model, float(threshold), settings, training, weights_sha256(model), device)
+
+
 # ---------------------------------------------------------------------------------------------
 # Feature space: the evaluate harness's classifier, trained once per run on its real training images
 
@@ -406,7 +490,6 @@ def real_features(data: RunData, device: torch.device, show_progress: bool = Tru
     generator's training images and selected on the real val split.
     """
     import dataclasses
-    import hashlib
 
     from synthaug.evaluate import make_classifier, train_classifier
 

@@ -60,7 +60,7 @@ def _command_line(args, positional: list[str]) -> str:
     words = ["synthaug", args.command, *positional]
     for pair in args.set or []:
         words += ["--set", pair]
-    for flag in ("data_root", "out"):
+    for flag in ("data_root", "out", "cache"):
         if getattr(args, flag, None):
             words += [f"--{flag.replace('_', '-')}", str(getattr(args, flag))]
     synthetic = getattr(args, "synthetic", None) or []
@@ -74,7 +74,8 @@ def cmd_evaluate(args) -> None:
 
     overrides = list(args.set or []) + ([f"data.root={args.data_root}"] if args.data_root else [])
     out = args.out or f"reports/{Path(args.runs[0]).name}"
-    evaluate(args.runs, Path(out), overrides, args.synthetic, args.force, not args.no_progress, _command_line(args, args.runs))
+    evaluate(args.runs, Path(out), overrides, args.synthetic, args.force, not args.no_progress, _command_line(args, args.runs),
+             Path(args.cache) if args.cache else None)
 
 
 def _register_evaluate(sub) -> None:
@@ -84,6 +85,7 @@ def _register_evaluate(sub) -> None:
     p.add_argument("--synthetic", action="append", metavar="DIR", help="synthetic set of each run, in order (default <run>/synthetic)")
     p.add_argument("--set", action="append", metavar="FIELD=VALUE", help="override a field of the runs' recipes, e.g. --set evaluate.seeds=[0,1,2] (repeatable)")
     p.add_argument("--data-root", metavar="DIR", help="folder holding the MedMNIST npz files (overrides data.root)")
+    p.add_argument("--cache", metavar="DIR", help="folder of finished arms (default <out>/cache); reports may share one")
     p.add_argument("--force", action="store_true", help="retrain arms even when their cached result exists")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(func=cmd_evaluate)
@@ -137,7 +139,8 @@ def cmd_generate(args) -> None:
     generate(
         run, per_class=args.per_class, ratio=args.ratio, balance=args.balance, out=args.out, classes=args.classes,
         sampler=args.sampler, steps=args.steps, guidance_scale=args.guidance_scale, batch_size=args.batch_size,
-        seed=args.seed, format=args.format, reject_copies=args.reject_copies or None, show_progress=not args.no_progress,
+        seed=args.seed, format=args.format, reject_copies=args.reject_copies or None,
+        filter_confidence=args.filter_confidence, show_progress=not args.no_progress,
     )
 
 
@@ -156,6 +159,9 @@ def _register_generate(sub) -> None:
     p.add_argument("--seed", type=int, metavar="S", help="image i of class c comes from (seed, c, i) alone (default 0)")
     p.add_argument("--format", metavar="FMT", help="png | npz | both (default png)")
     p.add_argument("--reject-copies", action="store_true", help="redraw every candidate the audit's copy filter flags as a near-copy of a training image (recipe: generate.reject_copies)")
+    p.add_argument("--filter-confidence", type=float, metavar="TAU",
+                   help="redraw every candidate the audit's feature classifier (trained on the run's real training images) "
+                        "does not assign to its own class with probability >= TAU, 0 < TAU < 1 (recipe: generate.filter_confidence)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_generate)
 

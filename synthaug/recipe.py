@@ -131,6 +131,9 @@ class GenerateConfig(_Strict):
     seed: int = 0
     format: Literal["png", "npz", "both"] = "png"
     reject_copies: bool = False  # redraw near-copies of training images (synthaug.audit.copy_filter, audit.copy_quantile)
+    # Redraw candidates the audit's feature classifier (evaluate.* settings, trained on the run's real training
+    # images) does not assign to their own class with at least this probability (synthaug.audit.confidence_filter).
+    filter_confidence: float | None = Field(None, gt=0, lt=1)
 
 
 ARMS = ("real", "real+classic", "real+synthetic", "real+synthetic+classic", "synthetic")

@@ -7,7 +7,7 @@ consecutive indices (see BLOCK_SIZE), so which other images share a model call n
 
     <out>/<safe class name>/<class_idx>_<i:06d>.png   8-bit PNG; its text chunk "synthaug" holds its provenance
     <out>/metadata.csv      file_name,label,class_name, then provenance (imagefolder layout); written last
-    <out>/manifest.json     resolved recipe, provenance, counts, rejected candidates, package versions
+    <out>/manifest.json     resolved recipe, provenance, counts (kept, dropped, rejected per filter), package versions
     <out>/synthetic_<flag>.npz   --format npz|both: MedMNIST layout (train_images, train_labels)
 """
 
@@ -568,6 +568,7 @@ def generate(
     seed: int | None = None,
     format: str | None = None,
     reject_copies: bool | None = None,
+    filter_confidence: float | None = None,
     candidate_filters: Sequence[CandidateFilter] = (),
     show_progress: bool = True,
 ) -> Path:
@@ -579,13 +580,15 @@ def generate(
     the batch size (on CPU), the number of processes, or interruptions; files already on disk are
     kept. `candidate_filters` reject candidates (see `CandidateFilter`); a rejected image is redrawn
     from (seed, c, i, attempt); `reject_copies` adds the audit's near-copy filter
-    (`synthaug.audit.copy_filter`). Launch under `accelerate launch` to split the work across processes.
+    (`synthaug.audit.copy_filter`), `filter_confidence` (a probability) its classifier-confidence filter
+    (`synthaug.audit.confidence_filter`). Launch under `accelerate launch` to split the work across processes.
     """
     state = PartialState(cpu=not torch.cuda.is_available())
     device = state.device
     run_dir, recipe = _open_run(run)
     info = run_dir.read_classes()
-    settings = resolve_settings(recipe.generate, sampler=sampler, steps=steps, guidance_scale=guidance_scale, batch_size=batch_size, seed=seed, format=format, reject_copies=reject_copies)
+    settings = resolve_settings(recipe.generate, sampler=sampler, steps=steps, guidance_scale=guidance_scale, batch_size=batch_size, seed=seed, format=format, reject_copies=reject_copies,
+                                filter_confidence=filter_confidence)
     if settings.guidance_scale != 1.0 and info["conditioning"] != "class_conditional":
         raise UserError(f"--guidance-scale: applies to class_conditional runs only; {run_dir.root} has one model per class")
     targets = class_targets(run_dir, info, per_class, ratio, balance, classes)
@@ -601,6 +604,11 @@ def generate(
         from synthaug.audit import copy_filter
 
         filters.append(copy_filter(run_dir.root, recipe, device))
+    if settings.filter_confidence is not None:
+        from synthaug.audit import confidence_filter
+
+        with state.main_process_first():  # the first build trains and caches the classifier; the others load it
+            filters.append(confidence_filter(run_dir.root, settings.filter_confidence, recipe, device, show_progress and state.is_main_process))
     provenance = _provenance(run_dir, targets, settings, block, device, filters)
     generation_id = _generation_id(provenance)
     manifest_path, metadata_path = out / "manifest.json", out / "metadata.csv"
@@ -658,7 +666,9 @@ def generate(
             atomic_write_text(metadata_path, table.to_csv(index=False))
         rejected = {str(t.class_idx): _rejections(table[table["label"] == t.class_idx]) for t in targets}
         for c, entry in manifest["classes"].items():
-            entry["rejected"] = rejected[c]
+            entry["kept"] = int((table["label"] == int(c)).sum())  # images written (= count)
+            entry["dropped"] = sum(rejected[c].values())  # candidates rejected on the way, every filter
+            entry["rejected"] = rejected[c]  # the same, per filter
         manifest.update(complete=True, extra_files_on_disk=_extra_files(images_root, targets) if settings.format != "npz" else 0)
         atomic_write_json(manifest_path, manifest)
         if settings.format == "npz":

@@ -12,7 +12,7 @@ import torch
 from PIL import Image
 
 import synthaug.audit as audit_module
-from synthaug.audit import audit, copy_filter, frechet_distance, knn_distances, nearest_by_correlation, prdc, run_recipe
+from synthaug.audit import audit, confidence_filter, copy_filter, frechet_distance, knn_distances, nearest_by_correlation, prdc, run_recipe
 from synthaug.cli import main
 from synthaug.errors import UserError
 from synthaug.models import SmallCNN
@@ -42,6 +42,10 @@ def blob_images(n: int, label: int, seed: int) -> np.ndarray:
     return out
 
 
+# The feature classifier of the blob runs: enough steps (0.4 s) to tell left blobs from right ones with confidence.
+BLOB_CLASSIFIER = {"classifier": "small_cnn", "width": 8, "steps": 60, "lr": 1e-2, "batch_size": 16, "seeds": [0]}
+
+
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory) -> Path:
     """A run directory (recipe.yaml + classes.json, as `fit` writes them first) over a blob npz; generator subset 30/class."""
@@ -53,9 +57,8 @@ def run_dir(tmp_path_factory) -> Path:
         arrays[f"{split}_labels"] = np.repeat([0, 1], n)[:, None].astype(np.uint8)
     (root / "data").mkdir()
     np.savez_compressed(root / "data" / "breastmnist.npz", **arrays)
-    evaluate = {"classifier": "small_cnn", "width": 8, "steps": 6, "batch_size": 16, "seeds": [0]}
     data = {"medmnist": "breastmnist", "root": str(root / "data"), "subset": {"per_class": 30, "seed": 0}}
-    recipe = recipe_from_dict(tiny_recipe_dict(data, root / "runs", "blobs", evaluate=evaluate))
+    recipe = recipe_from_dict(tiny_recipe_dict(data, root / "runs", "blobs", evaluate=BLOB_CLASSIFIER))
     with pytest.warns(UserWarning, match="MD5"):
         run, _, _ = prepare_run(recipe, is_main=True)
     return run.root
@@ -268,13 +271,12 @@ def test_bad_inputs_are_one_line_errors(run_dir, tmp_path, capsys):
     assert "was generated from the run" in _cli_error(capsys, "--run", str(run_dir), "--synthetic", str(big))
 
 
-def test_generate_reject_copies_redraws_copies_and_keeps_the_count(tmp_path):
-    """A generator that reproduces its training images: with --reject-copies those images are redrawn, the count holds."""
+def untrained_blob_run(tmp_path: Path, name: str, **sections):
+    """A run over a blob npz (train 10, val 10, test 30 per class) whose models are untrained UNets (generation
+    only needs model folders), sampled in 3 steps. Returns the RunDir, the npz arrays and the npz path."""
     from diffusers import DDPMPipeline
 
     from synthaug.models import build_noise_scheduler, build_unet
-    from synthaug.rundir import RunDir
-    from synthaug.sample import generate
 
     arrays = {}
     for split, n, seed in (("train", 10, 0), ("val", 10, 1), ("test", 30, 2)):
@@ -284,14 +286,22 @@ def test_generate_reject_copies_redraws_copies_and_keeps_the_count(tmp_path):
     npz.parent.mkdir()
     np.savez(npz, **arrays)
     data = {"medmnist": "breastmnist", "root": str(npz.parent)}
-    recipe = recipe_from_dict(tiny_recipe_dict(data, tmp_path / "runs", "copier", generate={"steps": 3}, train={"hflip": False}))
+    recipe = recipe_from_dict(tiny_recipe_dict(data, tmp_path / "runs", name, generate={"steps": 3}, **sections))
     with pytest.warns(UserWarning, match="MD5"):
         run, _, _ = prepare_run(recipe, is_main=True)
     info = json.loads(run.classes.read_text())
-    for seed, model_dir in enumerate(info["models"].values()):  # untrained UNets: generation only needs model folders
+    for seed, model_dir in enumerate(info["models"].values()):
         torch.manual_seed(seed)
         unet = build_unet(recipe.model, 1, 2)
-        DDPMPipeline(unet=unet, scheduler=build_noise_scheduler(recipe.diffusion)).save_pretrained(str(RunDir(run.root).model(model_dir)))
+        DDPMPipeline(unet=unet, scheduler=build_noise_scheduler(recipe.diffusion)).save_pretrained(str(run.model(model_dir)))
+    return run, arrays, npz
+
+
+def test_generate_reject_copies_redraws_copies_and_keeps_the_count(tmp_path):
+    """A generator that reproduces its training images: with --reject-copies those images are redrawn, the count holds."""
+    from synthaug.sample import generate
+
+    run, arrays, npz = untrained_blob_run(tmp_path, "copier", train={"hflip": False})
     first = generate(run.root, per_class=3, out=tmp_path / "first", show_progress=False)
     drawn = pd.read_csv(first / "metadata.csv")
     # Make those very images training images: the generator now "copies" three training images per class.
@@ -310,3 +320,95 @@ def test_generate_reject_copies_redraws_copies_and_keeps_the_count(tmp_path):
     assert [f["name"] for f in manifest["provenance"]["filters"]] == ["near_copy"]
     for name in table["file_name"]:
         assert not any((np.asarray(Image.open(second / name)) == np.asarray(Image.open(first / old))).all() for old in drawn["file_name"])
+
+
+# ---------------------------------------------------------------------------------------------
+# The classifier-confidence filter (generate --filter-confidence)
+
+
+def test_confidence_filter_keeps_confident_images_and_rejects_wrong_labels(run_dir, monkeypatch):
+    new = {c: blob_images(12, c, seed=99) for c in (0, 1)}  # unseen draws from the real distribution
+    keep = confidence_filter(run_dir, 0.5, show_progress=False)
+    assert keep.name == "low_confidence" and (run_dir / "audit" / "features.pt").is_file()  # the audit's cached classifier
+    for c in (0, 1):
+        right, wrong = keep(new[c], c), keep(new[c], 1 - c)
+        assert right.dtype == bool and right.shape == (12,)
+        assert right.all() and not wrong.any()  # the same images under the wrong label are all rejected
+        np.testing.assert_allclose(keep.confidence(new[c], c) + keep.confidence(new[c], 1 - c), 1, atol=1e-5)
+    # The threshold decides: at the median of the probabilities about half the images go.
+    probs = keep.confidence(new[0], 0)
+    tau = float(np.median(probs))
+    strict = confidence_filter(run_dir, tau, show_progress=False)
+    assert strict(new[0], 0).tolist() == (probs >= tau).tolist() and 0 < strict(new[0], 0).sum() < 12
+
+    described = keep.describe()
+    assert described["threshold"] == 0.5 and described["classifier"]["steps"] == BLOB_CLASSIFIER["steps"]
+    assert described["classifier"]["classifier"] == "small_cnn" and described["classifier"]["seed"] == 0
+    assert 1 <= described["selected_step"] <= BLOB_CLASSIFIER["steps"] and described["val"]["acc"] > 0.9
+    assert len(described["weights_sha256"]) == 64 and "wall" not in json.dumps(described)
+    # A second build loads the cached classifier (no training) and describes itself identically: same generation_id.
+    monkeypatch.setattr("synthaug.evaluate.train_classifier", lambda *a, **k: pytest.fail("retrained"))
+    again = confidence_filter(run_dir, 0.5, show_progress=False)
+    assert json.dumps(again.describe(), sort_keys=True) == json.dumps(described, sort_keys=True)
+    assert strict.describe()["weights_sha256"] == described["weights_sha256"] and strict.describe() != described
+    with torch.no_grad():  # other weights, another hash
+        next(again.model.parameters()).add_(1e-3)
+    assert audit_module.weights_sha256(again.model) != described["weights_sha256"]
+    with pytest.raises(ValueError, match="strictly between 0 and 1"):
+        confidence_filter(run_dir, 1.0)
+
+
+def test_generate_filter_confidence_redraws_unconfident_images_and_counts_them(tmp_path):
+    """Untrained UNets draw noise; the classifier is unsure of it, so a threshold inside its probabilities
+    rejects some first candidates: those are redrawn, the others are the very images of an unfiltered set."""
+    from synthaug.sample import generate
+
+    run, _, _ = untrained_blob_run(tmp_path, "unsure", train={"hflip": False}, evaluate=BLOB_CLASSIFIER)
+    with pytest.warns(UserWarning, match="MD5"):  # the audit data (val, test) is read too
+        keep = confidence_filter(run.root, 0.5, show_progress=False)
+    plain = generate(run.root, per_class=16, out=tmp_path / "plain", show_progress=False)
+    before = pd.read_csv(plain / "metadata.csv")
+    manifest = json.loads((plain / "manifest.json").read_text())
+    assert all(e["kept"] == 16 and e["dropped"] == 0 and e["rejected"] == {} for e in manifest["classes"].values())
+    pixels = lambda folder, names: np.stack([np.asarray(Image.open(folder / n))[..., None] for n in names])  # noqa: E731
+    probs = {c: keep.confidence(pixels(plain, before[before["label"] == c]["file_name"]), c) for c in (0, 1)}
+    # Threshold: between the middle two probabilities of the class the classifier is less sure of.
+    unsure = min((0, 1), key=lambda c: np.median(probs[c]))
+    middle = np.sort(probs[unsure])[7:9]
+    assert middle[0] < middle[1], "no spread in the classifier's probabilities"
+    tau = float(middle.mean())
+
+    with pytest.warns(UserWarning, match="MD5"):
+        out = generate(run.root, per_class=16, out=tmp_path / "filtered", filter_confidence=tau, show_progress=False)
+    table = pd.read_csv(out / "metadata.csv")
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert table["label"].value_counts().to_dict() == {0: 16, 1: 16}
+    assert [f["name"] for f in manifest["provenance"]["filters"]] == ["low_confidence"]
+    assert manifest["provenance"]["filters"][0]["threshold"] == tau and manifest["recipe"]["generate"]["filter_confidence"] == tau
+    assert manifest["provenance"]["filters"][0]["weights_sha256"] == keep.describe()["weights_sha256"]
+    for c in (0, 1):
+        mine, old = table[table["label"] == c], before[before["label"] == c]
+        assert mine["file_name"].tolist() == old["file_name"].tolist()
+        images = pixels(out, mine["file_name"])
+        assert (keep.confidence(images, c) >= tau).all()  # every image kept is confident enough
+        confident = probs[c] >= tau
+        assert (mine["attempt"].to_numpy() == 0).tolist() == confident.tolist()  # exactly the unconfident ones redrawn
+        assert (images == pixels(plain, old["file_name"])).all(axis=(1, 2, 3)).tolist() == confident.tolist()
+        assert all(str(r).split(";") == ["low_confidence"] * a for r, a in zip(mine["rejected_by"], mine["attempt"]) if a)
+        entry = manifest["classes"][str(c)]
+        assert entry["kept"] == entry["count"] == 16
+        assert entry["dropped"] == mine["attempt"].sum() == entry["rejected"].get("low_confidence", 0)
+    assert manifest["classes"][str(unsure)]["dropped"] >= 8
+
+
+def test_generate_filter_confidence_bad_values_are_one_line_errors(run_dir, tmp_path, capsys):
+    for bad in ("1.5", "0", "1"):
+        argv = ["generate", "--run", str(run_dir), "--per-class", "1", "--out", str(tmp_path / "out"), "--filter-confidence", bad, "--no-progress"]
+        assert main(argv) == 2
+        err = capsys.readouterr().err
+        errors = [line for line in err.splitlines() if line.startswith("synthaug generate: error: ")]
+        assert len(errors) == 1 and errors[0].startswith("synthaug generate: error: --filter-confidence: ") and "Traceback" not in err
+    data = {"medmnist": "breastmnist", "root": str(run_dir.parent.parent / "data")}
+    with pytest.raises(UserError, match="generate.filter_confidence: "):
+        recipe_from_dict(tiny_recipe_dict(data, tmp_path / "runs", "x", generate={"filter_confidence": 1.5}))
+    assert recipe_from_dict(tiny_recipe_dict(data, tmp_path / "runs", "x", generate={"filter_confidence": 0.8})).generate.filter_confidence == 0.8

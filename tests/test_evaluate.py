@@ -81,9 +81,15 @@ def test_end_to_end_arms_regimes_seeds_and_files(make_run, tmp_path):
     assert table["test_acc"].between(0, 1).all() and {"recall_0", "recall_1"} <= set(table.columns)
     gains = pd.DataFrame(results["gains"])
     assert set(gains["vs"]) == {"real", "real+classic"} and (gains["pairs"] == 3).all()
+    for regime, chosen in results["best_baseline"].items():  # the best baseline is picked on val, and gains are measured against it
+        assert chosen["arm"] == max(("real", "real+classic"), key=lambda b: table[(table.regime == regime) & (table.arm == b)]["val_auc"].mean())
+        against = gains[(gains["regime"] == regime) & gains["best_baseline"].fillna(False).astype(bool)]
+        assert set(against["vs"]) == {chosen["arm"]} and len(against) == len(arms) - 2
+        assert 0 < chosen["cas"]["lo"] <= chosen["cas"]["ratio"] <= chosen["cas"]["hi"]
     for name in ("report.md", "results.json", "accuracy_vs_size.png", "samples_tiny-4pc.png", "samples_tiny-8pc.png"):
         assert (out / name).stat().st_size > 0
     report = (out / "report.md").read_text()
+    assert "Gain over the best arm without synthetic data (chosen on val)" in report and "CAS ratio" in report
     assert "synthaug evaluate ..." in report and "real+synthetic+classic 2x" in report and "6 steps for every arm" in report
     saved = json.loads((out / "results.json").read_text())
     assert saved["data"]["regimes"][1]["real_per_class"] == [8, 8] and saved["data"]["test"] == 24
@@ -98,6 +104,32 @@ def test_cache_skips_finished_arms_and_force_redoes_them(make_run, tmp_path):
     assert evaluate([run], out, force=True, show_progress=False)["arms_from_cache"] == 0
     changed = evaluate([run], out, overrides=["evaluate.steps=4"], show_progress=False)
     assert changed["arms_from_cache"] == 0 and {r["steps"] for r in changed["rows"]} == {4}
+
+
+def test_reports_can_share_one_cache(make_run, tmp_path):
+    run = make_run("tiny", 4, seeds=[0], arms=["real", "real+synthetic"], ratios=[1])
+    cache = tmp_path / "shared-cache"
+    first = evaluate([run], tmp_path / "a", show_progress=False, cache_dir=cache)
+    second = evaluate([run], tmp_path / "b", show_progress=False, cache_dir=cache)
+    assert first["arms_from_cache"] == 0 and second["arms_from_cache"] == 2 and not (tmp_path / "b" / "cache").exists()
+    assert [r["test_acc"] for r in second["rows"]] == [r["test_acc"] for r in first["rows"]]
+
+
+def test_best_baseline_is_chosen_on_val_never_on_test():
+    from synthaug.evaluate import summarise
+
+    def row(arm, seed, val, test, kind=None):
+        return {"regime": "4/class", "arm": arm, "kind": kind or arm, "subset_seed": 0, "seed": seed, "n_real_used": 8,
+                "n_synthetic": 0, "steps": 6, "val_acc": val, "val_auc": val, "test_acc": test, "test_auc": test}
+
+    rows = [row("real", s, 0.60, 0.90) for s in (0, 1)] + [row("real+classic", s, 0.70, 0.50) for s in (0, 1)]
+    rows += [row("real+synthetic 1x", 0, 0.8, 0.62), row("real+synthetic 1x", 1, 0.8, 0.58), row("synthetic", 0, 0.5, 0.45), row("synthetic", 1, 0.5, 0.45)]
+    results = summarise(rows, EvaluateConfig(**{**TINY_EVAL, "select_on": "acc"}))
+    chosen = results["best_baseline"]["4/class"]
+    assert chosen["arm"] == "real+classic" and chosen["val"] == {"real": 0.60, "real+classic": 0.70}  # real tests better, but val decides
+    gain = next(g for g in results["gains"] if g.get("best_baseline") and g["arm"] == "real+synthetic 1x")
+    assert gain["vs"] == "real+classic" and gain["dacc"] == pytest.approx(0.10)
+    assert chosen["cas"]["ratio"] == pytest.approx(0.5) and chosen["cas"]["pairs"] == 2
 
 
 def test_same_seed_same_numbers_other_seed_other_weights():
