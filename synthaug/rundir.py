@@ -10,6 +10,7 @@
       checkpoints/<model_dir>/step_<N>/   accelerate `save_state` (model, optimizer, lr, EMA); last good one kept
       samples/<model_dir>/step_<N>.png    sample grids during and after training
       synthetic/                  default output of `synthaug generate`
+      audit/features.pt           cache of the classifier trained on the run's real images (audit, --filter-confidence)
 
 Every file is written under a temporary name and renamed, so a crash never leaves half a file;
 a finished model directory appears in one rename.
