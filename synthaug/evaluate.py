@@ -645,8 +645,9 @@ def render_report(results: dict, notes: str | None = None) -> str:
     for r in data["regimes"]:
         lines.append(f"| {r['regime']} | `{r['run']}` | {r['subset_seed']} | {r['real_train']} {r['real_per_class']} | "
                      f"{r['synthetic_available']} | {r['generator']} |")
-    if len(seeds) < 3:
-        lines += ["", f"**Only {len(seeds)} seed(s): too few for any claim; the issue asks for at least 3.**"]
+    pairs = pd.DataFrame(results["rows"]).groupby("regime")[["subset_seed", "seed"]].apply(lambda g: len(g.drop_duplicates())).min()
+    if pairs < 3:  # the units of every interval: (subset, seed) pairs
+        lines += ["", f"**Only {pairs} (subset, seed) pair(s) in a regime: too few for any claim; use at least 3 seeds or subsets.**"]
     lines += ["", "## Test accuracy and AUC (mean ± std over seeds and subsets)", "",
               "| regime | arm | real | synthetic | steps | runs | ACC | AUC |", "|---|---|---|---|---|---|---|---|"]
     for s in results["summary"]:

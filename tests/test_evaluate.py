@@ -177,6 +177,7 @@ def test_cli_exit_codes(make_run, tmp_path, capsys):
     assert main(["evaluate", str(run), "--out", str(out), "--no-progress", "--set", "evaluate.seeds=[0]",
                  "--set", "evaluate.arms=[real]"]) == 0
     assert "--set 'evaluate.seeds=[0]'" in (out / "report.md").read_text()
+    assert "Only 1 (subset, seed) pair(s) in a regime" in (out / "report.md").read_text()
     assert main(["evaluate", str(tmp_path / "nope"), "--no-progress"]) == 2
     assert main(["evaluate", str(run), "--set", "evaluate.ratios=[0]", "--no-progress"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
