@@ -205,16 +205,24 @@ def train_classifier(
 # Statistics
 
 
+def _bootstrap_means(pairs: np.ndarray, n_boot: int, seed: int) -> np.ndarray:
+    """Means over the first axis of `n_boot` resamples of the pairs (rows) with replacement: (n_boot, ...)."""
+    picks = np.random.default_rng(seed).integers(0, len(pairs), size=(n_boot, len(pairs)))
+    return pairs[picks].mean(1)
+
+
+def _percentile_interval(samples: np.ndarray, level: float) -> tuple[float, float]:
+    tail = (1 - level) / 2 * 100
+    lo, hi = np.percentile(samples, [tail, 100 - tail])
+    return float(lo), float(hi)
+
+
 def paired_bootstrap_ci(diffs, n_boot: int = 10000, level: float = 0.95, seed: int = 0) -> tuple[float, float, float]:
     """Mean of paired differences and its percentile bootstrap CI (resampling the pairs with replacement)."""
     diffs = np.asarray(diffs, dtype=float)
     if diffs.size == 0:
         return float("nan"), float("nan"), float("nan")
-    rng = np.random.default_rng(seed)
-    means = diffs[rng.integers(0, diffs.size, size=(n_boot, diffs.size))].mean(1)
-    tail = (1 - level) / 2 * 100
-    lo, hi = np.percentile(means, [tail, 100 - tail])
-    return float(diffs.mean()), float(lo), float(hi)
+    return (float(diffs.mean()), *_percentile_interval(_bootstrap_means(diffs, n_boot, seed), level))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -492,10 +500,11 @@ def evaluate(
         if need_synthetic:
             check_synthetic(regime, arms)
     rows = []
+    cache = Path(cache_dir or out_dir / "cache")
     bar = tqdm(jobs, desc="evaluate", unit="arm", disable=not show_progress)
     for regime, arm, seed in bar:
         bar.set_postfix_str(f"{regime.label} {arm.name} seed {seed}")
-        rows.append(run_arm(regime, arm, seed, cfg, data, Path(cache_dir or out_dir / "cache"), force, device, show_progress))
+        rows.append(run_arm(regime, arm, seed, cfg, data, cache, force, device, show_progress))
     bar.close()
     results = summarise(rows, cfg)
     results.update({
@@ -566,14 +575,12 @@ def _paired_gain(regime: str, arm: str, base: str, other: pd.DataFrame, ref: pd.
 def _paired_ratio(num: pd.DataFrame, den: pd.DataFrame, n_boot: int, level: float = 0.95, seed: int = 0) -> dict:
     """Ratio of mean test ACC (num / den) over shared (subset, seed) pairs, with a percentile bootstrap CI of the pairs."""
     units = den.index.intersection(num.index)
-    a, b = num.loc[units, "test_acc"].to_numpy(float), den.loc[units, "test_acc"].to_numpy(float)
     if not len(units):
         return {"ratio": float("nan"), "lo": float("nan"), "hi": float("nan"), "pairs": 0}
-    picks = np.random.default_rng(seed).integers(0, len(units), size=(n_boot, len(units)))
-    ratios = a[picks].mean(1) / b[picks].mean(1)
-    tail = (1 - level) / 2 * 100
-    lo, hi = np.percentile(ratios, [tail, 100 - tail])
-    return {"ratio": float(a.mean() / b.mean()), "lo": float(lo), "hi": float(hi), "pairs": len(units)}
+    acc = np.stack([num.loc[units, "test_acc"].to_numpy(float), den.loc[units, "test_acc"].to_numpy(float)], axis=1)
+    means = _bootstrap_means(acc, n_boot, seed)
+    lo, hi = _percentile_interval(means[:, 0] / means[:, 1], level)
+    return {"ratio": float(acc[:, 0].mean() / acc[:, 1].mean()), "lo": lo, "hi": hi, "pairs": len(units)}
 
 
 def generator_summary(run: Path) -> str:
