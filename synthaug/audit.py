@@ -253,7 +253,7 @@ class RunData:
     @property
     def mirror(self) -> bool:
         """Training flipped images left-right, so a mirrored copy is a copy too."""
-        return self.recipe.train.hflip
+        return "hflip" in self.recipe.train.augment
 
 
 def _of_classes(data: ImageSet, classes: list[int]) -> ImageSet:

@@ -105,6 +105,9 @@ class DiffusionConfig(_Strict):
     prediction_type: Literal["epsilon", "v_prediction"] = "epsilon"
 
 
+GENERATOR_AUGMENTS = ("hflip", "vflip", "rot90")
+
+
 class TrainConfig(_Strict):
     steps: int = Field(gt=0)
     batch_size: int = Field(64, gt=0)
@@ -116,9 +119,31 @@ class TrainConfig(_Strict):
     gradient_accumulation_steps: int = Field(1, gt=0)
     checkpoint_every: int = Field(500, gt=0)
     sample_every: int = Field(0, ge=0)
-    hflip: bool = True
+    # Label-preserving transforms of the generator's training batches; hflip + rot90 give all 8 dihedral
+    # symmetries, for data with no orientation (blood cells, pathology, dermatology). Chest X-rays: none.
+    augment: list[Literal[GENERATOR_AUGMENTS]] = Field(default_factory=lambda: ["hflip"])
     snr_gamma: float | None = Field(None, gt=0)
     seed: int = 0
+
+    @model_validator(mode="before")
+    @classmethod
+    def _legacy_hflip(cls, raw):
+        # Runs made before train.augment existed store `hflip: true|false`; read them as augment [hflip] or [].
+        if isinstance(raw, dict) and "hflip" in raw:
+            raw = dict(raw)
+            hflip = raw.pop("hflip")
+            if "augment" in raw:
+                raise ValueError("hflip: replaced by train.augment; give only augment (e.g. [hflip, rot90])")
+            if not isinstance(hflip, bool):
+                raise ValueError(f"hflip: expected true or false, got {hflip!r}")
+            raw["augment"] = ["hflip"] if hflip else []
+        return raw
+
+    @model_validator(mode="after")
+    def _unique_augments(self):
+        if len(set(self.augment)) != len(self.augment):
+            raise ValueError(f"augment: has repeated entries {self.augment}")
+        return self
 
 
 class GenerateConfig(_Strict):

@@ -117,15 +117,34 @@ def make_jobs(recipe: Recipe, data: ImageSet, classes: list[int], device) -> lis
     ]
 
 
+def augment_batch(x: torch.Tensor, augments: list[str], gen: torch.Generator) -> torch.Tensor:
+    """Random label-preserving symmetries of a batch (N, C, H, W), drawn from `gen` in a fixed order.
+
+    hflip's draw comes first, as it did before train.augment existed, so old recipes give the same weights.
+    """
+    n = x.shape[0]
+
+    def chosen(p_true: torch.Tensor) -> torch.Tensor:
+        return p_true.to(x.device)[:, None, None, None]
+
+    if "hflip" in augments:
+        x = torch.where(chosen(torch.rand(n, generator=gen) < 0.5), x.flip(-1), x)
+    if "vflip" in augments:
+        x = torch.where(chosen(torch.rand(n, generator=gen) < 0.5), x.flip(-2), x)
+    if "rot90" in augments:
+        quarter = torch.randint(4, (n,), generator=gen)
+        for k in (1, 2, 3):  # square images: a quarter turn keeps the shape
+            x = torch.where(chosen(quarter == k), x.rot90(k, (-2, -1)), x)
+    return x
+
+
 def _batch(recipe: Recipe, job: Job, num_classes: int, gen: torch.Generator, device):
     """One micro-batch: images, noise, timesteps and (for the conditional model) labels with CFG dropout."""
     cfg = recipe.train
     n = job.images.shape[0]
     idx = torch.randint(n, (cfg.batch_size,), generator=gen)
     x = job.images[idx.to(device)]
-    if cfg.hflip:
-        flip = (torch.rand(cfg.batch_size, generator=gen) < 0.5).to(device)
-        x = torch.where(flip[:, None, None, None], x.flip(-1), x)
+    x = augment_batch(x, cfg.augment, gen)
     noise = torch.randn(x.shape, generator=gen).to(device)
     t = torch.randint(recipe.diffusion.num_train_timesteps, (cfg.batch_size,), generator=gen).to(device)
     labels = None

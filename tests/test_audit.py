@@ -301,7 +301,7 @@ def test_generate_reject_copies_redraws_copies_and_keeps_the_count(tmp_path):
     """A generator that reproduces its training images: with --reject-copies those images are redrawn, the count holds."""
     from synthaug.sample import generate
 
-    run, arrays, npz = untrained_blob_run(tmp_path, "copier", train={"hflip": False})
+    run, arrays, npz = untrained_blob_run(tmp_path, "copier", train={"augment": []})
     first = generate(run.root, per_class=3, out=tmp_path / "first", show_progress=False)
     drawn = pd.read_csv(first / "metadata.csv")
     # Make those very images training images: the generator now "copies" three training images per class.
@@ -363,7 +363,7 @@ def test_generate_filter_confidence_redraws_unconfident_images_and_counts_them(t
     rejects some first candidates: those are redrawn, the others are the very images of an unfiltered set."""
     from synthaug.sample import generate
 
-    run, _, _ = untrained_blob_run(tmp_path, "unsure", train={"hflip": False}, evaluate=BLOB_CLASSIFIER)
+    run, _, _ = untrained_blob_run(tmp_path, "unsure", train={"augment": []}, evaluate=BLOB_CLASSIFIER)
     with pytest.warns(UserWarning, match="MD5"):  # the audit data (val, test) is read too
         keep = confidence_filter(run.root, 0.5, show_progress=False)
     plain = generate(run.root, per_class=16, out=tmp_path / "plain", show_progress=False)

@@ -70,7 +70,7 @@ def test_folder_data_and_chosen_classes(tmp_path):
 
 
 def test_resumed_run_ends_with_the_weights_of_an_uninterrupted_one(tiny_recipe, monkeypatch):
-    whole = fit(tiny_recipe("whole", train={"steps": 6, "checkpoint_every": 2}), show_progress=False)
+    whole = fit(tiny_recipe("whole", train={"steps": 6, "checkpoint_every": 2, "augment": ["hflip", "vflip", "rot90"]}), show_progress=False)
 
     real_save = train_module._save_checkpoint
 
@@ -80,7 +80,7 @@ def test_resumed_run_ends_with_the_weights_of_an_uninterrupted_one(tiny_recipe, 
             raise RuntimeError("simulated crash")
 
     monkeypatch.setattr(train_module, "_save_checkpoint", save_then_crash)
-    recipe = tiny_recipe("resumed", train={"steps": 6, "checkpoint_every": 2})
+    recipe = tiny_recipe("resumed", train={"steps": 6, "checkpoint_every": 2, "augment": ["hflip", "vflip", "rot90"]})
     with pytest.raises(RuntimeError, match="simulated crash"):
         fit(recipe, show_progress=False)
     run = RunDir(recipe.run_dir)
@@ -176,3 +176,23 @@ def test_min_snr_weights_cap_the_easy_timesteps():
     assert eps[0] < 0.01 and torch.allclose(eps[2:], torch.ones(2))  # high SNR down-weighted, noisy steps untouched
     v = train_module._min_snr_weight(scheduler, t, 5.0, "v_prediction")
     assert (v <= 1).all() and v[3] < 1 and v[0] < eps[1]
+
+
+def test_augment_draws_only_symmetries_of_the_training_images():
+    images = torch.arange(2 * 3 * 4 * 4, dtype=torch.float32).reshape(2, 3, 4, 4)
+    out = train_module.augment_batch(images.repeat(32, 1, 1, 1), ["hflip", "rot90"], torch.Generator().manual_seed(0))
+    dihedral = [v for img in images for f in (img, img.flip(-1)) for v in (f.rot90(k, (-2, -1)) for k in range(4))]
+    seen = {next(i for i, d in enumerate(dihedral) if torch.equal(o, d)) for o in out}  # raises if one is no symmetry
+    assert len(seen) > 8  # many of the 16 (2 images x 8 symmetries) appear, not just the originals
+    assert torch.equal(train_module.augment_batch(images, [], torch.Generator()), images)
+
+
+def test_legacy_hflip_recipes_read_as_augment(tmp_path, breast_root):
+    data = {"medmnist": "breastmnist", "root": str(breast_root)}
+    old = recipe_from_dict(tiny_recipe_dict(data, tmp_path, train={"hflip": False}))
+    assert old.train.augment == []
+    assert recipe_from_dict(tiny_recipe_dict(data, tmp_path, train={"hflip": True})).train.augment == ["hflip"]
+    with pytest.raises(UserError, match="train.hflip"):
+        recipe_from_dict(tiny_recipe_dict(data, tmp_path, train={"hflip": True, "augment": ["rot90"]}))
+    with pytest.raises(UserError, match="train.augment"):
+        recipe_from_dict(tiny_recipe_dict(data, tmp_path, train={"augment": ["spin"]}))
