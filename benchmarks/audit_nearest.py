@@ -15,7 +15,8 @@ import time
 import numpy as np
 import torch
 
-from synthaug.audit import nearest_by_correlation, pick_device
+from synthaug.metrics import nearest_by_correlation
+from synthaug.runtime import pick_device
 
 
 def main() -> None:

@@ -19,8 +19,9 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
-from synthaug.audit import audit, load_run_data
-from synthaug.rundir import safe_name
+from synthaug.audit import audit
+from synthaug.reference import load_run_data
+from synthaug.rundir import open_run, safe_name
 
 
 def main() -> None:
@@ -29,7 +30,7 @@ def main() -> None:
     parser.add_argument("out")
     parser.add_argument("--per-class", type=int, default=100)
     args = parser.parse_args()
-    data = load_run_data(args.run)
+    data = load_run_data(open_run(args.run))
     out = Path(args.out)
     rng = np.random.default_rng(0)
     rows = []

@@ -24,7 +24,8 @@ from diffusers import DDPMPipeline
 
 from synthaug.recipe import load_recipe
 from synthaug.rundir import RunDir, atomic_write_json, atomic_write_text, model_dir_name
-from synthaug.sample import BLOCK_SIZE, generate, load_model, sampling_scheduler
+from synthaug.generate import BLOCK_SIZE, generate, load_model
+from synthaug.sampling import sampling_scheduler
 
 SAMPLERS = [("dpm-solver++", 20), ("ddim", 50), ("ddpm", 1000)]
 
@@ -88,9 +89,9 @@ def main() -> None:
         scratch = Path(scratch_dir)
         run = RunDir(Path(args.run)) if args.run else untrained_run(scratch / "runs")
         info = run.read_classes()
-        class_idx = next(int(c) for c in info["classes"] if run.is_finished(info["models"][str(c)]))
-        model_dir = info["models"][str(class_idx)]
-        print(f"# generate throughput: {run.root} (model {model_dir}), {info['size']} px, {info['channels']} channel(s)")
+        class_idx = next(c for c in info.classes if run.is_finished(info.models[c]))
+        model_dir = info.models[class_idx]
+        print(f"# generate throughput: {run.root} (model {model_dir}), {info.size} px, {info.channels} channel(s)")
         print(f"# {cpu_name()}, {os.cpu_count()} logical CPUs, torch threads {torch.get_num_threads()}, "
               f"cuda {torch.cuda.is_available()}, torch {torch.__version__}, python {platform.python_version()}")
         print(f"# load average at start: {' '.join(f'{x:.1f}' for x in os.getloadavg())}")
@@ -106,7 +107,7 @@ def main() -> None:
             print(f"| {sampler} | {steps} | {n} | {ours:.2f} | {reference:.2f} | {ours / reference:.2f} |", flush=True)
         print()
         print(f"# load average at end: {' '.join(f'{x:.1f}' for x in os.getloadavg())}")
-        classes = len(info["classes"])
+        classes = len(info.classes)
         per_class = args.per_class_estimate
         drawn = classes * BLOCK_SIZE * -(-per_class // BLOCK_SIZE)  # whole blocks of 16 are sampled
         for sampler, steps in SAMPLERS:

@@ -1,8 +1,13 @@
-"""The `synthaug` command: a thin layer over the library functions of the same names."""
+"""The `synthaug` command: a thin layer over the library functions of the same names.
+
+Each command opens its recipe or run (with `--set` overrides) and calls the function of its name.
+The stages are imported when their command runs, so that `synthaug --version` does not load torch.
+"""
 
 from __future__ import annotations
 
 import argparse
+import shlex
 import sys
 import warnings
 from pathlib import Path
@@ -10,13 +15,15 @@ from pathlib import Path
 from synthaug.errors import UserError
 
 
+def _overrides(args) -> list[str]:
+    """The `--set` pairs of a command, with `--data-root` as `data.root=`."""
+    return list(args.set or []) + ([f"data.root={args.data_root}"] if getattr(args, "data_root", None) else [])
+
+
 def _recipe_from_args(args):
     from synthaug.recipe import load_recipe
 
-    overrides = list(args.set or [])
-    if getattr(args, "data_root", None):
-        overrides.append(f"data.root={args.data_root}")
-    return load_recipe(args.recipe, overrides)
+    return load_recipe(args.recipe, _overrides(args))
 
 
 def _add_recipe_args(parser: argparse.ArgumentParser) -> None:
@@ -55,8 +62,6 @@ _REGISTRARS: list = []
 
 def _command_line(args, positional: list[str]) -> str:
     """The command as a user would retype it (for reports), rebuilt from the parsed flags."""
-    import shlex
-
     words = ["synthaug", args.command, *positional]
     for pair in args.set or []:
         words += ["--set", pair]
@@ -71,10 +76,11 @@ def _command_line(args, positional: list[str]) -> str:
 
 def cmd_evaluate(args) -> None:
     from synthaug.evaluate import evaluate
+    from synthaug.rundir import open_run
 
-    overrides = list(args.set or []) + ([f"data.root={args.data_root}"] if args.data_root else [])
+    runs = [open_run(Path(run), _overrides(args)) for run in args.runs]
     out = args.out or f"reports/{Path(args.runs[0]).name}"
-    evaluate(args.runs, Path(out), overrides, args.synthetic, args.force, not args.no_progress, _command_line(args, args.runs),
+    evaluate(runs, Path(out), args.synthetic, args.force, not args.no_progress, _command_line(args, args.runs),
              Path(args.cache) if args.cache else None)
 
 
@@ -92,7 +98,7 @@ def _register_evaluate(sub) -> None:
 
 
 def cmd_experiment(args) -> None:
-    from synthaug.evaluate import experiment
+    from synthaug.experiment import experiment
 
     recipe = _recipe_from_args(args)
     experiment(recipe, Path(args.out) if args.out else None, args.force, not args.no_progress, _command_line(args, [args.recipe]))
@@ -111,11 +117,15 @@ _REGISTRARS += [_register_evaluate, _register_experiment]
 
 
 def cmd_audit(args) -> None:
-    from synthaug.audit import audit, run_recipe
+    from synthaug.audit import audit, check_audit_overrides
+    from synthaug.rundir import open_run
+    from synthaug.runtime import pick_device
 
-    overrides = list(args.set or []) + ([f"data.root={args.data_root}"] if args.data_root else [])
-    recipe = run_recipe(args.run, overrides)
-    audit(args.run, args.synthetic, recipe, args.device, not args.no_progress, _command_line(args, ["--run", args.run]))
+    device = pick_device(args.device)
+    overrides = _overrides(args)
+    check_audit_overrides(overrides)
+    run = open_run(Path(args.run), overrides)
+    audit(run, args.synthetic, device, not args.no_progress, _command_line(args, ["--run", args.run]))
 
 
 def _register_audit(sub) -> None:
@@ -133,9 +143,10 @@ _REGISTRARS.append(_register_audit)
 
 
 def cmd_generate(args) -> None:
-    from synthaug.sample import generate, latest_run
+    from synthaug.generate import generate
+    from synthaug.rundir import open_run
 
-    run = args.run or latest_run().root
+    run = open_run(Path(args.run) if args.run else None)
     generate(
         run, per_class=args.per_class, ratio=args.ratio, balance=args.balance, out=args.out, classes=args.classes,
         sampler=args.sampler, steps=args.steps, guidance_scale=args.guidance_scale, batch_size=args.batch_size,

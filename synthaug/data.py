@@ -8,6 +8,9 @@ decodes or collates per sample.
 from __future__ import annotations
 
 import hashlib
+import io
+import json
+import math
 import urllib.request
 import warnings
 from dataclasses import dataclass
@@ -16,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
+from PIL.PngImagePlugin import PngInfo
 
 from synthaug.errors import UserError
 from synthaug.recipe import DataConfig, SubsetConfig, medmnist_info
@@ -234,3 +238,20 @@ def to_uint8(tensor: torch.Tensor) -> np.ndarray:
     """float (N, C, H, W) in [-1, 1] -> uint8 (N, H, W, C), rounded."""
     scaled = ((tensor.detach().float().clamp(-1, 1) + 1) * 127.5).round()
     return scaled.to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
+
+
+def encode_png(pixels: np.ndarray, text: dict[str, dict] | None = None) -> bytes:
+    """uint8 (H, W, C) -> 8-bit PNG bytes (grayscale or RGB); `text`: chunks of JSON, e.g. generate's provenance."""
+    info = None
+    if text:
+        info = PngInfo()
+        for key, value in text.items():
+            info.add_text(key, json.dumps(value, sort_keys=True))
+    buffer = io.BytesIO()
+    Image.fromarray(pixels[..., 0] if pixels.shape[-1] == 1 else pixels).save(buffer, format="PNG", pnginfo=info)
+    return buffer.getvalue()
+
+
+def count_at_ratio(ratio: float, real: int) -> int:
+    """How many synthetic images `ratio` x `real` real ones means: rounded half up (generate, evaluate, mix)."""
+    return int(math.floor(ratio * real + 0.5))

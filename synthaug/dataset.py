@@ -7,7 +7,6 @@ The folder is read through its metadata.csv; the images are decoded when asked f
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -16,8 +15,11 @@ import pandas as pd
 import torch
 from PIL import Image, UnidentifiedImageError
 from torch.utils.data import ConcatDataset, Dataset, Subset
+from tqdm.auto import tqdm
 
+from synthaug.data import ImageSet, count_at_ratio
 from synthaug.errors import UserError
+from synthaug.rundir import Run, SynthDir
 
 REQUIRED_COLUMNS = ("file_name", "label", "class_name")
 
@@ -38,13 +40,6 @@ def _read_metadata(root: Path) -> pd.DataFrame:
     if len(table) and not pd.api.types.is_integer_dtype(table["label"]):
         raise UserError(f"{path}: column label must hold class indices (integers)")
     return table
-
-
-def _manifest(root: Path) -> dict:
-    try:
-        return json.loads((root / "manifest.json").read_text())
-    except (OSError, ValueError):
-        return {}
 
 
 def _check_against_manifest(root: Path, table: pd.DataFrame, manifest: dict) -> None:
@@ -112,7 +107,7 @@ class SynthDataset(Dataset):
         self.transform = transform
         self.as_rgb = as_rgb
         table = _read_metadata(self.root)
-        manifest = _manifest(self.root)
+        manifest = SynthDir(self.root).read_manifest() or {}
         _check_against_manifest(self.root, table, manifest)
         self.class_names = list(manifest.get("class_names") or self._names_from(table))
         table = _pick(table, self.class_names, classes, per_class, self.root)
@@ -173,8 +168,42 @@ def mix_real_synthetic(real: Dataset, synthetic: Dataset, ratio: float, seed: in
     """
     if not ratio >= 0:
         raise UserError(f"ratio: expected a number >= 0, got {ratio!r}")
-    wanted = int(np.floor(ratio * len(real) + 0.5))
+    wanted = count_at_ratio(ratio, len(real))
     if wanted > len(synthetic):
         raise UserError(f"ratio: {ratio} x {len(real)} real images needs {wanted} synthetic ones, the synthetic set has {len(synthetic)}")
     order = np.random.default_rng(seed).permutation(len(synthetic))[:wanted]
     return ConcatDataset([real, Subset(synthetic, order.tolist())])
+
+
+def read_synthetic(folder: str | Path, run: Run) -> tuple[ImageSet, list[str]]:
+    """A synthetic set generated from `run`'s models, decoded into memory and checked against the run; and the file
+    names (relative to `folder`). Each class in index order. The one reader of `evaluate` and `audit`."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise UserError(f"--synthetic {folder}: no such directory; run `synthaug generate` first")
+    made_by = SynthDir(folder).made_by()  # a set sampled from another run's generator may have seen other real images
+    if made_by and Path(made_by).resolve() != run.root.resolve():
+        raise UserError(f"{folder}: was generated from the run {made_by}, not {run.root}; use each run's own synthetic set")
+    synthetic = SynthDataset(folder)
+    if len(synthetic) == 0:
+        raise UserError(f"{folder}: no synthetic images (metadata.csv lists none)")
+    info = run.info
+    foreign = sorted(set(synthetic.labels.tolist()) - set(info.classes))
+    if foreign:
+        raise UserError(f"{folder / 'metadata.csv'}: label(s) {foreign} are not classes of the run (it trained {info.classes})")
+    reading = tqdm(range(len(synthetic)), desc="read synthetic", leave=False, disable=len(synthetic) < 2000)
+    images = np.stack([_pixels(synthetic.image(i), synthetic.files[i], info.size, info.channels) for i in reading])
+    order = np.lexsort(([p.name for p in synthetic.files], synthetic.labels))
+    files = [synthetic.files[i].relative_to(folder).as_posix() for i in order]
+    return ImageSet(images[order], synthetic.labels[order], list(info.class_names)), files
+
+
+def _pixels(image: Image.Image, path: Path, size: int, channels: int) -> np.ndarray:
+    """A synthetic PIL image as uint8 (H, W, C), refused unless its size and channels are the run's."""
+    if image.size != (size, size):
+        raise UserError(f"{path}: {image.size[0]}x{image.size[1]} pixels, expected {size}x{size} like the run's training images")
+    if image.mode != ("L" if channels == 1 else "RGB"):
+        expected = "grayscale (L), 1 channel" if channels == 1 else "RGB, 3 channels"
+        raise UserError(f"{path}: image mode {image.mode}, expected {expected} like the run's training images")
+    pixels = np.asarray(image)
+    return pixels[..., None] if channels == 1 else pixels

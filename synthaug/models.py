@@ -6,7 +6,7 @@ import torch
 from diffusers import DDPMScheduler, UNet2DModel
 from torch import nn
 
-from synthaug.recipe import DiffusionConfig, ModelConfig
+from synthaug.recipe import DiffusionConfig, EvaluateConfig, ModelConfig
 
 
 def build_unet(cfg: ModelConfig, channels: int, num_classes: int) -> UNet2DModel:
@@ -107,8 +107,8 @@ class ResNet18(nn.Module):
         return self.head(self.features(x))
 
 
-CLASSIFIERS = {"small_cnn": SmallCNN, "resnet18": ResNet18}
-
-
-def build_classifier(name: str, channels: int, num_classes: int) -> nn.Module:
-    return CLASSIFIERS[name](channels, num_classes)
+def build_classifier(cfg: EvaluateConfig, channels: int, num_classes: int) -> nn.Module:
+    """The recipe's downstream classifier (`evaluate.classifier`; `small_cnn` honours `evaluate.width`)."""
+    if cfg.classifier == "small_cnn":
+        return SmallCNN(channels, num_classes, width=cfg.width)
+    return ResNet18(channels, num_classes)

@@ -21,21 +21,24 @@ from diffusers.optimization import get_cosine_schedule_with_warmup
 from diffusers.training_utils import EMAModel, compute_snr
 from tqdm.auto import tqdm
 
-from synthaug.data import ImageSet, load_split, resolve_classes, subset_indices, to_model_tensor
+from synthaug.data import ImageSet, encode_png, load_split, resolve_classes, subset_indices, to_model_tensor
 from synthaug.errors import UserError
 from synthaug.models import build_noise_scheduler, build_unet
-from synthaug.recipe import Recipe, recipe_to_yaml
+from synthaug.recipe import Recipe, load_recipe, recipe_to_yaml
 from synthaug.rundir import (
+    ClassesInfo,
     RunDir,
-    package_versions,
+    atomic_write_bytes,
     atomic_write_json,
     atomic_write_text,
+    checkpoint_step,
     model_dir_name,
     remove_stale_temps,
     replace_dir,
     temp_dir_beside,
 )
-from synthaug.sample import save_sample_grid, seeded_generator
+from synthaug.runtime import on_cpu, package_versions, seeded_generator
+from synthaug.sampling import sample_grid
 
 METRIC_COLUMNS = ["step", "class", "loss", "lr", "images_per_s"]
 GRID_SIZE = 16
@@ -52,11 +55,10 @@ class Job:
 
 
 def make_accelerator(recipe: Recipe) -> Accelerator:
-    on_gpu = torch.cuda.is_available()
-    if recipe.train.mixed_precision == "fp16" and not on_gpu:
+    if recipe.train.mixed_precision == "fp16" and on_cpu():
         raise UserError("train.mixed_precision: fp16 needs a GPU; use 'no' or 'bf16' on CPU")
     return Accelerator(
-        cpu=not on_gpu,
+        cpu=on_cpu(),
         mixed_precision=recipe.train.mixed_precision,
         gradient_accumulation_steps=recipe.train.gradient_accumulation_steps,
     )
@@ -74,8 +76,6 @@ def prepare_run(recipe: Recipe, is_main: bool) -> tuple[RunDir, ImageSet, list[i
     train = load_split(recipe.data, "train")
     indices = subset_indices(train.labels, recipe.data.subset, classes, train.class_names)
     if run.recipe.is_file():
-        from synthaug.recipe import load_recipe
-
         previous = load_recipe(run.recipe)
         if _comparable(previous) != _comparable(recipe):
             raise UserError(
@@ -86,23 +86,19 @@ def prepare_run(recipe: Recipe, is_main: bool) -> tuple[RunDir, ImageSet, list[i
         run.root.mkdir(parents=True, exist_ok=True)
         atomic_write_text(run.recipe, recipe_to_yaml(recipe))
         subset = train.take(indices)
-        atomic_write_json(
-            run.classes,
-            {
-                "class_names": train.class_names,
-                "classes": classes,
-                "conditioning": recipe.model.conditioning,
-                "models": {
-                    str(c): model_dir_name(recipe.model.conditioning, c, train.class_names[c]) for c in classes
-                },
-                "channels": train.channels,
-                "size": recipe.data.size,
-                "counts": {str(c): subset.counts()[c] for c in classes},
-                "split_counts": {str(c): train.counts()[c] for c in classes},
-                "subset": recipe.data.subset.model_dump() if recipe.data.subset else None,
-                "train_indices": indices.tolist(),
-            },
-        )
+        subset_counts = subset.counts()
+        run.write_classes(ClassesInfo(
+            class_names=train.class_names,
+            classes=classes,
+            conditioning=recipe.model.conditioning,
+            models={c: model_dir_name(recipe.model.conditioning, c, train.class_names[c]) for c in classes},
+            channels=train.channels,
+            size=recipe.data.size,
+            counts={c: subset_counts[c] for c in classes},
+            split_counts={c: train.counts()[c] for c in classes},
+            subset=recipe.data.subset.model_dump() if recipe.data.subset else None,
+            train_indices=indices.tolist(),
+        ))
     return run, train.take(indices), classes
 
 
@@ -165,7 +161,8 @@ def _min_snr_weight(noise_scheduler, t: torch.Tensor, gamma: float, prediction_t
 def _save_checkpoint(accelerator: Accelerator, run: RunDir, job: Job, step: int) -> None:
     """`save_state` into a temporary folder, renamed into place; older checkpoints go only after that."""
     folder = run.checkpoints(job.model_dir)
-    tmp = folder / f".step_{step:07d}.tmp"
+    final = run.checkpoint(job.model_dir, step)
+    tmp = folder / f".{final.name}.tmp"
     if accelerator.is_main_process:
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
@@ -173,7 +170,6 @@ def _save_checkpoint(accelerator: Accelerator, run: RunDir, job: Job, step: int)
     accelerator.save_state(str(tmp))
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
-        final = folder / f"step_{step:07d}"
         replace_dir(tmp, final)
         for old in folder.glob("step_*"):
             if old != final:
@@ -211,7 +207,7 @@ def train_job(recipe: Recipe, run: RunDir, job: Job, num_classes: int, class_nam
             accelerator.load_state(str(checkpoint))
         except Exception as exc:
             raise UserError(f"{checkpoint}: unreadable checkpoint ({type(exc).__name__}: {exc}); delete it to restart this model") from None
-        start = int(checkpoint.name.split("_")[1])
+        start = checkpoint_step(checkpoint)
     if accelerator.is_main_process:
         _write_metrics(run, job, [], keep_until=start)
 
@@ -307,7 +303,7 @@ def _grid(accelerator, unet, ema: EMAModel, noise_scheduler, run: RunDir, job: J
         ema.copy_to(model.parameters())
         model.eval()
         labels = list(range(num_classes)) if job.labels is not None else None
-        save_sample_grid(model, noise_scheduler, run.samples(job.model_dir) / f"step_{step:07d}.png", labels, GRID_SIZE, seed)
+        atomic_write_bytes(run.sample_grid(job.model_dir, step), encode_png(sample_grid(model, noise_scheduler, labels, GRID_SIZE, seed)))
         model.train()
         ema.restore(model.parameters())
     accelerator.wait_for_everyone()
@@ -326,10 +322,7 @@ def fit(recipe: Recipe, show_progress: bool = True) -> RunDir:
     num_classes = len(data.class_names)
     jobs = make_jobs(recipe, data, classes, probe.device)
     summary = {"versions": package_versions(), "device": str(probe.device), "processes": probe.num_processes, "models": {}}
-    if run.summary.is_file():
-        import json
-
-        summary["models"] = json.loads(run.summary.read_text()).get("models", {})
+    summary["models"] = run.read_summary().get("models", {})
     began = time.perf_counter()
     for job in jobs:
         if run.is_finished(job.model_dir):

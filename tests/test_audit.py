@@ -12,7 +12,12 @@ import torch
 from PIL import Image
 
 import synthaug.audit as audit_module
-from synthaug.audit import audit, confidence_filter, copy_filter, frechet_distance, knn_distances, nearest_by_correlation, prdc, run_recipe
+import synthaug.metrics as metrics_module
+from synthaug.audit import audit
+from synthaug.classifier import extract_features, weights_sha256
+from synthaug.filters import confidence_filter, copy_filter
+from synthaug.metrics import frechet_distance, knn_distances, nearest_by_correlation, prdc
+from synthaug.rundir import open_run
 from synthaug.cli import main
 from synthaug.errors import UserError
 from synthaug.models import SmallCNN
@@ -118,12 +123,12 @@ def test_frechet_distance_of_image_features_grows_with_noise():
     torch.manual_seed(0)
     net = SmallCNN(1, 2, width=8).eval()
     images = np.concatenate([blob_images(64, c, seed=3) for c in (0, 1)])
-    feats = audit_module.extract_features(net, images, torch.device("cpu"))
+    feats = extract_features(net, images, torch.device("cpu"))
     rng = np.random.default_rng(1)
     distances = []
     for sigma in (5, 20, 60):
         noisy = np.clip(images + rng.normal(0, sigma, images.shape), 0, 255).astype(np.uint8)
-        distances.append(frechet_distance(feats, audit_module.extract_features(net, noisy, torch.device("cpu"))))
+        distances.append(frechet_distance(feats, extract_features(net, noisy, torch.device("cpu"))))
     assert frechet_distance(feats, feats) == pytest.approx(0, abs=1e-6)
     assert 0 < distances[0] < distances[1] < distances[2]
 
@@ -151,7 +156,7 @@ def test_chunked_searches_match_dense_answers(monkeypatch):
     rng = np.random.default_rng(0)
     keys = rng.integers(0, 256, (70, 6, 6, 1), dtype=np.uint8)
     queries = np.concatenate([keys[[3, 40]], keys[[9]][:, :, ::-1], rng.integers(0, 256, (5, 6, 6, 1), dtype=np.uint8)])
-    monkeypatch.setattr(audit_module, "CHUNK_ELEMENTS", 36 * 8)  # 8 rows per chunk: many blocks
+    monkeypatch.setattr(metrics_module, "CHUNK_ELEMENTS", 36 * 8)  # 8 rows per chunk: many blocks
     found = nearest_by_correlation(queries, keys, mirror=True)
     flat = lambda x: (lambda r: r / np.linalg.norm(r, axis=1, keepdims=True))(x.reshape(len(x), -1) - x.reshape(len(x), -1).mean(1, keepdims=True))  # noqa: E731
     dense = np.maximum(flat(queries.astype(float)) @ flat(keys.astype(float)).T, flat(queries[:, :, ::-1].astype(float)) @ flat(keys.astype(float)).T)
@@ -191,7 +196,7 @@ def test_audit_flags_planted_copies_only_and_names_them(run_dir, tmp_path, monke
 
     # The classifier and the real features are cached per run: a second audit does not train again.
     assert (run_dir / "audit" / "features.pt").is_file()
-    monkeypatch.setattr("synthaug.evaluate.train_classifier", lambda *a, **k: pytest.fail("retrained"))
+    monkeypatch.setattr("synthaug.reference.train_classifier", lambda *a, **k: pytest.fail("retrained"))
     again = audit(run_dir, folder, show_progress=False)
     assert again["fidelity"] == report["fidelity"] and again["memorization"] == report["memorization"]
 
@@ -203,7 +208,7 @@ def test_audit_flags_planted_copies_only_and_names_them(run_dir, tmp_path, monke
 
 def test_copy_filter_rejects_copies_and_keeps_new_images(run_dir):
     images, labels, kinds = planted_set(run_dir)
-    keep_copy = copy_filter(run_dir)
+    keep_copy = copy_filter(open_run(run_dir))
     assert keep_copy.mirror and set(keep_copy.thresholds) == {0, 1}
     for c in (0, 1):
         mine = np.array([label == c for label in labels])
@@ -265,7 +270,7 @@ def test_bad_inputs_are_one_line_errors(run_dir, tmp_path, capsys):
     assert "audit.copy_quantile: " in _cli_error(capsys, "--run", str(run_dir), "--synthetic", str(big), "--set", "audit.copy_quantile=1.5")
     assert "may only change audit.*" in _cli_error(capsys, "--run", str(run_dir), "--set", "data.size=64")
     with pytest.raises(UserError, match="audit.k: "):
-        run_recipe(run_dir, ["audit.k=0"])
+        open_run(run_dir, ["audit.k=0"])
     assert "not a torch device" in _cli_error(capsys, "--run", str(run_dir), "--synthetic", str(big), "--device", "gpu0")
     (big / "manifest.json").write_text(json.dumps({"run": str(tmp_path / "another-run")}))
     assert "was generated from the run" in _cli_error(capsys, "--run", str(run_dir), "--synthetic", str(big))
@@ -299,7 +304,7 @@ def untrained_blob_run(tmp_path: Path, name: str, **sections):
 
 def test_generate_reject_copies_redraws_copies_and_keeps_the_count(tmp_path):
     """A generator that reproduces its training images: with --reject-copies those images are redrawn, the count holds."""
-    from synthaug.sample import generate
+    from synthaug.generate import generate
 
     run, arrays, npz = untrained_blob_run(tmp_path, "copier", train={"augment": []})
     first = generate(run.root, per_class=3, out=tmp_path / "first", show_progress=False)
@@ -328,7 +333,7 @@ def test_generate_reject_copies_redraws_copies_and_keeps_the_count(tmp_path):
 
 def test_confidence_filter_keeps_confident_images_and_rejects_wrong_labels(run_dir, monkeypatch):
     new = {c: blob_images(12, c, seed=99) for c in (0, 1)}  # unseen draws from the real distribution
-    keep = confidence_filter(run_dir, 0.5, show_progress=False)
+    keep = confidence_filter(open_run(run_dir), 0.5, show_progress=False)
     assert keep.name == "low_confidence" and (run_dir / "audit" / "features.pt").is_file()  # the audit's cached classifier
     for c in (0, 1):
         right, wrong = keep(new[c], c), keep(new[c], 1 - c)
@@ -338,7 +343,7 @@ def test_confidence_filter_keeps_confident_images_and_rejects_wrong_labels(run_d
     # The threshold decides: at the median of the probabilities about half the images go.
     probs = keep.confidence(new[0], 0)
     tau = float(np.median(probs))
-    strict = confidence_filter(run_dir, tau, show_progress=False)
+    strict = confidence_filter(open_run(run_dir), tau, show_progress=False)
     assert strict(new[0], 0).tolist() == (probs >= tau).tolist() and 0 < strict(new[0], 0).sum() < 12
 
     described = keep.describe()
@@ -347,25 +352,25 @@ def test_confidence_filter_keeps_confident_images_and_rejects_wrong_labels(run_d
     assert 1 <= described["selected_step"] <= BLOB_CLASSIFIER["steps"] and described["val"]["acc"] > 0.9
     assert len(described["weights_sha256"]) == 64 and "wall" not in json.dumps(described)
     # A second build loads the cached classifier (no training) and describes itself identically: same generation_id.
-    monkeypatch.setattr("synthaug.evaluate.train_classifier", lambda *a, **k: pytest.fail("retrained"))
-    again = confidence_filter(run_dir, 0.5, show_progress=False)
+    monkeypatch.setattr("synthaug.reference.train_classifier", lambda *a, **k: pytest.fail("retrained"))
+    again = confidence_filter(open_run(run_dir), 0.5, show_progress=False)
     assert json.dumps(again.describe(), sort_keys=True) == json.dumps(described, sort_keys=True)
     assert strict.describe()["weights_sha256"] == described["weights_sha256"] and strict.describe() != described
     with torch.no_grad():  # other weights, another hash
         next(again.model.parameters()).add_(1e-3)
-    assert audit_module.weights_sha256(again.model) != described["weights_sha256"]
+    assert weights_sha256(again.model) != described["weights_sha256"]
     with pytest.raises(ValueError, match="strictly between 0 and 1"):
-        confidence_filter(run_dir, 1.0)
+        confidence_filter(open_run(run_dir), 1.0)
 
 
 def test_generate_filter_confidence_redraws_unconfident_images_and_counts_them(tmp_path):
     """Untrained UNets draw noise; the classifier is unsure of it, so a threshold inside its probabilities
     rejects some first candidates: those are redrawn, the others are the very images of an unfiltered set."""
-    from synthaug.sample import generate
+    from synthaug.generate import generate
 
     run, _, _ = untrained_blob_run(tmp_path, "unsure", train={"augment": []}, evaluate=BLOB_CLASSIFIER)
     with pytest.warns(UserWarning, match="MD5"):  # the audit data (val, test) is read too
-        keep = confidence_filter(run.root, 0.5, show_progress=False)
+        keep = confidence_filter(open_run(run.root), 0.5, show_progress=False)
     plain = generate(run.root, per_class=16, out=tmp_path / "plain", show_progress=False)
     before = pd.read_csv(plain / "metadata.csv")
     manifest = json.loads((plain / "manifest.json").read_text())

@@ -1,6 +1,5 @@
 import numpy as np
 import pytest
-from PIL import Image
 
 from synthaug.data import class_names, load_split, resolve_classes, subset_indices, to_model_tensor, to_uint8
 from synthaug.errors import UserError

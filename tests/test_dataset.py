@@ -15,7 +15,7 @@ from torch.utils.data import ConcatDataset, DataLoader, Dataset
 from synthaug import SynthDataset, mix_real_synthetic
 from synthaug.dataset import to_tensor
 from synthaug.errors import UserError
-from synthaug.sample import generate
+from synthaug.generate import generate
 from test_sample import make_run
 
 SHARED_PNEUMONIA = Path("/work/shared/data/medmnist/pneumoniamnist.npz")

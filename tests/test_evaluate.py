@@ -15,18 +15,13 @@ from PIL import Image
 
 from synthaug.cli import main
 from synthaug.errors import UserError
-from synthaug.evaluate import (
-    ClassicAugConfig,
-    classic_augment,
-    evaluate,
-    expand_arms,
-    experiment,
-    load_regime,
-    paired_bootstrap_ci,
-    train_classifier,
-)
-from synthaug.recipe import EvaluateConfig, load_recipe, recipe_from_dict
-from synthaug.rundir import RunDir, safe_name
+from synthaug.classifier import classic_augment, train_classifier
+from synthaug.evaluate import evaluate
+from synthaug.experiment import experiment
+from synthaug.recipe import ClassicAugConfig, EvaluateConfig, recipe_from_dict
+from synthaug.regimes import expand_arms, load_regime
+from synthaug.rundir import RunDir, open_run, safe_name
+from synthaug.stats import paired_bootstrap_ci
 from synthaug.train import prepare_run
 
 NAMES = ["benign", "malignant"]
@@ -102,7 +97,7 @@ def test_cache_skips_finished_arms_and_force_redoes_them(make_run, tmp_path):
     assert first["arms_from_cache"] == 0 and again["arms_from_cache"] == 2
     assert [r["test_acc"] for r in again["rows"]] == [r["test_acc"] for r in first["rows"]]
     assert evaluate([run], out, force=True, show_progress=False)["arms_from_cache"] == 0
-    changed = evaluate([run], out, overrides=["evaluate.steps=4"], show_progress=False)
+    changed = evaluate([open_run(run, ["evaluate.steps=4"])], out, show_progress=False)
     assert changed["arms_from_cache"] == 0 and {r["steps"] for r in changed["rows"]} == {4}
 
 
@@ -151,18 +146,18 @@ def test_same_seed_same_numbers_other_seed_other_weights():
 def test_leak_guard_refuses_real_arms_that_saw_less_than_the_generator(make_run, tmp_path):
     run = make_run("tiny", 8)
     with pytest.raises(UserError, match="would not see"):
-        evaluate([run], tmp_path / "out", overrides=["data.subset.per_class=4"], show_progress=False)
+        evaluate([open_run(run, ["data.subset.per_class=4"])], tmp_path / "out", show_progress=False)
     # A superset is fine: the 8-per-class subset contains the 4-per-class one (same subset seed).
     small = make_run("tiny-small", 4)
-    regime = load_regime(small, load_recipe(RunDir(small).recipe, ["data.subset.per_class=8"]))
+    regime = load_regime(open_run(small, ["data.subset.per_class=8"]))
     assert regime.train.counts() == [8, 8]
     # A synthetic set sampled from another run's generator: refused.
     (RunDir(small).synthetic / "manifest.json").write_text(json.dumps({"run": str(run), "complete": True}))
     with pytest.raises(UserError, match="was generated from the run"):
-        load_regime(small, load_recipe(RunDir(small).recipe))
+        load_regime(open_run(small))
     # Another subset seed draws other images: refused.
     with pytest.raises(UserError, match="would not see"):
-        load_regime(small, load_recipe(RunDir(small).recipe, ["data.subset.seed=5"]))
+        load_regime(open_run(small, ["data.subset.seed=5"]))
 
 
 def test_too_few_synthetic_images_is_one_clear_error(make_run, tmp_path):

@@ -20,14 +20,14 @@ import torch
 from diffusers import DDPMPipeline
 from PIL import Image
 
-import synthaug.sample as sample
+import synthaug.generate as sample
 from conftest import tiny_recipe_dict
 from synthaug.cli import main
 from synthaug.errors import UserError
 from synthaug.models import build_noise_scheduler, build_unet
 from synthaug.recipe import recipe_from_dict, recipe_to_yaml
-from synthaug.rundir import RunDir, atomic_write_json, atomic_write_text, model_dir_name
-from synthaug.sample import BLOCK_SIZE, generate
+from synthaug.rundir import RunDir, atomic_write_json, atomic_write_text, latest_run, model_dir_name, open_run
+from synthaug.generate import BLOCK_SIZE, generate
 
 NAMES = ["normal", "../odd/.name"]
 
@@ -196,11 +196,11 @@ def test_npz_conditional_rgb_and_ddpm(tmp_path):
 
 
 def test_amounts(run, tmp_path):
-    info = run.read_classes()
-    assert [t.count for t in sample.class_targets(run, info, None, 0.5, False)] == [5, 2]
-    assert [t.count for t in sample.class_targets(run, info, None, None, True)] == [0, 6]
-    assert [t.class_idx for t in sample.class_targets(run, info, 3, None, False, ["../odd/.name"])] == [1]
-    assert [t.class_idx for t in sample.class_targets(run, info, 3, None, False, ["0"])] == [0]
+    run = open_run(run.root)
+    assert [t.count for t in sample.class_targets(run, None, 0.5, False)] == [5, 2]
+    assert [t.count for t in sample.class_targets(run, None, None, True)] == [0, 6]
+    assert [t.class_idx for t in sample.class_targets(run, 3, None, False, ["../odd/.name"])] == [1]
+    assert [t.class_idx for t in sample.class_targets(run, 3, None, False, ["0"])] == [0]
 
 
 def _error_line(capsys, argv) -> str:
@@ -246,6 +246,6 @@ def test_default_run_is_the_latest(tmp_path, monkeypatch):
     newer = make_run(tmp_path / "new")
     os.utime(older.classes, (1, 1))
     monkeypatch.chdir(tmp_path / "new")
-    assert sample.latest_run().root.resolve() == newer.root.resolve()
+    assert latest_run().root.resolve() == newer.root.resolve()
     out = generate(per_class=1, show_progress=False)
     assert out.resolve() == newer.synthetic.resolve() and (out / "metadata.csv").is_file()

@@ -1,0 +1,39 @@
+"""`synthaug experiment`: fit -> generate -> evaluate over every regime of a recipe."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from synthaug.evaluate import evaluate
+from synthaug.generate import generate
+from synthaug.recipe import Recipe, SubsetConfig, recipe_from_dict
+from synthaug.regimes import expand_arms, top_ratio
+from synthaug.train import fit
+
+def regime_recipe(recipe: Recipe, subset: SubsetConfig | None) -> Recipe:
+    """The recipe of one regime: the same settings on that training subset, named `<name>-<regime>`."""
+    if subset is None or (subset.fraction == 1.0):
+        slug = "full"
+    else:
+        slug = (f"{subset.per_class}pc" if subset.per_class is not None else f"f{subset.fraction:g}") + f"-s{subset.seed}"
+    raw = recipe.model_dump(mode="json")
+    raw["name"] = f"{recipe.name}-{slug}"
+    raw["data"]["subset"] = subset.model_dump() if subset is not None else None
+    return recipe_from_dict(raw, f"{recipe.name} regime {slug}")
+
+
+def experiment(recipe: Recipe, out_dir: Path | None = None, force: bool = False, show_progress: bool = True,
+               command: str | None = None) -> dict:
+    """For every regime in `evaluate.regimes` (default: the recipe's own data.subset): fit its diffusion
+    models on that subset only, generate as many synthetic images as the arms need, then evaluate all
+    regimes together into `out_dir` (default reports/<name>)."""
+    regimes = recipe.evaluate.regimes or [recipe.data.subset]
+    ratio = top_ratio(expand_arms(recipe.evaluate))
+    runs = []
+    for subset in regimes:
+        sub = regime_recipe(recipe, subset)
+        run = fit(sub, show_progress=show_progress)
+        if ratio:
+            generate(sub, ratio=ratio, show_progress=show_progress)  # R x each class's real count
+        runs.append(run.root)
+    return evaluate(runs, Path(out_dir or f"reports/{recipe.name}"), force=force, show_progress=show_progress, command=command)

@@ -1,0 +1,348 @@
+"""`synthaug generate`: decide what to draw, draw it in fixed blocks, and hand it to the synthetic-set writer.
+
+The noise of image i of class c comes from a generator seeded by (seed, c, i) alone, and the UNet sees
+fixed blocks of consecutive indices (BLOCK_SIZE), so the bytes of an image never depend on the batch
+size, the process count or what is already on disk. Candidates that a filter rejects are redrawn
+from (seed, c, i, attempt). How the set is laid out on disk is `synthset`'s business.
+"""
+
+from __future__ import annotations
+
+import math
+import shutil
+import time
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from accelerate import PartialState
+from diffusers import DDPMScheduler, UNet2DModel
+from pydantic import ValidationError
+from tqdm.auto import tqdm
+
+from synthaug.data import count_at_ratio, to_uint8
+from synthaug.errors import UserError
+from synthaug.filters import CandidateFilter, confidence_filter, copy_filter, filter_name, filter_record
+from synthaug.models import null_class
+from synthaug.recipe import GenerateConfig, Recipe
+from synthaug.rundir import ClassesInfo, Run, RunDir, SynthDir, atomic_write_json, atomic_write_text, open_run, remove_stale_temps, safe_name
+from synthaug.runtime import on_cpu
+from synthaug.sampling import DEFAULT_STEPS, denoise, image_generator, sampling_scheduler
+from synthaug.synthset import (
+    WORK_DIR,
+    ClassTarget,
+    PngWriter,
+    check_compatible,
+    check_writable,
+    collect_metadata,
+    extra_files,
+    generation_id_of,
+    image_file,
+    new_manifest,
+    npz_name,
+    npz_up_to_date,
+    plan_blocks,
+    provenance_of,
+    rejections,
+    write_npz,
+)
+
+# On CPU the UNet always sees blocks of BLOCK_SIZE consecutive indices of one class, whatever
+# --batch-size: matrix kernels pick their reduction order by batch shape (a row computed in a batch
+# of 1, 5 or 64 differs by ~1e-6, which flips pixels after a few sampler steps), so a fixed block is
+# what makes image i a function of (seed, class, i) alone. Measured: 16 is within ~6% of the
+# per-core throughput of batch 64-128 on the quickstart UNet.
+BLOCK_SIZE = 16
+
+
+MAX_ATTEMPTS = 20  # candidates drawn for one image before a filter is declared too strict
+
+
+
+@dataclass
+class Candidates:
+    """The accepted image of each requested index, and what was rejected on the way."""
+
+    images: np.ndarray  # uint8 (N, H, W, C)
+    attempts: list[int]  # candidates rejected before the kept one
+    rejected_by: list[list[str]]  # per rejected candidate, the name of the filter that rejected it
+    accepted: np.ndarray  # bool (N,): False where MAX_ATTEMPTS candidates were all rejected
+
+
+def sample_candidates(
+    unet: UNet2DModel,
+    train_scheduler: DDPMScheduler,
+    settings: GenerateConfig,
+    class_idx: int,
+    indices: list[int],
+    filters: Sequence[CandidateFilter] = (),
+) -> Candidates:
+    """Images `indices` of class `class_idx`, sampled together; every filter sees every candidate.
+
+    A rejected image i is redrawn from the generator of (seed, class, i, attempt). The redraws of an
+    attempt are the indices rejected at the previous one, so what is computed together is a function
+    of the indices alone (never of which files already exist).
+    """
+    conditional = null_class(unet) is not None
+    n = len(indices)
+    images: np.ndarray | None = None
+    rejected_by: list[list[str]] = [[] for _ in range(n)]
+    todo = list(range(n))
+    for attempt in range(MAX_ATTEMPTS):
+        generators = [image_generator(settings.seed, class_idx, indices[k], attempt) for k in todo]
+        scheduler = sampling_scheduler(train_scheduler, settings.sampler, settings.steps)
+        labels = [class_idx] * len(todo) if conditional else None
+        drawn = to_uint8(denoise(unet, scheduler, generators, labels, settings.guidance_scale))
+        if images is None:
+            images = np.empty((n, *drawn.shape[1:]), dtype=np.uint8)
+        images[todo] = drawn
+        verdict: list[str | None] = [None] * len(todo)
+        for candidate_filter in filters:
+            open_ = [j for j, why in enumerate(verdict) if why is None]
+            if not open_:
+                break
+            keep = np.asarray(candidate_filter(drawn[open_], class_idx), dtype=bool).reshape(-1)
+            if keep.shape != (len(open_),):
+                raise ValueError(f"candidate filter {filter_name(candidate_filter)} returned {keep.shape[0]} decisions for {len(open_)} images")
+            for j, ok in zip(open_, keep):
+                if not ok:
+                    verdict[j] = filter_name(candidate_filter)
+        for k, why in zip(todo, verdict):
+            if why is not None:
+                rejected_by[k].append(why)
+        todo = [k for k, why in zip(todo, verdict) if why is not None]
+        if not todo:
+            break
+    accepted = np.ones(n, dtype=bool)
+    accepted[todo] = False
+    return Candidates(images, [len(r) for r in rejected_by], rejected_by, accepted)
+
+
+def resolve_settings(defaults: GenerateConfig, **flags) -> GenerateConfig:
+    """The recipe's generate section with the given flags (None: not given) applied; `steps` resolved to a number.
+
+    Steps in the recipe belong to the recipe's sampler: another sampler without --steps gets its own default.
+    """
+    given = {k: v for k, v in flags.items() if v is not None}
+    merged = defaults.model_dump()
+    if "sampler" in given and given["sampler"] != defaults.sampler and "steps" not in given:
+        merged["steps"] = None
+    merged.update(given)
+    try:
+        settings = GenerateConfig.model_validate(merged)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        flag = "--" + "-".join(str(p) for p in err["loc"]).replace("_", "-")
+        raise UserError(f"{flag}: {err['msg']} (got {err.get('input')!r})") from None
+    return settings
+
+
+def pick_classes(requested, info: ClassesInfo) -> list[int]:
+    names, trained = info.class_names, list(info.classes)
+    if requested is None:
+        return trained
+    chosen = []
+    for item in requested:
+        if isinstance(item, str) and item in names:
+            c = names.index(item)
+        elif isinstance(item, int) or (isinstance(item, str) and item.strip().isdigit()):
+            c = int(item)
+        else:
+            c = None
+        if c not in trained:
+            valid = ", ".join(f"{t} ({names[t]})" for t in trained)
+            raise UserError(f"--classes: the run has no trained class {item!r}; expected one of {valid}")
+        chosen.append(c)
+    return sorted(set(chosen))
+
+
+def class_targets(run: Run, per_class: int | None, ratio: float | None, balance: bool, classes=None) -> list[ClassTarget]:
+    """How many images each class gets: N each (--per-class), R times its real count (--ratio), or up to the largest class (--balance)."""
+    if sum(x is not None and x is not False for x in (per_class, ratio, balance)) != 1:
+        raise UserError("--per-class/--ratio/--balance: give exactly one (N images per class, R times each class's real count, or top up to the largest class)")
+    if per_class is not None and (isinstance(per_class, bool) or int(per_class) != per_class or per_class < 0):
+        raise UserError(f"--per-class: expected a whole number >= 0, got {per_class!r}")
+    if ratio is not None and not ratio >= 0:
+        raise UserError(f"--ratio: expected a number >= 0, got {ratio!r}")
+    info = run.info
+    chosen = pick_classes(classes, info)
+    unfinished = [c for c in chosen if not run.dir.is_finished(info.models[c])]
+    if len(unfinished) == len(chosen):
+        raise UserError(f"--run {run.root}: no finished model for the chosen classes; finish `synthaug fit` on it first")
+    if unfinished and classes is not None:
+        raise UserError(f"--classes: class(es) {unfinished} of {run.root} have no finished model yet; finish `synthaug fit` first")
+    if unfinished:
+        warnings.warn(f"{run.root}: no finished model for class(es) {unfinished} yet; generating the others")
+    largest = max(info.counts.values())
+    targets = []
+    for c in chosen:
+        if c in unfinished:
+            continue
+        if per_class is not None:
+            n = int(per_class)
+        elif ratio is not None:
+            n = count_at_ratio(ratio, info.counts[c])
+        else:
+            n = largest - info.counts[c]
+        name = info.class_names[c]
+        targets.append(ClassTarget(c, name, safe_name(name), n, info.models[c]))
+    return targets
+
+
+def load_model(run: RunDir, model_dir: str, device: torch.device) -> tuple[UNet2DModel, DDPMScheduler]:
+    folder = run.model(model_dir)
+    try:
+        unet = UNet2DModel.from_pretrained(str(folder), subfolder="unet")
+        scheduler = DDPMScheduler.from_pretrained(str(folder), subfolder="scheduler")
+    except (OSError, ValueError, EnvironmentError) as exc:
+        raise UserError(f"{folder}: cannot load the model ({type(exc).__name__}: {str(exc).splitlines()[0]})") from None
+    return unet.to(device).eval(), scheduler
+
+
+def generate(
+    run: Run | Recipe | RunDir | str | Path | None = None,
+    *,
+    per_class: int | None = None,
+    ratio: float | None = None,
+    balance: bool = False,
+    out: str | Path | None = None,
+    classes: Sequence[int | str] | None = None,
+    sampler: str | None = None,
+    steps: int | None = None,
+    guidance_scale: float | None = None,
+    batch_size: int | None = None,
+    seed: int | None = None,
+    format: str | None = None,
+    reject_copies: bool | None = None,
+    filter_confidence: float | None = None,
+    candidate_filters: Sequence[CandidateFilter] = (),
+    show_progress: bool = True,
+) -> Path:
+    """Write a labelled synthetic set from a run's models; returns the output folder.
+
+    `run`: a `Run` (`rundir.open_run`), a Recipe, a run folder (default: the most recent run under runs/).
+    Exactly one of `per_class`, `ratio`, `balance`. Settings left None come from the run's recipe (`generate:`).
+    Image i of class c depends on (seed, c, i) alone: the same call gives the same bytes whatever
+    the batch size (on CPU), the number of processes, or interruptions; files already on disk are
+    kept. `candidate_filters` reject candidates (see `filters.CandidateFilter`); a rejected image is redrawn
+    from (seed, c, i, attempt); `reject_copies` adds the near-copy filter (`filters.copy_filter`),
+    `filter_confidence` (a probability) the classifier-confidence filter (`filters.confidence_filter`).
+    Launch under `accelerate launch` to split the work across processes.
+    """
+    state = PartialState(cpu=on_cpu())
+    device = state.device
+    run = open_run(run)
+    recipe = run.recipe
+    settings = resolve_settings(recipe.generate, sampler=sampler, steps=steps, guidance_scale=guidance_scale, batch_size=batch_size, seed=seed, format=format, reject_copies=reject_copies,
+                                filter_confidence=filter_confidence)
+    if settings.guidance_scale != 1.0 and run.info.conditioning != "class_conditional":
+        raise UserError(f"--guidance-scale: applies to class_conditional runs only; {run.root} has one model per class")
+    targets = class_targets(run, per_class, ratio, balance, classes)
+    out = SynthDir(Path(out) if out is not None else run.dir.synthetic)
+    images_root = out.root / WORK_DIR if settings.format == "npz" else out.root
+    block = BLOCK_SIZE if device.type == "cpu" else BLOCK_SIZE * math.ceil(settings.batch_size / BLOCK_SIZE)
+    train_steps = recipe.diffusion.num_train_timesteps
+    settings = settings.model_copy(update={"steps": settings.steps or DEFAULT_STEPS[settings.sampler] or train_steps})
+    if settings.steps > train_steps:
+        raise UserError(f"--steps: at most the run's diffusion.num_train_timesteps ({train_steps}), got {settings.steps}")
+    filters = list(candidate_filters)
+    if settings.reject_copies:
+        filters.append(copy_filter(run, device))
+    if settings.filter_confidence is not None:
+        with state.main_process_first():  # the first build trains and caches the classifier; the others load it
+            filters.append(confidence_filter(run, settings.filter_confidence, device, show_progress and state.is_main_process))
+    provenance = provenance_of(run.dir, targets, settings, block, device, [filter_record(f) for f in filters])
+    generation_id = generation_id_of(provenance)
+    npz_path = out.root / npz_name(recipe) if settings.format in ("npz", "both") else None
+    check_writable(out.root)  # every process checks, so that all of them stop on bad input, none waits for the others
+    check_compatible(out, provenance, generation_id)
+    if state.is_main_process:
+        remove_stale_temps(out.root)
+        for target in targets:
+            remove_stale_temps(images_root / target.folder)
+    state.wait_for_everyone()
+    if settings.format == "npz" and npz_up_to_date(out, npz_path, generation_id, targets):
+        if state.is_main_process:
+            print(f"{npz_path}: up to date ({sum(t.count for t in targets)} images), nothing to do", flush=True)
+        return out.root
+    blocks = plan_blocks(images_root, targets, block)
+    state.wait_for_everyone()  # every process planned from the same files before any is written
+
+    manifest = new_manifest(run, targets, settings, provenance, generation_id, npz_path, device)
+    if state.is_main_process and blocks:
+        if settings.format != "npz":
+            out.metadata.unlink(missing_ok=True)  # until the end, no metadata.csv rather than one that lies
+        atomic_write_json(out.manifest, manifest)
+    state.wait_for_everyone()
+
+    by_class = {t.class_idx: t for t in targets}
+    began = time.perf_counter()
+    with state.split_between_processes(blocks) as mine:
+        _sample_blocks(mine, by_class, run.dir, settings, images_root, provenance, generation_id, filters, device, show_progress and state.is_main_process, state)
+    state.wait_for_everyone()
+    wall = time.perf_counter() - began
+
+    if state.is_main_process:
+        table = collect_metadata(images_root, targets, generation_id, manifest["run"], provenance)
+        if npz_path is not None:
+            write_npz(npz_path, images_root, table["file_name"].tolist(), table["label"].to_numpy(), run.info.size, run.info.channels)
+        if settings.format != "npz":
+            atomic_write_text(out.metadata, table.to_csv(index=False))
+        rejected = {str(t.class_idx): rejections(table[table["label"] == t.class_idx]) for t in targets}
+        for c, entry in manifest["classes"].items():
+            entry["kept"] = int((table["label"] == int(c)).sum())  # images written (= count)
+            entry["dropped"] = sum(rejected[c].values())  # candidates rejected on the way, every filter
+            entry["rejected"] = rejected[c]  # the same, per filter
+        manifest.update(complete=True, extra_files_on_disk=extra_files(images_root, targets) if settings.format != "npz" else 0)
+        atomic_write_json(out.manifest, manifest)
+        if settings.format == "npz":
+            shutil.rmtree(images_root, ignore_errors=True)
+        drawn = sum(len(b.missing) for b in blocks)
+        rate = f" in {wall:.0f} s, {drawn / wall:.2f} img/s" if drawn else ""
+        print(f"{out.root}: {manifest['total']} images of {len(targets)} classes, {drawn} new{rate}", flush=True)
+        if manifest["extra_files_on_disk"]:
+            print(f"{out.root}: {manifest['extra_files_on_disk']} older image(s) on disk are not in this set's metadata.csv (other classes or a larger --per-class)", flush=True)
+    state.wait_for_everyone()
+    return out.root
+
+
+def _sample_blocks(blocks: list, by_class: dict[int, ClassTarget], run: RunDir, settings: GenerateConfig, images_root: Path,
+                   provenance: dict, generation_id: str, filters, device: torch.device, show_progress: bool, state) -> None:
+    """Sample this process's blocks and hand their missing images to the writer."""
+    bar = tqdm(total=sum(len(b.missing) for b in blocks), desc=f"generate ({state.num_processes} process{'es' if state.num_processes > 1 else ''})",
+               unit="img", disable=not show_progress, dynamic_ncols=True)
+    writer = PngWriter()
+    loaded: tuple[str | None, tuple | None] = (None, None)
+    try:
+        for block in blocks:
+            target = by_class[block.class_idx]
+            if loaded[0] != target.model_dir:
+                loaded = (target.model_dir, load_model(run, target.model_dir, device))
+            unet, train_scheduler = loaded[1]
+            indices = list(range(block.start, block.start + block.size))
+            with torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda"):
+                found = sample_candidates(unet, train_scheduler, settings, target.class_idx, indices, filters)
+            items, failed = [], []
+            for i in block.missing:
+                k = i - block.start
+                if not found.accepted[k]:
+                    failed.append(i)
+                    continue
+                record = {"generation_id": generation_id, "class": target.class_idx, "index": i, "attempt": found.attempts[k],
+                          "rejected_by": found.rejected_by[k], "seed": settings.seed, "sampler": settings.sampler, "steps": settings.steps,
+                          "guidance_scale": settings.guidance_scale, "model_sha256": provenance["model_sha256"][target.model_dir]}
+                items.append((images_root / image_file(target, i), found.images[k], record))
+            writer.submit(items)
+            bar.update(len(items))
+            if failed:
+                reasons = sorted({r for i in failed for r in found.rejected_by[i - block.start]})
+                raise UserError(
+                    f"class {target.class_idx} ({target.name}), image {failed[0]}: all {MAX_ATTEMPTS} candidates rejected by {', '.join(reasons)}; "
+                    "loosen the filter (the images written so far are kept)"
+                )
+    finally:
+        bar.close()
+        writer.close()

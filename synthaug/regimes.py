@@ -1,0 +1,140 @@
+"""Regimes and arms of `evaluate`: the real and synthetic data of one run, the leak guard, and what each arm trains on.
+
+A *regime* is one run directory: the real training subset its diffusion models saw and the synthetic
+set sampled from them. The leak guard: the real arms of a regime must see every real image the run's
+generators were trained on (`classes.json` `train_indices`), so a generator never carries real
+information the compared classifier did not have. Synthetic images never enter val or test.
+
+    real                      the regime's real training images
+    real+classic              the same, with classical augmentation (flips, rotation, shift, brightness, contrast)
+    real+synthetic Rx         real + R x as many synthetic images per class as there are real ones
+    real+synthetic+classic Rx the same, augmented
+    synthetic                 synthetic only, as many per class as real (classification accuracy score, CAS)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from synthaug.data import ImageSet, count_at_ratio, load_split, resolve_classes, subset_indices
+from synthaug.dataset import read_synthetic
+from synthaug.errors import UserError
+from synthaug.recipe import EvaluateConfig, SubsetConfig
+from synthaug.rundir import Run
+
+BASELINES = ("real", "real+classic")
+
+
+@dataclass
+class Regime:
+    run: Path
+    label: str  # "50/class", "10%", "100%"
+    subset_seed: int
+    class_names: list[str]
+    classes: list[int]
+    train: ImageSet  # the real training images the real arms see
+    synthetic: ImageSet | None
+    synthetic_dir: Path
+
+
+def regime_label(subset: SubsetConfig | None) -> str:
+    if subset is None:
+        return "100%"
+    if subset.per_class is not None:
+        return f"{subset.per_class}/class"
+    return f"{subset.fraction * 100:g}%"
+
+
+
+def load_regime(run: Run, synthetic_dir: Path | None = None, need_synthetic: bool = True) -> Regime:
+    """The real training images of `run.recipe.data` (the run's recipe, maybe overridden) and the run's synthetic
+    set, after the leak guard: the real arms must see every real image the run's generators saw."""
+    recipe, info = run.recipe, run.info
+    classes = resolve_classes(recipe.data)
+    if classes != info.classes:
+        raise UserError(f"{run.root}: trained classes {info.classes} but the evaluation data selects {classes}")
+    train = load_split(recipe.data, "train")
+    real_idx = subset_indices(train.labels, recipe.data.subset, classes, train.class_names)
+    run_idx = np.asarray(info.train_indices, dtype=np.int64)
+    unseen = np.setdiff1d(run_idx, real_idx)
+    if unseen.size or (run_idx.size and run_idx.max() >= len(train.labels)):
+        raise UserError(
+            f"{run.root}: its diffusion models were trained on {max(unseen.size, 1)} real training image(s) that the real "
+            f"arms here would not see (run subset {info.subset}, real arms data.subset "
+            f"{recipe.data.subset.model_dump() if recipe.data.subset else None}); a generator may only learn from real "
+            f"images the compared classifier sees: evaluate with the run's own data.subset or a larger one"
+        )
+    synthetic_dir = Path(synthetic_dir) if synthetic_dir else run.dir.synthetic
+    synthetic = read_synthetic(synthetic_dir, run)[0] if need_synthetic else None
+    subset = recipe.data.subset
+    return Regime(run.root, regime_label(subset), subset.seed if subset else 0, train.class_names, classes,
+                  train.take(real_idx), synthetic, synthetic_dir)
+
+
+@dataclass(frozen=True)
+class Arm:
+    kind: str  # one of recipe.ARMS
+    ratio: float | None  # synthetic images per real image of each class; None: no synthetic
+
+    @property
+    def name(self) -> str:
+        return self.kind if self.ratio is None or self.kind == "synthetic" else f"{self.kind} {self.ratio:g}x"
+
+    @property
+    def classic(self) -> bool:
+        return self.kind.endswith("classic")
+
+
+def expand_arms(cfg: EvaluateConfig) -> list[Arm]:
+    arms = []
+    for kind in cfg.arms:
+        if kind in ("real+synthetic", "real+synthetic+classic"):
+            arms += [Arm(kind, r) for r in cfg.ratios]
+        else:
+            arms.append(Arm(kind, 1.0 if kind == "synthetic" else None))
+    return arms
+
+
+def top_ratio(arms: list[Arm]) -> float:
+    """The largest synthetic-to-real ratio of the arms (0 when none uses synthetic images)."""
+    return max((a.ratio for a in arms if a.ratio is not None), default=0.0)
+
+
+def synthetic_needed(arms: list[Arm], real_counts: dict[int, int]) -> dict[int, int]:
+    """Synthetic images each class must have for these arms."""
+    return {c: count_at_ratio(top_ratio(arms), n) for c, n in real_counts.items()}
+
+
+def check_synthetic(regime: Regime, arms: list[Arm]) -> None:
+    """Refuse, naming the --per-class to generate, when a synthetic set is too small for the arms."""
+    real = {c: int((regime.train.labels == c).sum()) for c in regime.classes}
+    needed = synthetic_needed(arms, real)
+    for c, want in needed.items():
+        have = int((regime.synthetic.labels == c).sum())
+        if have < want:
+            raise UserError(
+                f"{regime.synthetic_dir}: the arms need {want} synthetic images of class {c} ({regime.class_names[c]}), "
+                f"found {have}; run `synthaug generate` with --ratio {top_ratio(arms):g} (or --per-class {max(needed.values())})"
+            )
+
+
+def _take_synthetic(regime: Regime, ratio: float) -> ImageSet:
+    """The first round(ratio x real count) synthetic images of every class (smaller ratios use a prefix)."""
+    picked = []
+    for c in regime.classes:
+        want = count_at_ratio(ratio, int((regime.train.labels == c).sum()))
+        picked.append(np.flatnonzero(regime.synthetic.labels == c)[:want])  # enough: see check_synthetic
+    return regime.synthetic.take(np.concatenate(picked))
+
+
+def arm_data(regime: Regime, arm: Arm) -> tuple[np.ndarray, np.ndarray, int]:
+    """uint8 images, labels and the number of synthetic images an arm trains on."""
+    if arm.ratio is None:
+        return regime.train.images, regime.train.labels, 0
+    synth = _take_synthetic(regime, arm.ratio)
+    if arm.kind == "synthetic":
+        return synth.images, synth.labels, len(synth.labels)
+    return (np.concatenate([regime.train.images, synth.images]), np.concatenate([regime.train.labels, synth.labels]), len(synth.labels))

@@ -1,0 +1,283 @@
+"""The on-disk synthetic set: file names, PNG provenance, metadata.csv, manifest.json, the npz, the writer thread.
+
+    <out>/<safe class name>/<class_idx>_<i:06d>.png   8-bit PNG; its text chunk "synthaug" holds its provenance
+    <out>/metadata.csv      file_name,label,class_name, then provenance (imagefolder layout); written last
+    <out>/manifest.json     resolved recipe, provenance, counts (kept, dropped, rejected per filter), package versions
+    <out>/synthetic_<flag>.npz   --format npz|both: MedMNIST layout (train_images, train_labels)
+
+`generate` decides what to draw; this module decides how it is named, written, read back and described.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+import zipfile
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from PIL import Image, UnidentifiedImageError
+
+from synthaug.data import encode_png
+from synthaug.errors import UserError
+from synthaug.recipe import GenerateConfig, Recipe
+from synthaug.rundir import Run, RunDir, SynthDir, atomic_write_bytes
+from synthaug.runtime import package_versions
+
+WORK_DIR = ".work"  # --format npz: the PNGs live here while generating, and go once the npz is written
+
+
+METADATA_COLUMNS = [
+    "file_name", "label", "class_name", "index", "attempt", "rejected_by",
+    "seed", "sampler", "steps", "guidance_scale", "model_dir", "model_sha256", "run",
+]
+
+
+PNG_KEY = "synthaug"  # PNG text chunk holding each image's provenance (JSON)
+
+
+@dataclass(frozen=True)
+class ClassTarget:
+    """What generate writes for one class."""
+
+    class_idx: int
+    name: str
+    folder: str  # safe_name(name): the sub-folder of the output
+    count: int  # images wanted
+    model_dir: str
+
+
+@dataclass(frozen=True)
+class Block:
+    """One model call's worth of work: `size` consecutive indices from `start`, of which `missing` need writing."""
+
+    class_idx: int
+    start: int
+    size: int
+    missing: tuple[int, ...]
+
+
+def image_file(target: ClassTarget, index: int) -> str:
+    """The path of image `index` of a class, relative to the output folder (forward slashes)."""
+    return f"{target.folder}/{target.class_idx}_{index:06d}.png"
+
+
+def check_writable(out: Path) -> None:
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = tempfile.NamedTemporaryFile(dir=out, prefix=".probe.", suffix=".tmp")
+        probe.close()
+    except OSError as exc:
+        raise UserError(f"--out {out}: not a writable directory ({exc.strerror or type(exc).__name__})") from None
+
+
+def model_sha256(run: RunDir, model_dir: str) -> str:
+    weights = sorted((run.model(model_dir) / "unet").glob("*.safetensors"))
+    if not weights:
+        raise UserError(f"{run.model(model_dir)}/unet: no safetensors weights")
+    return hashlib.sha256(weights[0].read_bytes()).hexdigest()  # a model's weights fit in memory anyway
+
+
+def provenance_of(run: RunDir, targets: list[ClassTarget], settings: GenerateConfig, block: int, device: torch.device, filters: list[dict]) -> dict:
+    """Everything that decides the pixels; images made under different provenance never share a folder."""
+    models = sorted({t.model_dir for t in targets})
+    return {
+        "seed": settings.seed,
+        "sampler": settings.sampler,
+        "steps": settings.steps,
+        "guidance_scale": settings.guidance_scale,
+        "block_size": block,
+        "device": device.type,
+        "precision": "bf16 autocast" if device.type == "cuda" else "float32",
+        "model_sha256": {m: model_sha256(run, m) for m in models},
+        "filters": filters,  # each filter's record (filters.filter_record)
+    }
+
+
+def generation_id_of(provenance: dict) -> str:
+    return hashlib.sha256(json.dumps(provenance, sort_keys=True).encode()).hexdigest()[:16]
+
+
+
+def provenance_png(image: np.ndarray, record: dict) -> bytes:
+    """An image as PNG bytes with its provenance record in the text chunk PNG_KEY."""
+    return encode_png(image, {PNG_KEY: record})
+
+
+def read_provenance(path: Path) -> dict:
+    """The provenance record `generate` stored in a PNG's text chunk."""
+    try:
+        with Image.open(path) as img:
+            return json.loads(img.info[PNG_KEY])
+    except FileNotFoundError:
+        raise UserError(f"{path}: missing") from None
+    except (UnidentifiedImageError, OSError, KeyError, ValueError) as exc:
+        raise UserError(f"{path}: not an image written by synthaug generate ({type(exc).__name__}); delete it and rerun") from None
+
+
+def plan_blocks(images_root: Path, targets: list[ClassTarget], block: int) -> list[Block]:
+    """Blocks holding at least one image that is not on disk yet, in class-then-index order."""
+    blocks = []
+    for target in targets:
+        folder = images_root / target.folder
+        present = {p.name for p in folder.glob(f"{target.class_idx}_*.png")} if folder.is_dir() else set()
+        missing = [i for i in range(target.count) if image_file(target, i).split("/")[1] not in present]
+        for start in sorted({i // block * block for i in missing}):
+            blocks.append(Block(target.class_idx, start, block, tuple(i for i in missing if start <= i < start + block)))
+    return blocks
+
+
+def npz_name(recipe: Recipe) -> str:
+    """Never a name medmnist would take for its own file: `synthetic_<flag>[_<size>].npz`."""
+    if recipe.data.medmnist:
+        return f"synthetic_{recipe.data.medmnist}{'' if recipe.data.size == 28 else f'_{recipe.data.size}'}.npz"
+    return f"synthetic_{recipe.name}.npz"
+
+
+def write_npz(path: Path, images_root: Path, files: list[str], labels: np.ndarray, size: int, channels: int) -> None:
+    """A MedMNIST-layout npz (train_images, train_labels), filled through a memory map so memory stays flat."""
+    shape = (len(files), size, size) if channels == 1 else (len(files), size, size, channels)
+    scratch = path.with_name(f".{path.name}.images.tmp")
+    tmp = path.with_name(f".{path.name}.tmp")
+    images = np.lib.format.open_memmap(scratch, mode="w+", dtype=np.uint8, shape=shape)
+    try:
+        for k, name in enumerate(files):
+            with Image.open(images_root / name) as img:
+                pixels = np.asarray(img)
+            images[k] = pixels
+        label_dtype = np.uint8 if labels.size == 0 or labels.max() < 256 else np.int64
+        arrays = {"train_images": images, "train_labels": labels.astype(label_dtype).reshape(-1, 1)}
+        with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+            for key, array in arrays.items():
+                entry = zipfile.ZipInfo(f"{key}.npy", date_time=(1980, 1, 1, 0, 0, 0))  # fixed: same bytes every run
+                entry.compress_type = zipfile.ZIP_DEFLATED
+                with archive.open(entry, "w", force_zip64=True) as fh:
+                    np.lib.format.write_array(fh, np.asarray(array), allow_pickle=False)
+        del images
+        os.replace(tmp, path)
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+        scratch.unlink(missing_ok=True)
+
+
+def collect_metadata(images_root: Path, targets: list[ClassTarget], generation_id: str, run_path: str, provenance: dict) -> pd.DataFrame:
+    """metadata.csv, rebuilt from the files on disk and the provenance stored in each of them."""
+    rows = []
+    for target in targets:
+        for i in range(target.count):
+            name = image_file(target, i)
+            record = read_provenance(images_root / name)
+            if record.get("generation_id") != generation_id:
+                raise UserError(f"{images_root / name}: made by a different generate command (other seed, sampler, steps, model or filters); use another --out or delete that folder")
+            rows.append({
+                "file_name": name,
+                "label": target.class_idx,
+                "class_name": target.name,
+                "index": i,
+                "attempt": record["attempt"],
+                "rejected_by": ";".join(record["rejected_by"]),
+                "seed": provenance["seed"],
+                "sampler": provenance["sampler"],
+                "steps": provenance["steps"],
+                "guidance_scale": provenance["guidance_scale"],
+                "model_dir": target.model_dir,
+                "model_sha256": provenance["model_sha256"][target.model_dir],
+                "run": run_path,
+            })
+    return pd.DataFrame(rows, columns=METADATA_COLUMNS)
+
+
+def extra_files(images_root: Path, targets: list[ClassTarget]) -> int:
+    """Images on disk from earlier commands (other classes or a larger --per-class) that this set does not list."""
+    wanted = {image_file(t, i) for t in targets for i in range(t.count)}
+    return sum(1 for p in images_root.glob("*/*.png") if f"{p.parent.name}/{p.name}" not in wanted)
+
+
+def check_compatible(folder: SynthDir, provenance: dict, generation_id: str) -> None:
+    """Refuse to add images to a folder whose images were made under other provenance."""
+    previous = folder.read_manifest()
+    if previous is None or previous.get("generation_id") in (None, generation_id):
+        return  # no manifest yet: the per-file check at the end still guards the set
+    before = previous.get("provenance", {})
+    changed = [f"{key} {before.get(key)!r} -> {value!r}" for key, value in provenance.items() if before.get(key) != value]
+    raise UserError(f"--out {folder.root}: holds images made with other settings ({'; '.join(changed)}); use another --out or delete it")
+
+
+class PngWriter:
+    """Encodes and writes PNGs on a small thread pool while the model samples; a bounded queue keeps memory flat."""
+
+    def __init__(self, workers: int = 2, max_pending: int = 8):
+        self.pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="synthaug-png")
+        self.pending: deque = deque()
+        self.max_pending = max_pending
+
+    def submit(self, items: list[tuple[Path, np.ndarray, dict]]) -> None:
+        while len(self.pending) >= self.max_pending:
+            self.pending.popleft().result()
+        self.pending.append(self.pool.submit(self._write, items))
+
+    @staticmethod
+    def _write(items) -> None:
+        for path, image, record in items:
+            atomic_write_bytes(path, provenance_png(image, record))
+
+    def close(self) -> None:
+        """Wait for every queued write (finished images are never thrown away), then raise the first failure."""
+        try:
+            while self.pending:
+                self.pending.popleft().result()
+        finally:
+            self.pool.shutdown(wait=True)
+
+
+DETERMINISM_NOTE = {
+    "cpu": "float32 on CPU in fixed blocks of 16 indices: same bytes for the same command on the same machine and software, whatever --batch-size, processes or interruptions",
+    "cuda": "bf16 autocast on GPU in blocks of --batch-size (rounded up to 16): same bytes only with the same --batch-size, GPU model and software",
+}
+
+
+def rejections(rows: pd.DataFrame) -> dict:
+    """Rejected candidates of one class, per filter."""
+    counts: dict[str, int] = {}
+    for entry in rows["rejected_by"]:
+        for name in filter(None, str(entry).split(";")) if isinstance(entry, str) else ():
+            counts[name] = counts.get(name, 0) + 1
+    return counts
+
+
+def npz_up_to_date(folder: SynthDir, npz_path: Path, generation_id: str, targets: list[ClassTarget]) -> bool:
+    previous = folder.read_manifest() or {}
+    counts = {str(t.class_idx): t.count for t in targets}
+    return bool(
+        previous.get("complete") and previous.get("generation_id") == generation_id and npz_path.is_file()
+        and {c: e.get("count") for c, e in previous.get("classes", {}).items()} == counts
+    )
+
+
+def new_manifest(run: Run, targets: list[ClassTarget], settings: GenerateConfig, provenance: dict, generation_id: str,
+                 npz_path: Path | None, device: torch.device) -> dict:
+    """manifest.json of a set in progress (`complete: false`); generate fills in the counts at the end."""
+    return {
+        "complete": False,
+        "generation_id": generation_id,
+        "provenance": provenance,
+        "run": str(run.root.resolve()),
+        "format": settings.format,
+        "class_names": list(run.info.class_names),
+        "classes": {
+            str(t.class_idx): {"name": t.name, "folder": t.folder, "count": t.count, "real_count": run.info.counts[t.class_idx], "model_dir": t.model_dir}
+            for t in targets
+        },
+        "total": sum(t.count for t in targets),
+        "npz": npz_path.name if npz_path else None,
+        "recipe": {**run.recipe.model_dump(mode="json"), "generate": settings.model_dump(mode="json")},
+        "versions": package_versions(),
+        "determinism": DETERMINISM_NOTE[device.type],
+    }
