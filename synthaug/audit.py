@@ -175,7 +175,8 @@ def audit(
     data = load_run_data(run)
     settings = data.recipe.audit
     folder = Path(synthetic_dir) if synthetic_dir is not None else data.run.synthetic
-    synthetic, files = read_synthetic(folder, run)
+    read = read_synthetic(folder, run)
+    synthetic, files = read.images, read.files
     lap("load")
 
     nearest = {

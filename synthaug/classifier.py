@@ -51,6 +51,10 @@ def classic_augment(x: torch.Tensor, cfg: ClassicAugConfig, gen: torch.Generator
         x = torch.where((torch.rand(n, generator=gen) < 0.5).to(device)[:, None, None, None], x.flip(-1), x)
     if cfg.vflip:
         x = torch.where((torch.rand(n, generator=gen) < 0.5).to(device)[:, None, None, None], x.flip(-2), x)
+    if cfg.rot90 and x.shape[-1] == x.shape[-2]:
+        quarter = torch.randint(4, (n,), generator=gen).to(device)[:, None, None, None]
+        for k in (1, 2, 3):
+            x = torch.where(quarter == k, x.rot90(k, (-2, -1)), x)
     if cfg.rotate_deg or cfg.shift:
         angle = uniform(math.radians(cfg.rotate_deg))
         shift_x, shift_y = uniform(2 * cfg.shift), uniform(2 * cfg.shift)  # affine_grid spans [-1, 1]: width 2
@@ -94,6 +98,34 @@ def classification_metrics(labels: np.ndarray, probs: np.ndarray) -> dict:
     return {"acc": float(accuracy_score(labels, pred)), "auc": float(auc), "recall": [float(r) for r in recall]}
 
 
+@dataclass
+class Replacement:
+    """DA-Fusion's use of variations: each drawn training image is swapped, with probability `p`, for one of its
+    own variations (uniformly), which then weighs `weight` in the loss.
+
+    `images` holds the variations grouped by the training image they vary: those of image i are
+    `images[start[i] : start[i] + count[i]]` (count 0: never swapped).
+    """
+
+    p: float
+    images: torch.Tensor  # float (V, C, H, W) in [-1, 1], on the training device
+    start: torch.Tensor  # int64 (N,)
+    count: torch.Tensor  # int64 (N,)
+    weight: float = 1.0
+
+    def apply(self, idx: torch.Tensor, x: torch.Tensor, gen: torch.Generator, weight: torch.Tensor | None):
+        n = len(idx)
+        swap = (torch.rand(n, generator=gen) < self.p).to(x.device) & (self.count[idx] > 0)
+        pick = (torch.rand(n, generator=gen).to(x.device) * self.count[idx]).long()
+        source = (self.start[idx] + pick).clamp(max=max(len(self.images) - 1, 0))
+        if len(self.images):
+            x = torch.where(swap[:, None, None, None], self.images[source], x)
+        if self.weight != 1.0:
+            base = torch.ones(n, device=x.device) if weight is None else weight
+            weight = torch.where(swap, torch.full_like(base, self.weight), base)
+        return x, weight
+
+
 def _batches(n: int, batch_size: int, gen: torch.Generator):
     """Endless shuffled epochs of indices (the last partial batch of an epoch is dropped)."""
     size = min(batch_size, n)
@@ -115,13 +147,16 @@ def train_classifier(
     stream: int = 0,
     show_progress: bool = True,
     desc: str = "classifier",
+    sample_weight: torch.Tensor | None = None,
+    replace: Replacement | None = None,
 ) -> tuple[nn.Module, TrainInfo]:
     """Train `cfg.classifier` for `cfg.steps` steps (Adam, x`gamma` at each milestone) and return the
     checkpoint with the best val `select_on` metric, with its TrainInfo.
 
     Images are float (N, C, H, W) in [-1, 1] on the training device, labels int64. The initial weights
     depend on `seed` alone (so arms of one seed start alike); batch order and augmentation on
-    (`seed`, `stream`). `augment` applies `classic_augment` to every batch.
+    (`seed`, `stream`). `augment` applies `classic_augment` to every batch. `sample_weight` (N,) weighs each
+    training image's loss (a weighted mean over the batch); `replace` swaps drawn images for their variations.
     """
     if len(train_images) == 0:
         raise UserError("evaluate: an arm has no training images")
@@ -143,9 +178,15 @@ def train_classifier(
     for step in tqdm(range(1, cfg.steps + 1), desc=desc, disable=not show_progress, leave=False, unit="step"):
         idx = next(batches).to(device)
         x, y = train_images[idx], train_labels[idx]
+        weight = None if sample_weight is None else sample_weight[idx]
+        if replace is not None:
+            x, weight = replace.apply(idx, x, gen, weight)
         if augment is not None:
             x = classic_augment(x, augment, gen)
-        loss = F.cross_entropy(model(x), y)
+        if weight is None:
+            loss = F.cross_entropy(model(x), y)
+        else:
+            loss = (F.cross_entropy(model(x), y, reduction="none") * weight).sum() / weight.sum()
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()

@@ -17,7 +17,7 @@ from synthaug.errors import UserError
 
 def _overrides(args) -> list[str]:
     """The `--set` pairs of a command, with `--data-root` as `data.root=`."""
-    return list(args.set or []) + ([f"data.root={args.data_root}"] if getattr(args, "data_root", None) else [])
+    return list(getattr(args, "set", None) or []) + ([f"data.root={args.data_root}"] if getattr(args, "data_root", None) else [])
 
 
 def _recipe_from_args(args):
@@ -146,13 +146,27 @@ def cmd_generate(args) -> None:
     from synthaug.generate import generate
     from synthaug.rundir import open_run
 
-    run = open_run(Path(args.run) if args.run else None)
+    run = open_run(Path(args.run) if args.run else None, _overrides(args))
     generate(
-        run, per_class=args.per_class, ratio=args.ratio, balance=args.balance, out=args.out, classes=args.classes,
+        run, per_class=args.per_class, ratio=args.ratio, balance=args.balance, per_real=args.per_real, out=args.out, classes=args.classes,
         sampler=args.sampler, steps=args.steps, guidance_scale=args.guidance_scale, batch_size=args.batch_size,
         seed=args.seed, format=args.format, reject_copies=args.reject_copies or None,
-        filter_confidence=args.filter_confidence, show_progress=not args.no_progress,
+        filter_confidence=args.filter_confidence, from_real=args.from_real or None, strength=_strength(args.strength),
+        show_progress=not args.no_progress,
     )
+
+
+def _strength(text: str | None) -> list[float] | None:
+    """--strength 0.3 or --strength 0.2,0.5."""
+    if text is None:
+        return None
+    try:
+        values = [float(part) for part in text.split(",")]
+    except ValueError:
+        values = []
+    if not 1 <= len(values) <= 2:
+        raise UserError(f"--strength {text}: expected one number or LO,HI, e.g. 0.3 or 0.2,0.5")
+    return values
 
 
 def _register_generate(sub) -> None:
@@ -160,6 +174,12 @@ def _register_generate(sub) -> None:
     p.add_argument("--per-class", type=int, metavar="N", help="N images per class")
     p.add_argument("--ratio", type=float, metavar="R", help="R times each class's real training count")
     p.add_argument("--balance", action="store_true", help="top every class up to the largest class's real count")
+    p.add_argument("--per-real", type=int, metavar="K", help="with --from-real: K variations of every real training image")
+    p.add_argument("--from-real", action="store_true",
+                   help="variations of the run's real training images (noised to --strength, denoised by the model of their class) "
+                        "instead of images drawn from noise (recipe: generate.from_real)")
+    p.add_argument("--strength", metavar="LO[,HI]", help="with --from-real: noise strength in (0, 1), fixed or drawn uniformly from LO..HI (default 0.5)")
+    p.add_argument("--data-root", metavar="DIR", help="folder holding the MedMNIST npz files (--from-real reads the real images)")
     p.add_argument("--run", metavar="DIR", help="run directory (default: the most recent run under runs/)")
     p.add_argument("--out", metavar="DIR", help="output folder (default <run>/synthetic)")
     p.add_argument("--classes", nargs="+", metavar="CLASS", help="class names or indices (default: every trained class)")

@@ -8,6 +8,7 @@ The folder is read through its metadata.csv; the images are decoded when asked f
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -92,7 +93,8 @@ class SynthDataset(Dataset):
     `classes`: class names or indices to keep (default all); `per_class`: the first N images of each
     class; `as_rgb`: convert grayscale images to RGB (like medmnist's `as_rgb`). Attributes:
     `labels` (int64 (N,)), `class_names` (all classes of the run, by index), `counts` ({label: n}),
-    `files` (paths); `to_numpy()` decodes every image into one uint8 (N, H, W, C) array.
+    `files` (paths), `source_index` (int64 (N,): for variations of real images, the index of the real
+    image in the train split, else -1); `to_numpy()` decodes every image into one uint8 (N, H, W, C) array.
     """
 
     def __init__(
@@ -113,6 +115,10 @@ class SynthDataset(Dataset):
         table = _pick(table, self.class_names, classes, per_class, self.root)
         self.files = [self.root / name for name in table["file_name"]]
         self.labels = table["label"].to_numpy(dtype=np.int64)
+        # Variations (generate --from-real): the real training image each one varies, as an index into the real
+        # train split; -1 for images drawn from noise.
+        self.source_index = (pd.to_numeric(table["source_index"], errors="coerce").fillna(-1).to_numpy(dtype=np.int64)
+                             if "source_index" in table.columns else np.full(len(table), -1, dtype=np.int64))
         for path, label in zip(self.files, self.labels):
             if not path.is_file():
                 raise UserError(f"{path}: listed in metadata.csv but missing")
@@ -175,9 +181,22 @@ def mix_real_synthetic(real: Dataset, synthetic: Dataset, ratio: float, seed: in
     return ConcatDataset([real, Subset(synthetic, order.tolist())])
 
 
-def read_synthetic(folder: str | Path, run: Run) -> tuple[ImageSet, list[str]]:
-    """A synthetic set generated from `run`'s models, decoded into memory and checked against the run; and the file
-    names (relative to `folder`). Each class in index order. The one reader of `evaluate` and `audit`."""
+@dataclass
+class SyntheticImages:
+    """A synthetic set decoded into memory, each class in index order (`read_synthetic`)."""
+
+    images: ImageSet
+    files: list[str]  # relative to the folder
+    source_index: np.ndarray  # int64 (N,): the real train-split image a variation varies, -1 for images drawn from noise
+
+    @property
+    def variations(self) -> bool:
+        return bool((self.source_index >= 0).any())
+
+
+def read_synthetic(folder: str | Path, run: Run) -> SyntheticImages:
+    """A synthetic set generated from `run`'s models, decoded into memory and checked against the run.
+    The one reader of `evaluate` and `audit`."""
     folder = Path(folder)
     if not folder.is_dir():
         raise UserError(f"--synthetic {folder}: no such directory; run `synthaug generate` first")
@@ -191,11 +210,14 @@ def read_synthetic(folder: str | Path, run: Run) -> tuple[ImageSet, list[str]]:
     foreign = sorted(set(synthetic.labels.tolist()) - set(info.classes))
     if foreign:
         raise UserError(f"{folder / 'metadata.csv'}: label(s) {foreign} are not classes of the run (it trained {info.classes})")
+    unseen = sorted(set(synthetic.source_index[synthetic.source_index >= 0].tolist()) - set(info.train_indices))
+    if unseen:
+        raise UserError(f"{folder / 'metadata.csv'}: source_index {unseen[:5]} are not real images the run trained on")
     reading = tqdm(range(len(synthetic)), desc="read synthetic", leave=False, disable=len(synthetic) < 2000)
     images = np.stack([_pixels(synthetic.image(i), synthetic.files[i], info.size, info.channels) for i in reading])
     order = np.lexsort(([p.name for p in synthetic.files], synthetic.labels))
     files = [synthetic.files[i].relative_to(folder).as_posix() for i in order]
-    return ImageSet(images[order], synthetic.labels[order], list(info.class_names)), files
+    return SyntheticImages(ImageSet(images[order], synthetic.labels[order], list(info.class_names)), files, synthetic.source_index[order])
 
 
 def _pixels(image: Image.Image, path: Path, size: int, channels: int) -> np.ndarray:

@@ -25,7 +25,7 @@ from tqdm.auto import tqdm
 
 import synthaug
 from synthaug.audit import read_audit_summary
-from synthaug.classifier import CLASSIFIER_FIELDS, classification_metrics, predict, train_classifier
+from synthaug.classifier import CLASSIFIER_FIELDS, Replacement, classification_metrics, predict, train_classifier
 from synthaug.data import load_split, to_model_tensor
 from synthaug.errors import UserError
 from synthaug.plots import accuracy_vs_size_png, real_beside_synthetic_png
@@ -77,7 +77,9 @@ def arm_key(arm: Arm, cfg: EvaluateConfig, seed: int, train_digest: str, eval_di
     """Hash of everything that decides an arm's numbers: data, classifier settings, arm and seed."""
     settings = cfg.model_dump(mode="json", include=CLASSIFIER_FIELDS)
     if arm.classic:
-        settings["classic"] = cfg.classic.model_dump(mode="json")
+        settings["classic"] = cfg.classic.model_dump(mode="json", exclude={"rot90"} if not cfg.classic.rot90 else None)
+    if arm.synthetic and arm.kind != "synthetic" and cfg.synthetic_weight != 1.0:
+        settings["synthetic_weight"] = cfg.synthetic_weight
     blob = json.dumps({"v": synthaug.__version__, "arm": arm.name, "seed": seed, "cfg": settings,
                        "train": train_digest, "eval": eval_digest}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:20]
@@ -86,8 +88,10 @@ def arm_key(arm: Arm, cfg: EvaluateConfig, seed: int, train_digest: str, eval_di
 def run_arm(regime: Regime, arm: Arm, seed: int, cfg: EvaluateConfig, data: EvalData, cache: Path, force: bool,
             device, show_progress: bool) -> dict:
     """Train, select on val and test once: one row of results.csv (read from the cache when it is there)."""
-    images, labels, n_synth = arm_data(regime, arm)
-    key = arm_key(arm, cfg, seed, _digest(images, labels), data.digest)
+    arm_set = arm_data(regime, arm)
+    images, labels, n_synth = arm_set.images, arm_set.labels, arm_set.n_synthetic
+    extra = (arm_set.variations.images, arm_set.variation_start, arm_set.variation_count) if arm_set.variations is not None else ()
+    key = arm_key(arm, cfg, seed, _digest(images, labels, *extra), data.digest)
     cached = cache / f"{key}.json"
     if cached.is_file() and not force:
         row = json.loads(cached.read_text())
@@ -97,11 +101,12 @@ def run_arm(regime: Regime, arm: Arm, seed: int, cfg: EvaluateConfig, data: Eval
         to_model_tensor(images, device), torch.from_numpy(labels).to(device), data.val_images, data.val_labels, cfg, seed,
         num_classes=len(regime.class_names), augment=cfg.classic if arm.classic else None,
         stream=zlib.crc32(arm.name.encode()), show_progress=show_progress, desc=f"{regime.label} {arm.name} seed {seed}",
+        **_usage(arm_set, arm, cfg, device),
     )
     test = classification_metrics(data.test_labels, predict(model, data.test_images))  # the one look at test
     row = {
         "regime": regime.label, "n_real": int(len(regime.train.labels)), "subset_seed": regime.subset_seed,
-        "run": str(regime.run), "arm": arm.name, "kind": arm.kind, "ratio": arm.ratio, "seed": seed,
+        "run": str(regime.run), "arm": arm.name, "kind": arm.kind, "ratio": arm.ratio, "replace_p": arm.replace_p, "seed": seed,
         "n_real_used": 0 if arm.kind == "synthetic" else int(len(regime.train.labels)),
         "classifier": cfg.classifier, "steps": info.steps, "batch_size": cfg.batch_size, "n_synthetic": n_synth,
         "best_step": info.best_step, "val_acc": info.val["acc"], "val_auc": info.val["auc"],
@@ -112,6 +117,18 @@ def run_arm(regime: Regime, arm: Arm, seed: int, cfg: EvaluateConfig, data: Eval
     atomic_write_json(cached, row)
     row["cached"] = False
     return row
+
+
+def _usage(arm_set, arm: Arm, cfg: EvaluateConfig, device) -> dict:
+    """How an arm uses its synthetic images: loss weights of added ones, or the replacement of real images by variations."""
+    if arm.replace_p is not None:
+        return {"replace": Replacement(arm.replace_p, to_model_tensor(arm_set.variations.images, device),
+                                       torch.from_numpy(arm_set.variation_start).to(device), torch.from_numpy(arm_set.variation_count).to(device),
+                                       cfg.synthetic_weight)}
+    if arm_set.synthetic_mask is not None and cfg.synthetic_weight != 1.0:
+        weight = np.where(arm_set.synthetic_mask, cfg.synthetic_weight, 1.0).astype(np.float32)
+        return {"sample_weight": torch.from_numpy(weight).to(device)}
+    return {}
 
 
 def _merge_config(recipes: list[Recipe]) -> EvaluateConfig:
@@ -150,7 +167,7 @@ def evaluate(
     recipes = [run.recipe for run in runs]
     cfg = _merge_config(recipes)
     arms = expand_arms(cfg)
-    need_synthetic = any(a.ratio is not None for a in arms)
+    need_synthetic = any(a.synthetic for a in arms)
     device = pick_device()
     out_dir = Path(out_dir)
     began = time.perf_counter()
@@ -175,7 +192,7 @@ def evaluate(
                  "class_names": regimes[0].class_names, **data.sizes,
                  "regimes": [{"regime": r.label, "run": str(r.run), "subset_seed": r.subset_seed,
                               "real_train": len(r.train.labels), "real_per_class": r.train.counts(),
-                              "synthetic_available": r.synthetic.counts() if r.synthetic is not None else None,
+                              "synthetic_available": r.synthetic.images.counts() if r.synthetic is not None else None,
                               "synthetic_dir": str(r.synthetic_dir), "generator": generator_summary(run),
                               "audit": read_audit_summary(r.synthetic_dir)} for r, run in zip(regimes, runs)]},
         "hardware": hardware(device),
@@ -263,7 +280,7 @@ def write_report(out_dir: Path, results: dict, regimes: list[Regime]) -> None:
     for regime in regimes:
         if regime.synthetic is not None:
             title = f"{regime.label}: real training images (left) | synthetic (right)"
-            grid = real_beside_synthetic_png(regime.train, regime.synthetic, regime.classes, regime.class_names, title)
+            grid = real_beside_synthetic_png(regime.train, regime.synthetic.images, regime.classes, regime.class_names, title)
             atomic_write_bytes(out_dir / grid_name(str(regime.run)), grid)
     notes = out_dir / "notes.md"
     atomic_write_text(out_dir / "report.md", render_evaluate_report(results, notes.read_text() if notes.is_file() else None))

@@ -11,7 +11,6 @@ from __future__ import annotations
 import math
 import shutil
 import time
-import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,17 +19,17 @@ import numpy as np
 import torch
 from accelerate import PartialState
 from diffusers import DDPMScheduler, UNet2DModel
-from pydantic import ValidationError
 from tqdm.auto import tqdm
 
-from synthaug.data import count_at_ratio, to_uint8
+from synthaug.data import to_uint8
 from synthaug.errors import UserError
 from synthaug.filters import CandidateFilter, confidence_filter, copy_filter, filter_name, filter_record
 from synthaug.models import null_class
 from synthaug.recipe import GenerateConfig, Recipe
-from synthaug.rundir import ClassesInfo, Run, RunDir, SynthDir, atomic_write_json, atomic_write_text, open_run, remove_stale_temps, safe_name
+from synthaug.rundir import Run, RunDir, SynthDir, atomic_write_json, atomic_write_text, open_run, remove_stale_temps
 from synthaug.runtime import on_cpu
-from synthaug.sampling import DEFAULT_STEPS, denoise, image_generator, sampling_scheduler
+from synthaug.plan import Sources, class_targets, load_sources, resolve_settings
+from synthaug.sampling import DEFAULT_STEPS, denoise, image_generator, sampling_scheduler, variation_start
 from synthaug.synthset import (
     WORK_DIR,
     ClassTarget,
@@ -70,6 +69,7 @@ class Candidates:
     attempts: list[int]  # candidates rejected before the kept one
     rejected_by: list[list[str]]  # per rejected candidate, the name of the filter that rejected it
     accepted: np.ndarray  # bool (N,): False where MAX_ATTEMPTS candidates were all rejected
+    strengths: list[float]  # variations: the strength of each kept image (NaN for images drawn from noise)
 
 
 def sample_candidates(
@@ -79,23 +79,30 @@ def sample_candidates(
     class_idx: int,
     indices: list[int],
     filters: Sequence[CandidateFilter] = (),
+    sources: Sources | None = None,
 ) -> Candidates:
     """Images `indices` of class `class_idx`, sampled together; every filter sees every candidate.
 
     A rejected image i is redrawn from the generator of (seed, class, i, attempt). The redraws of an
     attempt are the indices rejected at the previous one, so what is computed together is a function
-    of the indices alone (never of which files already exist).
+    of the indices alone (never of which files already exist). With `sources`, each image is a
+    variation of its real source image (`plan.Sources`), drawn at its own strength.
     """
-    conditional = null_class(unet) is not None
     n = len(indices)
     images: np.ndarray | None = None
     rejected_by: list[list[str]] = [[] for _ in range(n)]
+    strengths = [float("nan")] * n
     todo = list(range(n))
     for attempt in range(MAX_ATTEMPTS):
-        generators = [image_generator(settings.seed, class_idx, indices[k], attempt) for k in todo]
-        scheduler = sampling_scheduler(train_scheduler, settings.sampler, settings.steps)
-        labels = [class_idx] * len(todo) if conditional else None
-        drawn = to_uint8(denoise(unet, scheduler, generators, labels, settings.guidance_scale))
+        if sources is None:
+            generators = [image_generator(settings.seed, class_idx, indices[k], attempt) for k in todo]
+            drawn = _draw(unet, train_scheduler, settings, class_idx, generators)
+        else:
+            generators = [sources.generator(settings.seed, class_idx, indices[k], attempt) for k in todo]
+            for k, gen in zip(todo, generators):
+                strengths[k] = sources.strength_of(gen)
+            drawn = _vary(unet, train_scheduler, settings, class_idx, generators, [strengths[k] for k in todo],
+                          sources.init(class_idx, [indices[k] for k in todo], unet.device))
         if images is None:
             images = np.empty((n, *drawn.shape[1:]), dtype=np.uint8)
         images[todo] = drawn
@@ -118,78 +125,32 @@ def sample_candidates(
             break
     accepted = np.ones(n, dtype=bool)
     accepted[todo] = False
-    return Candidates(images, [len(r) for r in rejected_by], rejected_by, accepted)
+    return Candidates(images, [len(r) for r in rejected_by], rejected_by, accepted, strengths)
 
 
-def resolve_settings(defaults: GenerateConfig, **flags) -> GenerateConfig:
-    """The recipe's generate section with the given flags (None: not given) applied; `steps` resolved to a number.
+def _draw(unet, train_scheduler, settings: GenerateConfig, class_idx: int, generators: list[torch.Generator]) -> np.ndarray:
+    """Images drawn from noise, one per generator, in one batch."""
+    scheduler = sampling_scheduler(train_scheduler, settings.sampler, settings.steps)
+    labels = [class_idx] * len(generators) if null_class(unet) is not None else None
+    return to_uint8(denoise(unet, scheduler, generators, labels, settings.guidance_scale))
 
-    Steps in the recipe belong to the recipe's sampler: another sampler without --steps gets its own default.
+
+def _vary(unet, train_scheduler, settings: GenerateConfig, class_idx: int, generators: list[torch.Generator], strengths: list[float],
+          init: torch.Tensor) -> np.ndarray:
+    """Variations of `init`, one per generator; images that start at the same sampler step share a batch.
+
+    Which images share a model call depends on their strengths, a function of their keys alone, so the
+    bytes of a variation still never depend on the batch size or on what is already on disk.
     """
-    given = {k: v for k, v in flags.items() if v is not None}
-    merged = defaults.model_dump()
-    if "sampler" in given and given["sampler"] != defaults.sampler and "steps" not in given:
-        merged["steps"] = None
-    merged.update(given)
-    try:
-        settings = GenerateConfig.model_validate(merged)
-    except ValidationError as exc:
-        err = exc.errors()[0]
-        flag = "--" + "-".join(str(p) for p in err["loc"]).replace("_", "-")
-        raise UserError(f"{flag}: {err['msg']} (got {err.get('input')!r})") from None
-    return settings
-
-
-def pick_classes(requested, info: ClassesInfo) -> list[int]:
-    names, trained = info.class_names, list(info.classes)
-    if requested is None:
-        return trained
-    chosen = []
-    for item in requested:
-        if isinstance(item, str) and item in names:
-            c = names.index(item)
-        elif isinstance(item, int) or (isinstance(item, str) and item.strip().isdigit()):
-            c = int(item)
-        else:
-            c = None
-        if c not in trained:
-            valid = ", ".join(f"{t} ({names[t]})" for t in trained)
-            raise UserError(f"--classes: the run has no trained class {item!r}; expected one of {valid}")
-        chosen.append(c)
-    return sorted(set(chosen))
-
-
-def class_targets(run: Run, per_class: int | None, ratio: float | None, balance: bool, classes=None) -> list[ClassTarget]:
-    """How many images each class gets: N each (--per-class), R times its real count (--ratio), or up to the largest class (--balance)."""
-    if sum(x is not None and x is not False for x in (per_class, ratio, balance)) != 1:
-        raise UserError("--per-class/--ratio/--balance: give exactly one (N images per class, R times each class's real count, or top up to the largest class)")
-    if per_class is not None and (isinstance(per_class, bool) or int(per_class) != per_class or per_class < 0):
-        raise UserError(f"--per-class: expected a whole number >= 0, got {per_class!r}")
-    if ratio is not None and not ratio >= 0:
-        raise UserError(f"--ratio: expected a number >= 0, got {ratio!r}")
-    info = run.info
-    chosen = pick_classes(classes, info)
-    unfinished = [c for c in chosen if not run.dir.is_finished(info.models[c])]
-    if len(unfinished) == len(chosen):
-        raise UserError(f"--run {run.root}: no finished model for the chosen classes; finish `synthaug fit` on it first")
-    if unfinished and classes is not None:
-        raise UserError(f"--classes: class(es) {unfinished} of {run.root} have no finished model yet; finish `synthaug fit` first")
-    if unfinished:
-        warnings.warn(f"{run.root}: no finished model for class(es) {unfinished} yet; generating the others")
-    largest = max(info.counts.values())
-    targets = []
-    for c in chosen:
-        if c in unfinished:
-            continue
-        if per_class is not None:
-            n = int(per_class)
-        elif ratio is not None:
-            n = count_at_ratio(ratio, info.counts[c])
-        else:
-            n = largest - info.counts[c]
-        name = info.class_names[c]
-        targets.append(ClassTarget(c, name, safe_name(name), n, info.models[c]))
-    return targets
+    starts = np.array([variation_start(s, settings.steps) for s in strengths])
+    out = np.empty((len(generators), *init.shape[2:], init.shape[1]), dtype=np.uint8)
+    for start in sorted(set(starts.tolist())):
+        group = np.flatnonzero(starts == start)
+        scheduler = sampling_scheduler(train_scheduler, settings.sampler, settings.steps)
+        labels = [class_idx] * len(group) if null_class(unet) is not None else None
+        out[group] = to_uint8(denoise(unet, scheduler, [generators[g] for g in group], labels, settings.guidance_scale,
+                                      init=init[torch.as_tensor(group)], start=start))
+    return out
 
 
 def load_model(run: RunDir, model_dir: str, device: torch.device) -> tuple[UNet2DModel, DDPMScheduler]:
@@ -208,6 +169,7 @@ def generate(
     per_class: int | None = None,
     ratio: float | None = None,
     balance: bool = False,
+    per_real: int | None = None,
     out: str | Path | None = None,
     classes: Sequence[int | str] | None = None,
     sampler: str | None = None,
@@ -218,13 +180,17 @@ def generate(
     format: str | None = None,
     reject_copies: bool | None = None,
     filter_confidence: float | None = None,
+    from_real: bool | None = None,
+    strength: Sequence[float] | None = None,
     candidate_filters: Sequence[CandidateFilter] = (),
     show_progress: bool = True,
 ) -> Path:
     """Write a labelled synthetic set from a run's models; returns the output folder.
 
     `run`: a `Run` (`rundir.open_run`), a Recipe, a run folder (default: the most recent run under runs/).
-    Exactly one of `per_class`, `ratio`, `balance`. Settings left None come from the run's recipe (`generate:`).
+    Exactly one of `per_class`, `ratio`, `balance`, `per_real`. Settings left None come from the run's recipe (`generate:`).
+    `from_real`: variations of the run's real training images (SDEdit) at `strength` (one value or [lo, hi]);
+    `ratio` R is then R variations per real image on average, `per_real` K exactly K of each.
     Image i of class c depends on (seed, c, i) alone: the same call gives the same bytes whatever
     the batch size (on CPU), the number of processes, or interruptions; files already on disk are
     kept. `candidate_filters` reject candidates (see `filters.CandidateFilter`); a rejected image is redrawn
@@ -237,10 +203,13 @@ def generate(
     run = open_run(run)
     recipe = run.recipe
     settings = resolve_settings(recipe.generate, sampler=sampler, steps=steps, guidance_scale=guidance_scale, batch_size=batch_size, seed=seed, format=format, reject_copies=reject_copies,
-                                filter_confidence=filter_confidence)
+                                filter_confidence=filter_confidence, from_real=from_real, strength=list(strength) if strength is not None else None)
     if settings.guidance_scale != 1.0 and run.info.conditioning != "class_conditional":
         raise UserError(f"--guidance-scale: applies to class_conditional runs only; {run.root} has one model per class")
-    targets = class_targets(run, per_class, ratio, balance, classes)
+    if per_real is not None and not settings.from_real:
+        raise UserError("--per-real: counts variations of real images; add --from-real (or use --per-class/--ratio)")
+    targets = class_targets(run, per_class, ratio, balance, classes, per_real)
+    sources = load_sources(run, settings) if settings.from_real else None
     out = SynthDir(Path(out) if out is not None else run.dir.synthetic)
     images_root = out.root / WORK_DIR if settings.format == "npz" else out.root
     block = BLOCK_SIZE if device.type == "cpu" else BLOCK_SIZE * math.ceil(settings.batch_size / BLOCK_SIZE)
@@ -255,6 +224,8 @@ def generate(
         with state.main_process_first():  # the first build trains and caches the classifier; the others load it
             filters.append(confidence_filter(run, settings.filter_confidence, device, show_progress and state.is_main_process))
     provenance = provenance_of(run.dir, targets, settings, block, device, [filter_record(f) for f in filters])
+    if sources is not None:  # images drawn from noise keep the provenance (and generation ids) they always had
+        provenance.update(mode="from_real", strength=list(sources.strength), sources_sha256=sources.digest())
     generation_id = generation_id_of(provenance)
     npz_path = out.root / npz_name(recipe) if settings.format in ("npz", "both") else None
     check_writable(out.root)  # every process checks, so that all of them stop on bad input, none waits for the others
@@ -281,7 +252,8 @@ def generate(
     by_class = {t.class_idx: t for t in targets}
     began = time.perf_counter()
     with state.split_between_processes(blocks) as mine:
-        _sample_blocks(mine, by_class, run.dir, settings, images_root, provenance, generation_id, filters, device, show_progress and state.is_main_process, state)
+        _sample_blocks(mine, by_class, run.dir, settings, images_root, provenance, generation_id, filters, sources, device,
+                       show_progress and state.is_main_process, state)
     state.wait_for_everyone()
     wall = time.perf_counter() - began
 
@@ -310,7 +282,7 @@ def generate(
 
 
 def _sample_blocks(blocks: list, by_class: dict[int, ClassTarget], run: RunDir, settings: GenerateConfig, images_root: Path,
-                   provenance: dict, generation_id: str, filters, device: torch.device, show_progress: bool, state) -> None:
+                   provenance: dict, generation_id: str, filters, sources: Sources | None, device: torch.device, show_progress: bool, state) -> None:
     """Sample this process's blocks and hand their missing images to the writer."""
     bar = tqdm(total=sum(len(b.missing) for b in blocks), desc=f"generate ({state.num_processes} process{'es' if state.num_processes > 1 else ''})",
                unit="img", disable=not show_progress, dynamic_ncols=True)
@@ -324,7 +296,7 @@ def _sample_blocks(blocks: list, by_class: dict[int, ClassTarget], run: RunDir, 
             unet, train_scheduler = loaded[1]
             indices = list(range(block.start, block.start + block.size))
             with torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda"):
-                found = sample_candidates(unet, train_scheduler, settings, target.class_idx, indices, filters)
+                found = sample_candidates(unet, train_scheduler, settings, target.class_idx, indices, filters, sources)
             items, failed = [], []
             for i in block.missing:
                 k = i - block.start
@@ -334,6 +306,8 @@ def _sample_blocks(blocks: list, by_class: dict[int, ClassTarget], run: RunDir, 
                 record = {"generation_id": generation_id, "class": target.class_idx, "index": i, "attempt": found.attempts[k],
                           "rejected_by": found.rejected_by[k], "seed": settings.seed, "sampler": settings.sampler, "steps": settings.steps,
                           "guidance_scale": settings.guidance_scale, "model_sha256": provenance["model_sha256"][target.model_dir]}
+                if sources is not None:
+                    record.update(source_index=sources.source(target.class_idx, i)[1], strength=round(found.strengths[k], 6))
                 items.append((images_root / image_file(target, i), found.images[k], record))
             writer.submit(items)
             bar.update(len(items))

@@ -159,9 +159,25 @@ class GenerateConfig(_Strict):
     # Redraw candidates the audit's feature classifier (evaluate.* settings, trained on the run's real training
     # images) does not assign to their own class with at least this probability (synthaug.audit.confidence_filter).
     filter_confidence: float | None = Field(None, gt=0, lt=1)
+    # Variations of the run's real training images (SDEdit) instead of images drawn from noise: each is noised to a
+    # strength drawn uniformly from [lo, hi] (one number: fixed) and denoised over the last strength x steps steps.
+    from_real: bool = False
+    strength: list[float] = Field(default_factory=lambda: [0.5], min_length=1, max_length=2)
+
+    @model_validator(mode="after")
+    def _strength(self):
+        if any(not 0 < s < 1 for s in self.strength) or self.strength != sorted(self.strength):
+            raise ValueError(f"strength: one number or LO,HI with 0 < LO <= HI < 1, got {self.strength}")
+        if self.from_real and self.reject_copies:
+            raise ValueError("reject_copies: not with from_real (a variation resembles its own source by design; "
+                             "`synthaug audit` measures its distance to the other training images)")
+        return self
 
 
-ARMS = ("real", "real+classic", "real+synthetic", "real+synthetic+classic", "synthetic")
+# real+replace: each drawn real image is swapped for one of its own variations (generate --from-real) with
+# probability p (DA-Fusion's way of using them); the others add synthetic images to the real ones.
+ARMS = ("real", "real+classic", "real+synthetic", "real+synthetic+classic", "synthetic", "real+replace", "real+replace+classic")
+DEFAULT_ARMS = ARMS[:5]
 
 
 class ClassicAugConfig(_Strict):
@@ -169,6 +185,7 @@ class ClassicAugConfig(_Strict):
 
     hflip: bool = True
     vflip: bool = False
+    rot90: bool = False  # random quarter turns: with the flips, all 8 dihedral symmetries (data with no orientation)
     rotate_deg: float = Field(10.0, ge=0, le=180)
     shift: float = Field(0.1, ge=0, lt=0.5)
     brightness: float = Field(0.1, ge=0, lt=1)
@@ -179,8 +196,10 @@ class EvaluateConfig(_Strict):
     """`synthaug evaluate` / `experiment`: arms, regimes and the downstream classifier (MedMNIST v2 protocol defaults)."""
 
     regimes: list[SubsetConfig] = Field(default_factory=list)
-    arms: list[Literal[ARMS]] = Field(default_factory=lambda: list(ARMS), min_length=1)
+    arms: list[Literal[ARMS]] = Field(default_factory=lambda: list(DEFAULT_ARMS), min_length=1)
     ratios: list[float] = Field(default_factory=lambda: [1.0, 5.0], min_length=1)
+    replace_p: list[float] = Field(default_factory=lambda: [0.5], min_length=1)  # one real+replace arm per probability
+    synthetic_weight: float = Field(1.0, gt=0, le=1)  # loss weight of a synthetic sample (a real one weighs 1)
     classifier: Literal["small_cnn", "resnet18"] = "resnet18"
     width: int = Field(32, gt=0)
     steps: int = Field(2000, gt=0)
@@ -197,11 +216,13 @@ class EvaluateConfig(_Strict):
 
     @model_validator(mode="after")
     def _lists(self):
+        if any(not 0 < p <= 1 for p in self.replace_p):
+            raise ValueError(f"replace_p: probabilities in (0, 1], got {self.replace_p}")
         if any(r <= 0 for r in self.ratios):
             raise ValueError(f"ratios: every ratio of synthetic to real images must be > 0, got {self.ratios}")
         if any(not 0 < m < 1 for m in self.milestones):
             raise ValueError(f"milestones: fractions of the steps strictly between 0 and 1, got {self.milestones}")
-        for name, values in (("seeds", self.seeds), ("arms", self.arms), ("ratios", self.ratios)):
+        for name, values in (("seeds", self.seeds), ("arms", self.arms), ("ratios", self.ratios), ("replace_p", self.replace_p)):
             if len(set(values)) != len(values):
                 raise ValueError(f"{name}: has repeated entries {values}")
         return self

@@ -10,6 +10,10 @@ information the compared classifier did not have. Synthetic images never enter v
     real+synthetic Rx         real + R x as many synthetic images per class as there are real ones
     real+synthetic+classic Rx the same, augmented
     synthetic                 synthetic only, as many per class as real (classification accuracy score, CAS)
+    real+replace pP           each drawn real image swapped for one of its own variations with probability P
+    real+replace+classic pP   the same, augmented
+
+Synthetic samples weigh `evaluate.synthetic_weight` in the loss (real ones 1).
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from synthaug.data import ImageSet, count_at_ratio, load_split, resolve_classes, subset_indices
-from synthaug.dataset import read_synthetic
+from synthaug.dataset import SyntheticImages, read_synthetic
 from synthaug.errors import UserError
 from synthaug.recipe import EvaluateConfig, SubsetConfig
 from synthaug.rundir import Run
@@ -36,7 +40,8 @@ class Regime:
     class_names: list[str]
     classes: list[int]
     train: ImageSet  # the real training images the real arms see
-    synthetic: ImageSet | None
+    train_indices: np.ndarray  # their indices in the real train split
+    synthetic: SyntheticImages | None
     synthetic_dir: Path
 
 
@@ -68,24 +73,31 @@ def load_regime(run: Run, synthetic_dir: Path | None = None, need_synthetic: boo
             f"images the compared classifier sees: evaluate with the run's own data.subset or a larger one"
         )
     synthetic_dir = Path(synthetic_dir) if synthetic_dir else run.dir.synthetic
-    synthetic = read_synthetic(synthetic_dir, run)[0] if need_synthetic else None
+    synthetic = read_synthetic(synthetic_dir, run) if need_synthetic else None
     subset = recipe.data.subset
     return Regime(run.root, regime_label(subset), subset.seed if subset else 0, train.class_names, classes,
-                  train.take(real_idx), synthetic, synthetic_dir)
+                  train.take(real_idx), real_idx, synthetic, synthetic_dir)
 
 
 @dataclass(frozen=True)
 class Arm:
     kind: str  # one of recipe.ARMS
     ratio: float | None  # synthetic images per real image of each class; None: no synthetic
+    replace_p: float | None = None  # real+replace arms: the probability of swapping a drawn real image for a variation
 
     @property
     def name(self) -> str:
+        if self.replace_p is not None:
+            return f"{self.kind} p{self.replace_p:g}"
         return self.kind if self.ratio is None or self.kind == "synthetic" else f"{self.kind} {self.ratio:g}x"
 
     @property
     def classic(self) -> bool:
         return self.kind.endswith("classic")
+
+    @property
+    def synthetic(self) -> bool:
+        return self.ratio is not None or self.replace_p is not None
 
 
 def expand_arms(cfg: EvaluateConfig) -> list[Arm]:
@@ -93,6 +105,8 @@ def expand_arms(cfg: EvaluateConfig) -> list[Arm]:
     for kind in cfg.arms:
         if kind in ("real+synthetic", "real+synthetic+classic"):
             arms += [Arm(kind, r) for r in cfg.ratios]
+        elif kind in ("real+replace", "real+replace+classic"):
+            arms += [Arm(kind, None, p) for p in cfg.replace_p]
         else:
             arms.append(Arm(kind, 1.0 if kind == "synthetic" else None))
     return arms
@@ -109,16 +123,20 @@ def synthetic_needed(arms: list[Arm], real_counts: dict[int, int]) -> dict[int, 
 
 
 def check_synthetic(regime: Regime, arms: list[Arm]) -> None:
-    """Refuse, naming the --per-class to generate, when a synthetic set is too small for the arms."""
+    """Refuse, naming the --per-class to generate, when a synthetic set is too small for the arms, and refuse replace
+    arms on a set without variations."""
     real = {c: int((regime.train.labels == c).sum()) for c in regime.classes}
     needed = synthetic_needed(arms, real)
     for c, want in needed.items():
-        have = int((regime.synthetic.labels == c).sum())
+        have = int((regime.synthetic.images.labels == c).sum())
         if have < want:
             raise UserError(
                 f"{regime.synthetic_dir}: the arms need {want} synthetic images of class {c} ({regime.class_names[c]}), "
                 f"found {have}; run `synthaug generate` with --ratio {top_ratio(arms):g} (or --per-class {max(needed.values())})"
             )
+    if any(a.replace_p is not None for a in arms) and not regime.synthetic.variations:
+        raise UserError(f"{regime.synthetic_dir}: the real+replace arms swap real images for their own variations, and this set has none; "
+                        "make one with `synthaug generate --from-real --per-real K`")
 
 
 def _take_synthetic(regime: Regime, ratio: float) -> ImageSet:
@@ -126,15 +144,43 @@ def _take_synthetic(regime: Regime, ratio: float) -> ImageSet:
     picked = []
     for c in regime.classes:
         want = count_at_ratio(ratio, int((regime.train.labels == c).sum()))
-        picked.append(np.flatnonzero(regime.synthetic.labels == c)[:want])  # enough: see check_synthetic
-    return regime.synthetic.take(np.concatenate(picked))
+        picked.append(np.flatnonzero(regime.synthetic.images.labels == c)[:want])  # enough: see check_synthetic
+    return regime.synthetic.images.take(np.concatenate(picked))
 
 
-def arm_data(regime: Regime, arm: Arm) -> tuple[np.ndarray, np.ndarray, int]:
-    """uint8 images, labels and the number of synthetic images an arm trains on."""
+@dataclass
+class ArmData:
+    """What an arm trains on: uint8 images and labels, how many are synthetic, and how they are used."""
+
+    images: np.ndarray
+    labels: np.ndarray
+    n_synthetic: int
+    synthetic_mask: np.ndarray | None = None  # bool (N,): the synthetic rows (add arms), weighed synthetic_weight
+    variations: ImageSet | None = None  # replace arms: the variations, grouped by the real image they vary
+    variation_start: np.ndarray | None = None  # int64 (N,): where image i's variations begin in `variations`
+    variation_count: np.ndarray | None = None  # int64 (N,): how many it has
+
+
+def arm_data(regime: Regime, arm: Arm) -> ArmData:
+    """The data of an arm: real images, added synthetic ones, or real images with their variations beside them."""
+    if arm.replace_p is not None:
+        return _with_variations(regime)
     if arm.ratio is None:
-        return regime.train.images, regime.train.labels, 0
+        return ArmData(regime.train.images, regime.train.labels, 0)
     synth = _take_synthetic(regime, arm.ratio)
     if arm.kind == "synthetic":
-        return synth.images, synth.labels, len(synth.labels)
-    return (np.concatenate([regime.train.images, synth.images]), np.concatenate([regime.train.labels, synth.labels]), len(synth.labels))
+        return ArmData(synth.images, synth.labels, len(synth.labels))
+    mask = np.concatenate([np.zeros(len(regime.train.labels), bool), np.ones(len(synth.labels), bool)])
+    return ArmData(np.concatenate([regime.train.images, synth.images]), np.concatenate([regime.train.labels, synth.labels]),
+                   len(synth.labels), mask)
+
+
+def _with_variations(regime: Regime) -> ArmData:
+    """The real images, and every variation of each in the set, grouped by the real image (in set order)."""
+    sources = regime.synthetic.source_index
+    order = np.argsort(sources, kind="stable")
+    grouped = sources[order]
+    start = np.searchsorted(grouped, regime.train_indices, side="left")
+    count = np.searchsorted(grouped, regime.train_indices, side="right") - start
+    variations = regime.synthetic.images.take(order)
+    return ArmData(regime.train.images, regime.train.labels, int(count.sum()), None, variations, start.astype(np.int64), count.astype(np.int64))

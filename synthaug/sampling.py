@@ -55,17 +55,28 @@ def denoise(
     generators: list[torch.Generator],
     labels: list[int] | None = None,
     guidance_scale: float = 1.0,
+    init: torch.Tensor | None = None,
+    start: int = 0,
 ) -> torch.Tensor:
     """Sample one image per generator; returns float (N, C, H, W) in [-1, 1] on the UNet's device.
 
     `labels` are needed for class-conditional UNets; `guidance_scale` != 1 applies classifier-free
-    guidance against the UNet's null class.
+    guidance against the UNet's null class. `init` (float (N, C, H, W) in [-1, 1]) turns sampling into
+    variation of those images (SDEdit): each is noised to the level of `scheduler.timesteps[start]` with
+    its generator's noise and denoised over the remaining steps.
     """
     device, dtype = unet.device, unet.dtype
     size, channels = unet.config.sample_size, unet.config.in_channels
     shape = (len(generators), channels, size, size)
-    sample = randn_tensor(shape, generator=generators, device=device, dtype=dtype)
-    sample = sample * scheduler.init_noise_sigma
+    noise = randn_tensor(shape, generator=generators, device=device, dtype=dtype)
+    timesteps = scheduler.timesteps
+    if init is None:
+        sample = noise * scheduler.init_noise_sigma
+    else:
+        if hasattr(scheduler, "set_begin_index"):  # multistep solvers count their steps from here
+            scheduler.set_begin_index(start)
+        timesteps = timesteps[start:]
+        sample = scheduler.add_noise(init.to(device, dtype), noise, timesteps[:1].repeat(len(generators)))
     class_labels = None
     guided = False
     if null_class(unet) is not None:
@@ -75,7 +86,7 @@ def denoise(
         guided = guidance_scale != 1.0
         if guided:
             class_labels = torch.cat([class_labels, torch.full_like(class_labels, null_class(unet))])
-    for t in scheduler.timesteps:
+    for t in timesteps:
         model_in = scheduler.scale_model_input(sample, t)
         if guided:
             cond, uncond = unet(torch.cat([model_in, model_in]), t, class_labels=class_labels).sample.chunk(2)
@@ -105,3 +116,8 @@ def sample_grid(unet: UNet2DModel, train_scheduler: DDPMScheduler, labels: list[
     generators = [image_generator(seed, -1, i) for i in range(n)]
     grid_labels = None if labels is None else [labels[i % len(labels)] for i in range(n)]
     return image_grid(to_uint8(denoise(unet, scheduler, generators, grid_labels)))
+
+
+def variation_start(strength: float, steps: int) -> int:
+    """The scheduler step a variation of `strength` starts at: it is denoised over the last round(strength x steps) steps (at least 1)."""
+    return steps - max(1, min(steps, round(strength * steps)))

@@ -40,6 +40,9 @@ METADATA_COLUMNS = [
 ]
 
 
+# Variations of real images (generate --from-real) add: the index of the real image varied (in the real train
+# split) and the noise strength it was varied at.
+VARIATION_COLUMNS = ["source_index", "strength"]
 PNG_KEY = "synthaug"  # PNG text chunk holding each image's provenance (JSON)
 
 
@@ -169,6 +172,7 @@ def write_npz(path: Path, images_root: Path, files: list[str], labels: np.ndarra
 
 def collect_metadata(images_root: Path, targets: list[ClassTarget], generation_id: str, run_path: str, provenance: dict) -> pd.DataFrame:
     """metadata.csv, rebuilt from the files on disk and the provenance stored in each of them."""
+    variations = provenance.get("mode") == "from_real"
     rows = []
     for target in targets:
         for i in range(target.count):
@@ -190,8 +194,9 @@ def collect_metadata(images_root: Path, targets: list[ClassTarget], generation_i
                 "model_dir": target.model_dir,
                 "model_sha256": provenance["model_sha256"][target.model_dir],
                 "run": run_path,
+                **({"source_index": record["source_index"], "strength": record["strength"]} if variations else {}),
             })
-    return pd.DataFrame(rows, columns=METADATA_COLUMNS)
+    return pd.DataFrame(rows, columns=METADATA_COLUMNS + (VARIATION_COLUMNS if variations else []))
 
 
 def extra_files(images_root: Path, targets: list[ClassTarget]) -> int:

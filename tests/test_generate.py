@@ -1,0 +1,227 @@
+"""`synthaug generate`: layout, byte-identical output across batch sizes, resumes and processes, filters, npz, bad input.
+
+Runs are conftest's `untrained_run`: untrained tiny UNets (8x8 images), since generation only needs finished model
+folders, and random weights make rounding differences show up at least as readily as trained ones.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+from conftest import untrained_run
+
+import synthaug.generate as generate_module
+from synthaug.cli import main
+from synthaug.errors import UserError
+from synthaug.generate import BLOCK_SIZE, class_targets, generate
+from synthaug.rundir import RunDir, latest_run, open_run
+
+
+@pytest.fixture
+def run(tmp_path) -> RunDir:
+    return untrained_run(tmp_path)
+
+
+def files(folder: Path, manifest: bool = True) -> dict[str, bytes]:
+    """Every file under `folder` (relative path -> bytes); `manifest=False` leaves out manifest.json (it records the flags given)."""
+    found = {}
+    for path in sorted(folder.rglob("*")):
+        if path.is_file() and (manifest or path.name != "manifest.json"):
+            found[str(path.relative_to(folder))] = path.read_bytes()
+    return found
+
+
+def test_layout_metadata_and_manifest(run, tmp_path):
+    out = generate(run.root, per_class=5, out=tmp_path / "syn", show_progress=False)
+    table = pd.read_csv(out / "metadata.csv", keep_default_na=False)
+    assert list(table.columns[:3]) == ["file_name", "label", "class_name"]
+    assert {"seed", "sampler", "steps", "guidance_scale", "model_sha256", "run"} <= set(table.columns)
+    assert table["file_name"].tolist()[:2] == ["normal/0_000000.png", "normal/0_000001.png"]
+    assert table["file_name"].tolist()[5] == "_odd_.name/1_000000.png"  # no separators, no '..', no leading dot
+    assert table["class_name"].tolist()[5] == "../odd/.name"  # the original name stays in the metadata
+    assert (table["sampler"] == "dpm-solver++").all() and (table["steps"] == 3).all()
+    for name in table["file_name"]:
+        with Image.open(out / name) as img:
+            assert img.mode == "L" and img.size == (8, 8)
+    on_disk = sorted(str(p.relative_to(out)) for p in out.rglob("*.png"))
+    assert on_disk == sorted(table["file_name"])
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["complete"] and manifest["total"] == 10
+    assert manifest["classes"]["1"]["count"] == 5 and manifest["classes"]["1"]["name"] == "../odd/.name"
+    assert manifest["recipe"]["generate"]["steps"] == 3 and "torch" in manifest["versions"]
+    assert set(manifest["provenance"]["model_sha256"]) == {"00_normal", "01__odd_.name"}
+
+
+def test_same_bytes_whatever_batch_size_growth_or_interruption(run, tmp_path, monkeypatch):
+    reference = files(generate(run.root, per_class=20, out=tmp_path / "a", batch_size=1, show_progress=False), manifest=False)
+    # grown in two steps with another batch size: the first 7 are a prefix, the rest is added
+    generate(run.root, per_class=7, out=tmp_path / "b", batch_size=64, show_progress=False)
+    assert len(list((tmp_path / "b").rglob("*.png"))) == 14
+    generate(run.root, per_class=20, out=tmp_path / "b", batch_size=64, show_progress=False)
+    assert files(tmp_path / "b", manifest=False) == reference
+
+    # interrupted after the first block: no metadata.csv that lies, no temp file, finished images kept
+    calls = []
+    real = generate_module.sample_candidates
+
+    def interrupt_second(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(generate_module, "sample_candidates", interrupt_second)
+    with pytest.raises(KeyboardInterrupt):
+        generate(run.root, per_class=20, out=tmp_path / "c", show_progress=False)
+    monkeypatch.setattr(generate_module, "sample_candidates", real)
+    assert not (tmp_path / "c/metadata.csv").exists()
+    assert not json.loads((tmp_path / "c/manifest.json").read_text())["complete"]
+    assert len(list((tmp_path / "c").rglob("*.png"))) == BLOCK_SIZE
+    (tmp_path / "c/normal/.0_000003.png.x1.tmp").write_bytes(b"half a file")  # what kill -9 mid-write leaves
+    (tmp_path / "c/normal/0_000005.png").unlink()
+    generate(run.root, per_class=20, out=tmp_path / "c", batch_size=1, show_progress=False)
+    assert files(tmp_path / "c", manifest=False) == reference
+
+
+@pytest.mark.slow
+def test_kill_9_then_rerun_gives_exactly_the_uninterrupted_set(run, tmp_path):
+    flags = dict(per_class=48, sampler="ddpm")  # 6 blocks of 50 steps: killed well before the end
+    command = [sys.executable, "-m", "synthaug", "generate", "--run", str(run.root), "--per-class", "48", "--sampler", "ddpm",
+               "--out", str(tmp_path / "k"), "--no-progress"]
+    child = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    try:
+        deadline = time.monotonic() + 120
+        while not list((tmp_path / "k").rglob("*.png")) and time.monotonic() < deadline and child.poll() is None:
+            time.sleep(0.05)
+    finally:
+        child.kill()  # SIGKILL: no cleanup of any kind
+        child.wait()
+    assert child.returncode == -9 and not (tmp_path / "k/metadata.csv").exists()
+    assert 0 < len(list((tmp_path / "k").rglob("*.png"))) < 96
+    generate(run.root, out=tmp_path / "k", show_progress=False, **flags)
+    reference = generate(run.root, out=tmp_path / "ref", show_progress=False, **flags)
+    assert files(tmp_path / "k") == files(reference)
+    assert len(pd.read_csv(tmp_path / "k/metadata.csv")) == 96
+
+
+@pytest.mark.slow
+def test_two_processes_write_what_one_does(run, tmp_path):
+    reference = files(generate(run.root, per_class=20, out=tmp_path / "one", format="both", show_progress=False))
+    command = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
+               "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "synthaug", "generate", "--run", str(run.root),
+               "--per-class", "20", "--format", "both", "--out", str(tmp_path / "two"), "--no-progress"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
+    done = subprocess.run(command, capture_output=True, text=True, timeout=300, env=env)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert files(tmp_path / "two") == reference
+
+
+def test_candidate_filter_redraws_rejected_images_deterministically(run, tmp_path):
+    def odd_sum(images, class_idx):  # keeps images whose pixel sum is odd: about half, decided per image
+        return images.reshape(len(images), -1).sum(axis=1) % 2 == 1
+
+    out = generate(run.root, per_class=6, out=tmp_path / "f", candidate_filters=[odd_sum], show_progress=False)
+    table = pd.read_csv(out / "metadata.csv", keep_default_na=False)
+    assert len(table) == 12
+    for name in table["file_name"]:
+        assert np.asarray(Image.open(out / name)).sum() % 2 == 1
+    assert table["attempt"].sum() > 0  # some first candidates were rejected and redrawn
+    assert all(r.split(";") == ["odd_sum"] * a for r, a in zip(table["rejected_by"], table["attempt"]) if a)
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert sum(e["rejected"].get("odd_sum", 0) for e in manifest["classes"].values()) == table["attempt"].sum()
+    assert manifest["provenance"]["filters"] == [{"name": "odd_sum"}]
+    # the same bytes again, grown from a smaller set
+    generate(run.root, per_class=2, out=tmp_path / "g", candidate_filters=[odd_sum], show_progress=False)
+    generate(run.root, per_class=6, out=tmp_path / "g", candidate_filters=[odd_sum], show_progress=False)
+    assert files(tmp_path / "g") == files(out)
+    # adding a filter to a folder made without it is refused
+    with pytest.raises(UserError, match="other settings"):
+        generate(run.root, per_class=6, out=tmp_path / "f", show_progress=False)
+
+    def reject_all(images, class_idx):
+        return np.zeros(len(images), dtype=bool)
+
+    with pytest.raises(UserError, match="candidates rejected by reject_all"):
+        generate(run.root, per_class=1, out=tmp_path / "h", candidate_filters=[reject_all], show_progress=False)
+
+
+def test_npz_conditional_rgb_and_ddpm(tmp_path):
+    run = untrained_run(tmp_path, names=["a", "b", "c"], conditioning="class_conditional", channels=3, counts=(3, 5, 4))
+    out = generate(run.root, ratio=1.0, out=tmp_path / "n", format="npz", sampler="ddpm", guidance_scale=2.0, show_progress=False)
+    assert sorted(p.name for p in out.iterdir()) == ["manifest.json", "synthetic_gen.npz"]  # working PNGs removed
+    with np.load(out / "synthetic_gen.npz") as npz:
+        assert sorted(npz.files) == ["train_images", "train_labels"]
+        images, labels = npz["train_images"], npz["train_labels"]
+    assert images.shape == (12, 8, 8, 3) and images.dtype == np.uint8
+    assert labels.shape == (12, 1) and labels[:, 0].tolist() == [0] * 3 + [1] * 5 + [2] * 4
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["provenance"]["steps"] == 50 and manifest["provenance"]["guidance_scale"] == 2.0  # ddpm: every training step
+    before = (out / "synthetic_gen.npz").read_bytes()
+    generate(run.root, ratio=1.0, out=tmp_path / "n", format="npz", sampler="ddpm", guidance_scale=2.0, show_progress=False)
+    assert (out / "synthetic_gen.npz").read_bytes() == before  # up to date: nothing redrawn, same bytes
+
+
+def test_amounts(run, tmp_path):
+    run = open_run(run.root)
+    assert [t.count for t in class_targets(run, None, 0.5, False)] == [5, 2]
+    assert [t.count for t in class_targets(run, None, None, True)] == [0, 6]
+    assert [t.class_idx for t in class_targets(run, 3, None, False, ["../odd/.name"])] == [1]
+    assert [t.class_idx for t in class_targets(run, 3, None, False, ["0"])] == [0]
+
+
+def _error_line(capsys, argv) -> str:
+    assert main(["generate", *argv, "--no-progress"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err
+    return err
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--per-class", "-3"], "--per-class: expected a whole number >= 0"),
+        ([], "give exactly one"),
+        (["--per-class", "3", "--balance"], "give exactly one"),
+        (["--per-class", "3", "--classes", "pneumonia"], "--classes: the run has no trained class 'pneumonia'"),
+        (["--per-class", "3", "--sampler", "euler"], "--sampler: Input should be"),
+        (["--per-class", "3", "--guidance-scale", "3"], "--guidance-scale: applies to class_conditional runs only"),
+        (["--per-class", "3", "--steps", "0"], "--steps:"),
+        (["--per-class", "3", "--steps", "51"], "--steps: at most the run's diffusion.num_train_timesteps (50)"),
+    ],
+)
+def test_bad_flags(run, capsys, argv, message):
+    assert message in _error_line(capsys, ["--run", str(run.root), *argv])
+
+
+def test_bad_run_and_out(run, tmp_path, capsys, monkeypatch):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("")
+    assert "--out" in _error_line(capsys, ["--run", str(run.root), "--per-class", "1", "--out", str(blocker / "sub")])
+    unfinished = untrained_run(tmp_path / "u", finished=False)
+    assert "no finished model" in _error_line(capsys, ["--run", str(unfinished.root), "--per-class", "1"])
+    assert "no such directory" in _error_line(capsys, ["--run", str(tmp_path / "nope"), "--per-class", "1"])
+    (tmp_path / "empty").mkdir()
+    monkeypatch.chdir(tmp_path / "empty")
+    assert "no run under runs/" in _error_line(capsys, ["--per-class", "1"])
+    generate(run.root, per_class=1, out=tmp_path / "s", show_progress=False)
+    assert "seed 0 -> 5" in _error_line(capsys, ["--run", str(run.root), "--per-class", "1", "--seed", "5", "--out", str(tmp_path / "s")])
+
+
+def test_default_run_is_the_latest(tmp_path, monkeypatch):
+    older = untrained_run(tmp_path / "old")
+    newer = untrained_run(tmp_path / "new")
+    os.utime(older.classes, (1, 1))
+    monkeypatch.chdir(tmp_path / "new")
+    assert latest_run().root.resolve() == newer.root.resolve()
+    out = generate(per_class=1, show_progress=False)
+    assert out.resolve() == newer.synthetic.resolve() and (out / "metadata.csv").is_file()
