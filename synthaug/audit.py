@@ -30,7 +30,7 @@ from synthaug.data import ImageSet
 from synthaug.dataset import read_synthetic
 from synthaug.errors import UserError
 from synthaug.filters import copy_thresholds
-from synthaug.metrics import NearestImages, frechet_distance, knn_distances, nearest_by_correlation, prdc
+from synthaug.metrics import NearestImages, frechet_distance, knn_distances, nearest_by_correlation, paired_correlation, prdc
 from synthaug.plots import closest_pairs_png, similarity_png
 from synthaug.recipe import Recipe
 from synthaug.reference import RunData, load_run_data, real_features
@@ -139,6 +139,7 @@ def memorization(
             "threshold": round(thresholds[int(synthetic.labels[i])], 6),
             "nearest_train_index": int(data.train_indices[near.index[i]]),
             "mirrored": bool(near.mirrored[i]),
+            "quarter_turns": 0 if near.quarter_turns is None else int(near.quarter_turns[i]),
         }
         for i in np.argsort(-near.correlation, kind="stable")
         if over["synthetic"][i]
@@ -179,8 +180,11 @@ def audit(
     synthetic, files = read.images, read.files
     lap("load")
 
+    # A variation resembles its own source by design: the copy check looks at the other training images.
+    source_rows = _source_rows(read.source_index, data.train_indices)
     nearest = {
-        name: nearest_by_correlation(images, data.train.images, data.mirror, device, show_progress)
+        name: nearest_by_correlation(images, data.train.images, data.mirror, device, show_progress,
+                                     exclude=source_rows if name == "synthetic" and read.variations else None, rotations=data.rotations)
         for name, images in (("synthetic", synthetic.images), ("test", data.test.images), ("val", data.val.images))
     }
     thresholds = copy_thresholds(nearest["test"], data.test.labels, data.classes, settings.copy_quantile)
@@ -193,12 +197,14 @@ def audit(
     fidelity_report = fidelity(data, features, synthetic.labels, settings.k, settings.seed, device)
     lap("fidelity_metrics")
     memorization_report = memorization(data, synthetic, files, nearest, feature_nn, thresholds, settings.copy_quantile)
+    if read.variations:
+        memorization_report["variations"] = _variations_report(data, synthetic, source_rows)
     atomic_write_bytes(folder / FIGURES["closest_pairs"], closest_pairs_png(data, synthetic, files, nearest["synthetic"], thresholds, settings.closest_pairs))
     atomic_write_bytes(folder / FIGURES["similarity"], similarity_png(data, synthetic, nearest, feature_nn, thresholds))
     lap("report_and_figures")
     timing["total"] = round(time.perf_counter() - began, 3)
 
-    pixel_pairs = (len(synthetic.labels) + len(data.test.labels) + len(data.val.labels)) * len(data.train.labels) * (2 if data.mirror else 1)
+    pixel_pairs = (len(synthetic.labels) + len(data.test.labels) + len(data.val.labels)) * len(data.train.labels) * data.symmetries
     counts = lambda labels: {data.class_names[c]: int((labels == c).sum()) for c in data.classes}  # noqa: E731
     classifier = data.recipe.evaluate
     report = {
@@ -209,6 +215,7 @@ def audit(
         "settings": {
             **settings.model_dump(),
             "mirror": data.mirror,
+            "rotations": data.rotations,
             "feature_classifier": classifier.classifier,
             "feature_classifier_steps": classifier.steps,
             "feature_classifier_config": classifier.model_dump(include=CLASSIFIER_FIELDS),
@@ -240,6 +247,25 @@ def audit(
         flush=True,
     )
     return report
+
+
+def _source_rows(source_index: np.ndarray, train_indices: np.ndarray) -> np.ndarray:
+    """Each synthetic image's source as a row of the run's training images (-1 for images drawn from noise)."""
+    position = {int(t): row for row, t in enumerate(train_indices)}
+    return np.array([position.get(int(s), -1) for s in source_index], dtype=np.int64)
+
+
+def _variations_report(data: RunData, synthetic: ImageSet, source_rows: np.ndarray) -> dict:
+    """How close each variation stays to its own source (pixel correlation), per class and overall."""
+    varied = source_rows >= 0
+    correlation = paired_correlation(synthetic.images[varied], data.train.images[source_rows[varied]])
+    labels = synthetic.labels[varied]
+
+    def summary(values: np.ndarray) -> dict:
+        return {"n": int(values.size), **({f"{name}_source_correlation": float(np.quantile(values, q)) for name, q in
+                                           (("p10", 0.1), ("median", 0.5), ("p90", 0.9))} if values.size else {})}
+
+    return {"overall": summary(correlation), "per_class": {data.class_names[c]: summary(correlation[labels == c]) for c in data.classes}}
 
 
 def _metadata_digest(folder: Path) -> str:

@@ -70,18 +70,20 @@ class CopyFilter:
     quantile: float
     mirror: bool
     device: torch.device
+    rotations: bool = False
 
     def __call__(self, images: np.ndarray, class_idx: int) -> np.ndarray:
-        nearest = nearest_by_correlation(images, self.train_images, self.mirror, self.device)
+        nearest = nearest_by_correlation(images, self.train_images, self.mirror, self.device, rotations=self.rotations)
         return nearest.correlation < self.thresholds[int(class_idx)]
 
     def describe(self) -> dict:
         """What a manifest records about the filter."""
         return {
-            "rule": "reject an image whose pixel correlation with its nearest training image (mirror included when training flipped)"
+            "rule": "reject an image whose pixel correlation with its nearest training image (mirrors and quarter turns included when training used them)"
             " exceeds the copy_quantile quantile of the real test images' nearest-training-image correlation of its class",
             "copy_quantile": self.quantile,
             "mirror": self.mirror,
+            **({"rotations": True} if self.rotations else {}),
             "thresholds": {str(c): round(t, 6) for c, t in self.thresholds.items()},
         }
 
@@ -91,9 +93,9 @@ def copy_filter(run: Run, device: torch.device | str | None = None) -> CopyFilte
     data = load_run_data(run)
     quantile = data.recipe.audit.copy_quantile
     device = pick_device(device)
-    test_nearest = nearest_by_correlation(data.test.images, data.train.images, data.mirror, device)
+    test_nearest = nearest_by_correlation(data.test.images, data.train.images, data.mirror, device, rotations=data.rotations)
     thresholds = copy_thresholds(test_nearest, data.test.labels, data.classes, quantile)
-    return CopyFilter(data.train.images, thresholds, quantile, data.mirror, device)
+    return CopyFilter(data.train.images, thresholds, quantile, data.mirror, device, data.rotations)
 
 
 @dataclass

@@ -55,11 +55,18 @@ def unit_pixel_rows(images: np.ndarray, device: torch.device) -> torch.Tensor:
 
 @dataclass
 class NearestImages:
-    """For each query image: the correlation with its nearest key image, that image's index, and whether its mirror matched."""
+    """For each query image: the correlation with its nearest key image, that image's index, and the symmetry that matched."""
 
     correlation: np.ndarray  # float32 (N,)
     index: np.ndarray  # int64 (N,), into the keys
-    mirrored: np.ndarray  # bool (N,)
+    mirrored: np.ndarray  # bool (N,): the query's mirror image matched
+    quarter_turns: np.ndarray | None = None  # int64 (N,): quarter turns of the query that matched (with `rotations`)
+
+    def matched_view(self, key_image: np.ndarray, i: int) -> np.ndarray:
+        """The key image of query i as the query saw it: mirror and quarter turns undone, to show beside the query."""
+        turns = 0 if self.quarter_turns is None else int(self.quarter_turns[i])
+        image = np.rot90(key_image, -turns, axes=(0, 1))
+        return image[:, ::-1] if self.mirrored[i] else image
 
 
 def nearest_by_correlation(
@@ -68,27 +75,39 @@ def nearest_by_correlation(
     mirror: bool = False,
     device: torch.device | str | None = None,
     show_progress: bool = False,
+    exclude: np.ndarray | None = None,
+    rotations: bool = False,
 ) -> NearestImages:
-    """Each query image's most correlated key image (uint8 NHWC both); with `mirror`, keys flipped left-right count too.
+    """Each query image's most correlated key image (uint8 NHWC both); with `mirror`, keys flipped left-right count
+    too, with `rotations` keys turned by quarter turns (both: all 8 symmetries of the square).
+    `exclude` (int (N,)): per query, one key that does not count (-1: none), e.g. the source of a variation.
 
-    corr(flip(q), k) = corr(q, flip(k)), so the mirror pass flips the queries and needs no second copy of the keys.
+    corr(T(q), k) = corr(q, T^-1(k)), so each symmetry transforms the queries and needs no second copy of the keys.
     """
     device = pick_device(device)
     n = len(queries)
+    skip = None if exclude is None else torch.as_tensor(np.asarray(exclude), dtype=torch.long, device=device)
     best = torch.full((n,), -2.0, device=device)
     index = torch.zeros(n, dtype=torch.long, device=device)
     mirrored = torch.zeros(n, dtype=torch.bool, device=device)
-    for flipped in (False, True) if mirror else (False,):
-        view = queries[:, :, ::-1] if flipped else queries
-        desc = "nearest training image" + (" (mirrored)" if flipped else "")
-        for i, j, q, k in _blocks(view, keys, unit_pixel_rows, device, desc, show_progress):
-            value, where = (q @ k.T).max(dim=1)
-            rows = slice(i, i + len(q))
-            better = value > best[rows]
-            best[rows] = torch.where(better, value, best[rows])
-            index[rows] = torch.where(better, where + j, index[rows])
-            mirrored[rows] = torch.where(better, torch.tensor(flipped, device=device), mirrored[rows])
-    return NearestImages(best.cpu().numpy(), index.cpu().numpy(), mirrored.cpu().numpy())
+    turned = torch.zeros(n, dtype=torch.long, device=device)
+    for turns in range(4) if rotations else (0,):
+        for flipped in (False, True) if mirror else (False,):
+            view = np.rot90(queries[:, :, ::-1] if flipped else queries, turns, axes=(1, 2))
+            desc = "nearest training image" + (" (mirrored)" if flipped else "") + (f" ({turns} quarter turns)" if turns else "")
+            for i, j, q, k in _blocks(view, keys, unit_pixel_rows, device, desc, show_progress):
+                similarity = q @ k.T
+                if skip is not None:
+                    columns = torch.arange(j, j + len(k), device=device)[None, :]
+                    similarity = similarity.masked_fill(columns == skip[i : i + len(q), None], -2.0)
+                value, where = similarity.max(dim=1)
+                rows = slice(i, i + len(q))
+                better = value > best[rows]
+                best[rows] = torch.where(better, value, best[rows])
+                index[rows] = torch.where(better, where + j, index[rows])
+                mirrored[rows] = torch.where(better, torch.tensor(flipped, device=device), mirrored[rows])
+                turned[rows] = torch.where(better, torch.tensor(turns, device=device), turned[rows])
+    return NearestImages(best.cpu().numpy(), index.cpu().numpy(), mirrored.cpu().numpy(), turned.cpu().numpy() if rotations else None)
 
 
 def _to_device(rows: torch.Tensor, device: torch.device) -> torch.Tensor:
@@ -183,3 +202,11 @@ def prdc(real: torch.Tensor | np.ndarray, fake: torch.Tensor | np.ndarray, k: in
         "density": float(fake_in_real_balls.sum() / (k * len(fake))),
         "coverage": float((fakes_per_real_ball > 0).mean()),
     }
+
+
+def paired_correlation(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Pearson correlation of the pixels of a[i] and b[i] (uint8 NHWC both), float32 (N,)."""
+    if not len(a):
+        return np.zeros(0, dtype=np.float32)
+    rows_a, rows_b = unit_pixel_rows(a, torch.device("cpu")), unit_pixel_rows(b, torch.device("cpu"))
+    return (rows_a * rows_b).sum(1).numpy()

@@ -75,9 +75,7 @@ def closest_pairs_png(data, synthetic, files: list[str], near, thresholds: dict[
     figure.suptitle("closest synthetic / training pairs (red: over the copy threshold)", fontsize=9)
     gray = synthetic.channels == 1
     for slot, i in enumerate(order):
-        train_image = data.train.images[near.index[i]]
-        if near.mirrored[i]:
-            train_image = train_image[:, ::-1]
+        train_image = near.matched_view(data.train.images[near.index[i]], i)
         pair = np.concatenate([synthetic.images[i], np.full_like(synthetic.images[i][:, :2], 255), train_image], axis=1)
         axis = figure.add_subplot(rows, columns, slot + 1)
         axis.imshow(pair[..., 0] if gray else pair, cmap="gray" if gray else None, vmin=0, vmax=255)

@@ -38,7 +38,17 @@ class RunData:
     @property
     def mirror(self) -> bool:
         """Training flipped images left-right, so a mirrored copy is a copy too."""
-        return "hflip" in self.recipe.train.augment
+        return bool({"hflip", "vflip"} & set(self.recipe.train.augment))
+
+    @property
+    def rotations(self) -> bool:
+        """Training turned images by quarter turns, so a turned copy is a copy too."""
+        return "rot90" in self.recipe.train.augment
+
+    @property
+    def symmetries(self) -> int:
+        """How many views of each image the copy check compares (1, 2 with mirrors, 4 or 8 with quarter turns)."""
+        return (2 if self.mirror else 1) * (4 if self.rotations else 1)
 
 
 def _of_classes(data: ImageSet, classes: list[int]) -> ImageSet:

@@ -212,13 +212,14 @@ def render_audit_markdown(report: dict) -> str:
         "",
         f"![nearest-neighbour similarity]({report['figures']['similarity']})",
         "",
+        *_variation_lines(mem.get("variations")),
         f"## Flagged files ({len(mem['flagged'])})",
         "",
     ]
     if mem["flagged"]:
         lines += ["| file | class | r | threshold | nearest training image (index in the train split) |", "|---|---|---|---|---|"]
         lines += [
-            f"| `{f['file']}` | {f['class_name']} | {f['correlation']:.4f} | {f['threshold']:.4f} | {f['nearest_train_index']}{' (mirrored)' if f['mirrored'] else ''} |"
+            f"| `{f['file']}` | {f['class_name']} | {f['correlation']:.4f} | {f['threshold']:.4f} | {f['nearest_train_index']}{_symmetry(f)} |"
             for f in mem["flagged"]
         ]
     else:
@@ -237,3 +238,25 @@ def render_audit_markdown(report: dict) -> str:
         "",
     ]
     return "\n".join(lines)
+
+
+def _symmetry(flagged: dict) -> str:
+    """How a flagged image matched its training image: mirrored, turned, or as it is."""
+    turns = flagged.get("quarter_turns") or 0
+    return (" (mirrored)" if flagged["mirrored"] else "") + (f" ({turns} quarter turns)" if turns else "")
+
+
+def _variation_lines(variations: dict | None) -> list[str]:
+    """audit.md's section on variations of real images: how close each stays to its own source."""
+    if not variations:
+        return []
+    lines = ["## Variations of real images", "",
+             "This set varies the run's real training images (`generate --from-real`). A variation resembles its own source "
+             "by design, so the copy check above compares it with the *other* training images; here is how close each "
+             "stays to its own source (pixel correlation, 10th percentile / median / 90th percentile). **Variations are "
+             "not anonymous data**: each carries the patient image it was made from.", "",
+             "| class | variations | source correlation p10 / median / p90 |", "|---|---|---|"]
+    for name, row in list(variations["per_class"].items()) + [("all", variations["overall"])]:
+        cells = " / ".join(fixed(row.get(f"{q}_source_correlation")) for q in ("p10", "median", "p90"))
+        lines.append(f"| {name} | {row['n']} | {cells} |")
+    return lines + [""]

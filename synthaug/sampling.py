@@ -110,12 +110,12 @@ def image_grid(images: np.ndarray, columns: int | None = None) -> np.ndarray:
     return canvas
 
 
-def sample_grid(unet: UNet2DModel, train_scheduler: DDPMScheduler, labels: list[int] | None, n: int, seed: int) -> np.ndarray:
-    """A grid of `n` images (DPM-Solver++, 20 steps) as one uint8 (H, W, C) array; the labels cycle over the grid."""
+def sample_images(unet: UNet2DModel, train_scheduler: DDPMScheduler, labels: list[int] | None, n: int, seed: int) -> np.ndarray:
+    """`n` images (DPM-Solver++, 20 steps) as uint8 (N, H, W, C), for sample grids; the labels cycle over the images."""
     scheduler = sampling_scheduler(train_scheduler, "dpm-solver++", 20)
     generators = [image_generator(seed, -1, i) for i in range(n)]
     grid_labels = None if labels is None else [labels[i % len(labels)] for i in range(n)]
-    return image_grid(to_uint8(denoise(unet, scheduler, generators, grid_labels)))
+    return to_uint8(denoise(unet, scheduler, generators, grid_labels))
 
 
 def variation_start(strength: float, steps: int) -> int:

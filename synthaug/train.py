@@ -21,14 +21,13 @@ from diffusers.optimization import get_cosine_schedule_with_warmup
 from diffusers.training_utils import EMAModel, compute_snr
 from tqdm.auto import tqdm
 
-from synthaug.data import ImageSet, encode_png, load_split, resolve_classes, subset_indices, to_model_tensor
+from synthaug.data import ImageSet, load_split, resolve_classes, subset_indices, to_model_tensor
 from synthaug.errors import UserError
 from synthaug.models import build_noise_scheduler, build_unet
 from synthaug.recipe import Recipe, load_recipe, recipe_to_yaml
 from synthaug.rundir import (
     ClassesInfo,
     RunDir,
-    atomic_write_bytes,
     atomic_write_json,
     atomic_write_text,
     checkpoint_step,
@@ -38,10 +37,9 @@ from synthaug.rundir import (
     temp_dir_beside,
 )
 from synthaug.runtime import on_cpu, package_versions, seeded_generator
-from synthaug.sampling import sample_grid
+from synthaug.monitor import Monitor
 
-METRIC_COLUMNS = ["step", "class", "loss", "lr", "images_per_s"]
-GRID_SIZE = 16
+METRIC_COLUMNS = ["step", "class", "loss", "lr", "images_per_s", "copy_fraction"]
 
 
 @dataclass
@@ -189,7 +187,7 @@ def _write_metrics(run: RunDir, job: Job, rows: list[dict], keep_until: int) -> 
     atomic_write_text(run.metrics, table.to_csv(index=False))
 
 
-def train_job(recipe: Recipe, run: RunDir, job: Job, num_classes: int, class_name: str, show_progress: bool) -> dict:
+def train_job(recipe: Recipe, run: RunDir, job: Job, num_classes: int, class_name: str, show_progress: bool, monitor: Monitor | None) -> dict:
     """Train one model to `train.steps`, resuming from its last checkpoint; save the EMA model as a pipeline."""
     cfg = recipe.train
     accelerator = make_accelerator(recipe)
@@ -211,6 +209,8 @@ def train_job(recipe: Recipe, run: RunDir, job: Job, num_classes: int, class_nam
         except Exception as exc:
             raise UserError(f"{checkpoint}: unreadable checkpoint ({type(exc).__name__}: {exc}); delete it to restart this model") from None
         start = checkpoint_step(checkpoint)
+        if accelerator.is_main_process:
+            print(f"{job.model_dir}: resuming from step {start} ({checkpoint.relative_to(run.root)})", flush=True)
     if accelerator.is_main_process:
         _write_metrics(run, job, [], keep_until=start)
 
@@ -251,7 +251,7 @@ def train_job(recipe: Recipe, run: RunDir, job: Job, num_classes: int, class_nam
             bar.update(1)
             done = step + 1
             if cfg.sample_every and done % cfg.sample_every == 0 and done < cfg.steps:
-                _grid(accelerator, unet, ema, noise_scheduler, run, job, num_classes, done, cfg.seed)
+                rows[-1]["copy_fraction"] = _grid(accelerator, unet, ema, noise_scheduler, monitor, job, num_classes, done, cfg.seed)
             if done % cfg.checkpoint_every == 0 and done < cfg.steps:
                 # Metrics first: a resume drops rows past its checkpoint, so they never run ahead of it.
                 if accelerator.is_main_process:
@@ -267,7 +267,9 @@ def train_job(recipe: Recipe, run: RunDir, job: Job, num_classes: int, class_nam
         bar.close()
     wall = time.perf_counter() - began
 
-    _grid(accelerator, unet, ema, noise_scheduler, run, job, num_classes, cfg.steps, cfg.seed)
+    final_copies = _grid(accelerator, unet, ema, noise_scheduler, monitor, job, num_classes, cfg.steps, cfg.seed)
+    if rows and rows[-1]["step"] == cfg.steps:
+        rows[-1]["copy_fraction"] = final_copies
     if accelerator.is_main_process:
         final = copy.deepcopy(accelerator.unwrap_model(unet)).float().eval()
         ema.copy_to(final.parameters())
@@ -298,18 +300,20 @@ def train_job(recipe: Recipe, run: RunDir, job: Job, num_classes: int, class_nam
     return result
 
 
-def _grid(accelerator, unet, ema: EMAModel, noise_scheduler, run: RunDir, job: Job, num_classes: int, step: int, seed: int) -> None:
-    """A sample grid from the EMA weights (main process only)."""
+def _grid(accelerator, unet, ema: EMAModel, noise_scheduler, monitor: Monitor | None, job: Job, num_classes: int, step: int, seed: int) -> float | None:
+    """A sample grid from the EMA weights and its copy fraction (main process only)."""
+    fraction = None
     if accelerator.is_main_process:
         model = accelerator.unwrap_model(unet)
         ema.store(model.parameters())
         ema.copy_to(model.parameters())
         model.eval()
         labels = list(range(num_classes)) if job.labels is not None else None
-        atomic_write_bytes(run.sample_grid(job.model_dir, step), encode_png(sample_grid(model, noise_scheduler, labels, GRID_SIZE, seed)))
+        fraction = monitor.grid(model, noise_scheduler, job.model_dir, job.class_idx, labels, step, seed)
         model.train()
         ema.restore(model.parameters())
     accelerator.wait_for_everyone()
+    return fraction
 
 
 def fit(recipe: Recipe, show_progress: bool = True) -> RunDir:
@@ -326,6 +330,8 @@ def fit(recipe: Recipe, show_progress: bool = True) -> RunDir:
     jobs = make_jobs(recipe, data, classes, probe.device)
     summary = {"versions": package_versions(), "device": str(probe.device), "processes": probe.num_processes, "models": {}}
     summary["models"] = run.read_summary().get("models", {})
+    todo = [job for job in jobs if not run.is_finished(job.model_dir)]
+    monitor = Monitor(recipe, probe.device) if probe.is_main_process and todo else None
     began = time.perf_counter()
     for job in jobs:
         if run.is_finished(job.model_dir):
@@ -333,7 +339,7 @@ def fit(recipe: Recipe, show_progress: bool = True) -> RunDir:
                 print(f"{job.model_dir}: already trained, skipped", flush=True)
             continue
         name = data.class_names[job.class_idx] if job.class_idx >= 0 else "all classes"
-        summary["models"][job.model_dir] = train_job(recipe, run, job, num_classes, name, show_progress)
+        summary["models"][job.model_dir] = train_job(recipe, run, job, num_classes, name, show_progress, monitor)
         if probe.is_main_process:
             summary["wall_s_this_run"] = round(time.perf_counter() - began, 2)
             atomic_write_json(run.summary, summary)
