@@ -18,6 +18,7 @@ Two spaces, two jobs:
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import time
 from pathlib import Path
@@ -29,13 +30,14 @@ from synthaug.classifier import CLASSIFIER_FIELDS, extract_features
 from synthaug.data import ImageSet
 from synthaug.dataset import read_synthetic
 from synthaug.errors import UserError
+from synthaug.files import FolderLock, atomic_write_bytes, atomic_write_json, atomic_write_text, read_json
 from synthaug.filters import copy_thresholds
 from synthaug.metrics import NearestImages, frechet_distance, knn_distances, nearest_by_correlation, paired_correlation, prdc
 from synthaug.plots import closest_pairs_png, similarity_png
 from synthaug.recipe import Recipe
 from synthaug.reference import RunData, load_run_data, real_features
 from synthaug.report import CANDIDATES, METRICS, percent, render_audit_markdown, significant
-from synthaug.rundir import Run, RunDir, SynthDir, atomic_write_bytes, atomic_write_json, atomic_write_text, open_run, read_json
+from synthaug.rundir import Run, RunDir, SynthDir, open_run
 from synthaug.runtime import pick_device
 
 # `--set` may change how a run is audited, never what made it.
@@ -156,13 +158,24 @@ def audit(
     device: torch.device | str | None = None,
     show_progress: bool = True,
     command: str | None = None,
+    wait: bool = False,
 ) -> dict:
     """Audit a synthetic set (default `<run>/synthetic`) against its run; writes audit.json, audit.md and figures into it.
 
     `run`: a `Run` (`rundir.open_run(path, ["audit.k=3"])` for other `audit`/`evaluate` settings), a Recipe or a
     folder. `command`: the command line that reproduces the audit, for audit.md. Returns the report.
     """
-    began = tick = time.perf_counter()
+    began = time.perf_counter()
+    device = pick_device(device)
+    run = open_run(run)
+    data = load_run_data(run)
+    folder = Path(synthetic_dir) if synthetic_dir is not None else data.run.synthetic
+    with FolderLock(folder, "audit", wait) if folder.is_dir() else contextlib.nullcontext():  # no generate rewrites it meanwhile
+        return _audit(run, data, folder, device, show_progress, command, began)
+
+
+def _audit(run: Run, data: RunData, folder: Path, device, show_progress: bool, command: str | None, began: float) -> dict:
+    tick = began
     timing: dict[str, float] = {}
 
     def lap(name: str) -> None:
@@ -171,11 +184,7 @@ def audit(
         timing[name] = round(now - tick, 3)
         tick = now
 
-    device = pick_device(device)
-    run = open_run(run)
-    data = load_run_data(run)
     settings = data.recipe.audit
-    folder = Path(synthetic_dir) if synthetic_dir is not None else data.run.synthetic
     read = read_synthetic(folder, run)
     synthetic, files = read.images, read.files
     lap("load")

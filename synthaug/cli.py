@@ -36,7 +36,7 @@ def cmd_fit(args) -> None:
     from synthaug.train import fit
 
     recipe = _recipe_from_args(args)
-    fit(recipe, show_progress=not args.no_progress)
+    fit(recipe, show_progress=not args.no_progress, wait=args.wait)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -49,6 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
     fit = sub.add_parser("fit", help="train the diffusion models of a recipe (resumes where it stopped)")
     _add_recipe_args(fit)
     fit.add_argument("--no-progress", action="store_true", help="no progress bars (summary lines only)")
+    fit.add_argument("--wait", action="store_true", help="queue behind another fit of the same run directory instead of refusing")
     fit.set_defaults(func=cmd_fit)
 
     # Further commands register themselves below, one function each.
@@ -152,7 +153,7 @@ def cmd_generate(args) -> None:
         sampler=args.sampler, steps=args.steps, guidance_scale=args.guidance_scale, batch_size=args.batch_size,
         seed=args.seed, format=args.format, reject_copies=args.reject_copies or None,
         filter_confidence=args.filter_confidence, from_real=args.from_real or None, strength=_strength(args.strength),
-        show_progress=not args.no_progress,
+        show_progress=not args.no_progress, wait=args.wait,
     )
 
 
@@ -194,6 +195,7 @@ def _register_generate(sub) -> None:
                    help="redraw every candidate the audit's feature classifier (trained on the run's real training images) "
                         "does not assign to its own class with probability >= TAU, 0 < TAU < 1 (recipe: generate.filter_confidence)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--wait", action="store_true", help="queue behind another generate into the same --out instead of refusing")
     p.set_defaults(func=cmd_generate)
 
 
@@ -212,4 +214,12 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"synthaug {args.command}: interrupted; run the same command again to continue where it stopped", file=sys.stderr)
         return 130
+    except MemoryError:
+        print(f"synthaug {args.command}: error: out of memory; ask for fewer images at once (finished work is kept on disk)", file=sys.stderr)
+        return 2
+    except OSError as exc:  # disk full, read-only folder, permissions: what was finished is on disk, the rest reruns
+        where = f"{exc.filename}: " if getattr(exc, "filename", None) else ""
+        print(f"synthaug {args.command}: error: {where}{exc.strerror or exc}; fix that and run the same command again "
+              "(finished work is kept)", file=sys.stderr)
+        return 2
     return 0

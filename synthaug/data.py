@@ -12,6 +12,7 @@ import io
 import json
 import math
 import urllib.request
+import zipfile
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,8 +23,8 @@ from PIL import Image, UnidentifiedImageError
 from PIL.PngImagePlugin import PngInfo
 
 from synthaug.errors import UserError
+from synthaug.files import atomic_write_bytes
 from synthaug.recipe import DataConfig, SubsetConfig, medmnist_info
-from synthaug.rundir import atomic_write_bytes
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"}
 SPLITS = ("train", "val", "test")
@@ -94,8 +95,8 @@ def _load_medmnist(cfg: DataConfig, split: str) -> ImageSet:
             images, labels = npz[f"{split}_images"], npz[f"{split}_labels"]
     except KeyError as exc:
         raise UserError(f"{path}: missing array {exc.args[0]} (expected medmnist's npz layout)") from None
-    except (OSError, ValueError) as exc:
-        raise UserError(f"{path}: not a readable npz file ({exc})") from None
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:  # e.g. a truncated download
+        raise UserError(f"{path}: not a readable npz file ({type(exc).__name__}); download it again") from None
     if images.ndim == 3:
         images = images[..., None]
     if images.ndim != 4 or images.shape[1:3] != (cfg.size, cfg.size) or images.dtype != np.uint8:

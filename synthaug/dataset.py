@@ -7,6 +7,7 @@ The folder is read through its metadata.csv; the images are decoded when asked f
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +22,7 @@ from tqdm.auto import tqdm
 from synthaug.data import ImageSet, count_at_ratio
 from synthaug.errors import UserError
 from synthaug.rundir import Run, SynthDir
+from synthaug.synthset import PNG_KEY
 
 REQUIRED_COLUMNS = ("file_name", "label", "class_name")
 
@@ -67,8 +69,8 @@ def _pick(table: pd.DataFrame, names: list[str], classes: Sequence[int | str] | 
             wanted.append(int(label))
         table = table[table["label"].isin(wanted)]
     if per_class is not None:
-        if per_class < 0:
-            raise UserError(f"per_class: expected a number >= 0, got {per_class}")
+        if isinstance(per_class, bool) or not isinstance(per_class, (int, np.integer)) or per_class < 0:
+            raise UserError(f"per_class: expected a whole number >= 0, got {per_class!r}")
         short = {int(c): int(n) for c, n in table["label"].value_counts().items() if n < per_class}
         if short:
             raise UserError(f"per_class: {root} has only {short} image(s) of class(es) {sorted(short)}; generate more with --per-class {per_class}")
@@ -76,15 +78,38 @@ def _pick(table: pd.DataFrame, names: list[str], classes: Sequence[int | str] | 
     return table.reset_index(drop=True)
 
 
-def _open_image(path: Path) -> Image.Image:
+def _open_image(path: Path) -> tuple[Image.Image, dict | None]:
+    """A listed image, decoded, and the provenance record `generate` stored in it (None when it has none)."""
     try:
         with Image.open(path) as img:
             img.load()
-            return img
+            raw = img.info.get(PNG_KEY)
     except FileNotFoundError:
         raise UserError(f"{path}: listed in metadata.csv but missing") from None
-    except (UnidentifiedImageError, OSError, ValueError) as exc:
-        raise UserError(f"{path}: unreadable image ({exc})") from None
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
+        raise UserError(f"{path}: unreadable image ({exc}); rerun the `synthaug generate` command that made the folder") from None
+    try:
+        return img, json.loads(raw) if raw is not None else None
+    except ValueError:
+        raise UserError(f"{path}: damaged provenance record; rerun the `synthaug generate` command that made the folder") from None
+
+
+def _check_rows(root: Path, table: pd.DataFrame, class_names: list[str]) -> None:
+    """metadata.csv must describe this folder: no file twice, none outside it, labels that agree with class names and file names."""
+    duplicated = table["file_name"][table["file_name"].duplicated()]
+    if len(duplicated):
+        raise UserError(f"{root / 'metadata.csv'}: lists {duplicated.iloc[0]} more than once")
+    resolved = root.resolve()
+    for name, label, class_name in zip(table["file_name"], table["label"], table["class_name"]):
+        path = Path(name)
+        if path.is_absolute() or ".." in path.parts or not (root / path).resolve().is_relative_to(resolved):
+            raise UserError(f"{root / 'metadata.csv'}: file_name {name!r} leaves the folder")
+        if not 0 <= label < len(class_names):
+            raise UserError(f"{root / 'metadata.csv'}: {name} has label {label}, outside the {len(class_names)} classes")
+        if class_name != class_names[label]:
+            raise UserError(f"{root / 'metadata.csv'}: {name} has label {label} ({class_names[label]}) but class_name {class_name!r}")
+        if not path.name.startswith(f"{label}_"):
+            raise UserError(f"{root / name}: metadata.csv gives it label {label}, its name says class {path.name.split('_')[0]}")
 
 
 class SynthDataset(Dataset):
@@ -112,18 +137,19 @@ class SynthDataset(Dataset):
         manifest = SynthDir(self.root).read_manifest() or {}
         _check_against_manifest(self.root, table, manifest)
         self.class_names = list(manifest.get("class_names") or self._names_from(table))
+        _check_rows(self.root, table, self.class_names)
+        self.generation_id = manifest.get("generation_id")  # every image must carry it (the folder's own images)
         table = _pick(table, self.class_names, classes, per_class, self.root)
+        self.index = table["index"].to_numpy(dtype=np.int64) if "index" in table.columns else None
         self.files = [self.root / name for name in table["file_name"]]
         self.labels = table["label"].to_numpy(dtype=np.int64)
         # Variations (generate --from-real): the real training image each one varies, as an index into the real
         # train split; -1 for images drawn from noise.
         self.source_index = (pd.to_numeric(table["source_index"], errors="coerce").fillna(-1).to_numpy(dtype=np.int64)
                              if "source_index" in table.columns else np.full(len(table), -1, dtype=np.int64))
-        for path, label in zip(self.files, self.labels):
+        for path in self.files:
             if not path.is_file():
                 raise UserError(f"{path}: listed in metadata.csv but missing")
-            if not path.name.startswith(f"{label}_"):
-                raise UserError(f"{path}: metadata.csv gives it label {label}, its name says class {path.name.split('_')[0]}")
 
     @staticmethod
     def _names_from(table: pd.DataFrame) -> list[str]:
@@ -139,11 +165,37 @@ class SynthDataset(Dataset):
         return len(self.files)
 
     def image(self, index: int) -> Image.Image:
-        """Image `index` as a PIL image (mode L or RGB), without the transform."""
-        img = _open_image(self.files[index])
+        """Image `index` as a PIL image (mode L or RGB), without the transform; its provenance is checked against its row."""
+        index = range(len(self))[index]  # negative indices count from the end; out of range raises IndexError
+        img, record = _open_image(self.files[index])
+        self._check_provenance(index, record)
         return img.convert("RGB") if self.as_rgb else img
 
+    def _check_provenance(self, index: int, record: dict | None) -> None:
+        """The PNG's own record (generation, class, index) must agree with its metadata row: a folder never lies."""
+        path = self.files[index]
+        if record is None:
+            if self.generation_id is not None:
+                raise UserError(f"{path}: carries no synthaug provenance, yet its folder's manifest says synthaug generate made it")
+            return
+        expected = {"class": int(self.labels[index])}
+        if self.generation_id is not None:
+            expected["generation_id"] = self.generation_id
+        if self.index is not None:
+            expected["index"] = int(self.index[index])
+        wrong = {k: (v, record.get(k)) for k, v in expected.items() if record.get(k) != v}
+        if wrong:
+            said = "; ".join(f"{k}: metadata {v!r}, image {got!r}" for k, (v, got) in wrong.items())
+            raise UserError(f"{path}: its provenance disagrees with its metadata.csv row ({said}); rerun the generate command that made the folder")
+
+    def verify(self, show_progress: bool = False) -> int:
+        """Decode every image and check its provenance against its row (a UserError names the first bad file); returns the count."""
+        for i in tqdm(range(len(self)), desc="verify", disable=not show_progress, unit="img"):
+            self.image(i)
+        return len(self)
+
     def __getitem__(self, index: int):
+        index = range(len(self))[index]
         img = self.image(index)
         if self.transform is not None:
             img = self.transform(img)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
+import warnings
 import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -28,13 +29,15 @@ from synthaug.audit import read_audit_summary
 from synthaug.classifier import CLASSIFIER_FIELDS, Replacement, classification_metrics, predict, train_classifier
 from synthaug.data import load_split, to_model_tensor
 from synthaug.errors import UserError
+from synthaug.files import FolderLock, atomic_write_bytes, atomic_write_json, atomic_write_text, read_json
 from synthaug.plots import accuracy_vs_size_png, real_beside_synthetic_png
 from synthaug.recipe import EvaluateConfig, Recipe
 from synthaug.regimes import BASELINES, Arm, Regime, arm_data, check_synthetic, expand_arms, load_regime
 from synthaug.report import grid_name, render_evaluate_report
-from synthaug.rundir import Run, SynthDir, atomic_write_bytes, atomic_write_json, atomic_write_text, open_run
+from synthaug.rundir import Run, SynthDir, open_run
 from synthaug.runtime import hardware, pick_device
 from synthaug.stats import paired_bootstrap_ci, ratio_of_means_ci
+
 
 @dataclass
 class EvalData:
@@ -94,9 +97,13 @@ def run_arm(regime: Regime, arm: Arm, seed: int, cfg: EvaluateConfig, data: Eval
     key = arm_key(arm, cfg, seed, _digest(images, labels, *extra), data.digest)
     cached = cache / f"{key}.json"
     if cached.is_file() and not force:
-        row = json.loads(cached.read_text())
-        row.update(cached=True, run=str(regime.run))  # a shared cache may hold it from another run on the same data
-        return row
+        try:
+            row = read_json(cached, "cached arm")
+        except UserError as exc:  # a damaged entry is trained again, never trusted
+            warnings.warn(f"{exc}; training the arm again")
+        else:
+            row.update(cached=True, run=str(regime.run))  # a shared cache may hold it from another run on the same data
+            return row
     model, info = train_classifier(
         to_model_tensor(images, device), torch.from_numpy(labels).to(device), data.val_images, data.val_labels, cfg, seed,
         num_classes=len(regime.class_names), augment=cfg.classic if arm.classic else None,
@@ -145,7 +152,6 @@ def _merge_config(recipes: list[Recipe]) -> EvaluateConfig:
     return first
 
 
-
 def evaluate(
     runs: Sequence[Run | Recipe | str | Path],
     out_dir: Path,
@@ -154,6 +160,7 @@ def evaluate(
     show_progress: bool = True,
     command: str | None = None,
     cache_dir: Path | None = None,
+    wait: bool = False,
 ) -> dict:
     """Train and test every arm x seed of every run (regime), then write report.md, results.json,
     results.csv and the plots into `out_dir`. Each run is a `Run` (`rundir.open_run(path, overrides)`), a
@@ -170,8 +177,14 @@ def evaluate(
     need_synthetic = any(a.synthetic for a in arms)
     device = pick_device()
     out_dir = Path(out_dir)
+    with FolderLock(out_dir, "evaluate", wait):
+        return _evaluate(runs, recipes, cfg, arms, need_synthetic, device, out_dir, synthetic_dirs, force, show_progress, command, cache_dir)
+
+
+def _evaluate(runs, recipes, cfg, arms, need_synthetic, device, out_dir, synthetic_dirs, force, show_progress, command, cache_dir) -> dict:
     began = time.perf_counter()
     regimes = [load_regime(run, (synthetic_dirs or [None] * len(runs))[i], need_synthetic) for i, run in enumerate(runs)]
+    audits = [read_audit_summary(r.synthetic_dir) for r in regimes]  # a damaged audit.json stops us before any training
     data = load_eval_data(recipes[0], regimes[0].classes, device)
     jobs = [(r, a, s) for r in regimes for a in arms for s in cfg.seeds]
     for regime in regimes:  # fail before any training if a synthetic set is too small
@@ -194,7 +207,7 @@ def evaluate(
                               "real_train": len(r.train.labels), "real_per_class": r.train.counts(),
                               "synthetic_available": r.synthetic.images.counts() if r.synthetic is not None else None,
                               "synthetic_dir": str(r.synthetic_dir), "generator": generator_summary(run),
-                              "audit": read_audit_summary(r.synthetic_dir)} for r, run in zip(regimes, runs)]},
+                              "audit": a} for r, run, a in zip(regimes, runs, audits)]},
         "hardware": hardware(device),
         "wall_s_this_run": round(time.perf_counter() - began, 1),
         "wall_s_arms": round(sum(r["wall_s"] for r in rows), 1),
@@ -248,7 +261,6 @@ def _paired_gain(regime: str, arm: str, base: str, other: pd.DataFrame, ref: pd.
         mean, lo, hi = paired_bootstrap_ci(diffs, n_boot)
         entry.update({f"d{m}": mean, f"d{m}_lo": lo, f"d{m}_hi": hi, f"d{m}_excludes_0": bool(lo > 0 or hi < 0)})
     return entry
-
 
 
 def _paired_ratio(num: pd.DataFrame, den: pd.DataFrame, n_boot: int) -> dict:

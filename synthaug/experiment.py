@@ -10,6 +10,7 @@ from synthaug.recipe import Recipe, SubsetConfig, recipe_from_dict
 from synthaug.regimes import expand_arms, top_ratio
 from synthaug.train import fit
 
+
 def regime_recipe(recipe: Recipe, subset: SubsetConfig | None) -> Recipe:
     """The recipe of one regime: the same settings on that training subset, named `<name>-<regime>`."""
     if subset is None or (subset.fraction == 1.0):

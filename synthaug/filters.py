@@ -19,6 +19,7 @@ from synthaug.reference import load_run_data, real_features
 from synthaug.rundir import Run
 from synthaug.runtime import pick_device
 
+
 class CandidateFilter(Protocol):
     """Decides which candidate images to keep: `keep = f(images, class_idx)`.
 
@@ -42,7 +43,6 @@ def filter_record(candidate_filter) -> dict:
     """What a manifest records about a filter: its name and `describe()`."""
     describe = getattr(candidate_filter, "describe", None)
     return {"name": filter_name(candidate_filter), **(describe() if callable(describe) else {})}
-
 
 
 def copy_thresholds(test_nearest: NearestImages, test_labels: np.ndarray, classes: list[int], quantile: float) -> dict[int, float]:

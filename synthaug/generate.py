@@ -8,6 +8,7 @@ from (seed, c, i, attempt). How the set is laid out on disk is `synthset`'s busi
 
 from __future__ import annotations
 
+import contextlib
 import math
 import shutil
 import time
@@ -23,18 +24,20 @@ from tqdm.auto import tqdm
 
 from synthaug.data import to_uint8
 from synthaug.errors import UserError
+from synthaug.files import FolderLock, atomic_write_json, atomic_write_text, remove_stale_temps
 from synthaug.filters import CandidateFilter, confidence_filter, copy_filter, filter_name, filter_record
 from synthaug.models import null_class
-from synthaug.recipe import GenerateConfig, Recipe
-from synthaug.rundir import Run, RunDir, SynthDir, atomic_write_json, atomic_write_text, open_run, remove_stale_temps
-from synthaug.runtime import on_cpu
 from synthaug.plan import Sources, class_targets, load_sources, resolve_settings
+from synthaug.recipe import GenerateConfig, Recipe
+from synthaug.rundir import Run, RunDir, SynthDir, open_run
+from synthaug.runtime import on_cpu
 from synthaug.sampling import DEFAULT_STEPS, denoise, image_generator, sampling_scheduler, variation_start
 from synthaug.synthset import (
     WORK_DIR,
     ClassTarget,
     PngWriter,
     check_compatible,
+    check_foreign_files,
     check_writable,
     collect_metadata,
     extra_files,
@@ -46,6 +49,7 @@ from synthaug.synthset import (
     plan_blocks,
     provenance_of,
     rejections,
+    repair_damaged,
     write_npz,
 )
 
@@ -58,7 +62,6 @@ BLOCK_SIZE = 16
 
 
 MAX_ATTEMPTS = 20  # candidates drawn for one image before a filter is declared too strict
-
 
 
 @dataclass
@@ -184,6 +187,7 @@ def generate(
     strength: Sequence[float] | None = None,
     candidate_filters: Sequence[CandidateFilter] = (),
     show_progress: bool = True,
+    wait: bool = False,
 ) -> Path:
     """Write a labelled synthetic set from a run's models; returns the output folder.
 
@@ -196,7 +200,8 @@ def generate(
     kept. `candidate_filters` reject candidates (see `filters.CandidateFilter`); a rejected image is redrawn
     from (seed, c, i, attempt); `reject_copies` adds the near-copy filter (`filters.copy_filter`),
     `filter_confidence` (a probability) the classifier-confidence filter (`filters.confidence_filter`).
-    Launch under `accelerate launch` to split the work across processes.
+    Launch under `accelerate launch` to split the work across processes. One generate per output folder at a
+    time: a second is refused naming the first's PID, or queues with `wait`.
     """
     state = PartialState(cpu=on_cpu())
     device = state.device
@@ -229,56 +234,64 @@ def generate(
     generation_id = generation_id_of(provenance)
     npz_path = out.root / npz_name(recipe) if settings.format in ("npz", "both") else None
     check_writable(out.root)  # every process checks, so that all of them stop on bad input, none waits for the others
-    check_compatible(out, provenance, generation_id)
-    if state.is_main_process:
-        remove_stale_temps(out.root)
-        for target in targets:
-            remove_stale_temps(images_root / target.folder)
-    state.wait_for_everyone()
-    if settings.format == "npz" and npz_up_to_date(out, npz_path, generation_id, targets):
+    lock = FolderLock(out.root, "generate", wait)
+    lock.check_free()  # every process checks, so that a refused main process leaves no rank waiting
+    with lock if state.is_main_process else contextlib.nullcontext():
+        state.wait_for_everyone()  # the folder is ours before anyone checks what it holds
+        check_foreign_files(out.root)
+        check_compatible(out, provenance, generation_id)
         if state.is_main_process:
-            print(f"{npz_path}: up to date ({sum(t.count for t in targets)} images), nothing to do", flush=True)
+            remove_stale_temps(out.root)
+            for target in targets:
+                remove_stale_temps(images_root / target.folder)
+            damaged = repair_damaged(images_root, targets, generation_id)
+            if damaged:
+                print(f"{out.root}: {damaged} damaged image(s) on disk will be drawn again", flush=True)
+        state.wait_for_everyone()
+        if settings.format == "npz" and npz_up_to_date(out, npz_path, generation_id, targets):
+            if state.is_main_process:
+                print(f"{npz_path}: up to date ({sum(t.count for t in targets)} images), nothing to do", flush=True)
+            return out.root
+        blocks = plan_blocks(images_root, targets, block)
+        state.wait_for_everyone()  # every process planned from the same files before any is written
+
+        manifest = new_manifest(run, targets, settings, provenance, generation_id, npz_path, device)
+        if state.is_main_process and blocks:
+            if settings.format != "npz":
+                out.metadata.unlink(missing_ok=True)  # until the end, no metadata.csv rather than one that lies
+            atomic_write_json(out.manifest, manifest)
+        state.wait_for_everyone()
+
+        by_class = {t.class_idx: t for t in targets}
+        began = time.perf_counter()
+        with state.split_between_processes(blocks) as mine:
+            _sample_blocks(mine, by_class, run.dir, settings, images_root, provenance, generation_id, filters, sources, device,
+                           show_progress and state.is_main_process, state)
+        state.wait_for_everyone()
+        wall = time.perf_counter() - began
+
+        if state.is_main_process:
+            table = collect_metadata(images_root, targets, generation_id, manifest["run"], provenance)
+            if npz_path is not None:
+                write_npz(npz_path, images_root, table["file_name"].tolist(), table["label"].to_numpy(), run.info.size, run.info.channels)
+            if settings.format != "npz":
+                atomic_write_text(out.metadata, table.to_csv(index=False))
+            rejected = {str(t.class_idx): rejections(table[table["label"] == t.class_idx]) for t in targets}
+            for c, entry in manifest["classes"].items():
+                entry["kept"] = int((table["label"] == int(c)).sum())  # images written (= count)
+                entry["dropped"] = sum(rejected[c].values())  # candidates rejected on the way, every filter
+                entry["rejected"] = rejected[c]  # the same, per filter
+            manifest.update(complete=True, extra_files_on_disk=extra_files(images_root, targets) if settings.format != "npz" else 0)
+            atomic_write_json(out.manifest, manifest)
+            if settings.format == "npz":
+                shutil.rmtree(images_root, ignore_errors=True)
+            drawn = sum(len(b.missing) for b in blocks)
+            rate = f" in {wall:.0f} s, {drawn / wall:.2f} img/s" if drawn else ""
+            print(f"{out.root}: {manifest['total']} images of {len(targets)} classes, {drawn} new{rate}", flush=True)
+            if manifest["extra_files_on_disk"]:
+                print(f"{out.root}: {manifest['extra_files_on_disk']} older image(s) on disk are not in this set's metadata.csv (other classes or a larger --per-class)", flush=True)
+        state.wait_for_everyone()
         return out.root
-    blocks = plan_blocks(images_root, targets, block)
-    state.wait_for_everyone()  # every process planned from the same files before any is written
-
-    manifest = new_manifest(run, targets, settings, provenance, generation_id, npz_path, device)
-    if state.is_main_process and blocks:
-        if settings.format != "npz":
-            out.metadata.unlink(missing_ok=True)  # until the end, no metadata.csv rather than one that lies
-        atomic_write_json(out.manifest, manifest)
-    state.wait_for_everyone()
-
-    by_class = {t.class_idx: t for t in targets}
-    began = time.perf_counter()
-    with state.split_between_processes(blocks) as mine:
-        _sample_blocks(mine, by_class, run.dir, settings, images_root, provenance, generation_id, filters, sources, device,
-                       show_progress and state.is_main_process, state)
-    state.wait_for_everyone()
-    wall = time.perf_counter() - began
-
-    if state.is_main_process:
-        table = collect_metadata(images_root, targets, generation_id, manifest["run"], provenance)
-        if npz_path is not None:
-            write_npz(npz_path, images_root, table["file_name"].tolist(), table["label"].to_numpy(), run.info.size, run.info.channels)
-        if settings.format != "npz":
-            atomic_write_text(out.metadata, table.to_csv(index=False))
-        rejected = {str(t.class_idx): rejections(table[table["label"] == t.class_idx]) for t in targets}
-        for c, entry in manifest["classes"].items():
-            entry["kept"] = int((table["label"] == int(c)).sum())  # images written (= count)
-            entry["dropped"] = sum(rejected[c].values())  # candidates rejected on the way, every filter
-            entry["rejected"] = rejected[c]  # the same, per filter
-        manifest.update(complete=True, extra_files_on_disk=extra_files(images_root, targets) if settings.format != "npz" else 0)
-        atomic_write_json(out.manifest, manifest)
-        if settings.format == "npz":
-            shutil.rmtree(images_root, ignore_errors=True)
-        drawn = sum(len(b.missing) for b in blocks)
-        rate = f" in {wall:.0f} s, {drawn / wall:.2f} img/s" if drawn else ""
-        print(f"{out.root}: {manifest['total']} images of {len(targets)} classes, {drawn} new{rate}", flush=True)
-        if manifest["extra_files_on_disk"]:
-            print(f"{out.root}: {manifest['extra_files_on_disk']} older image(s) on disk are not in this set's metadata.csv (other classes or a larger --per-class)", flush=True)
-    state.wait_for_everyone()
-    return out.root
 
 
 def _sample_blocks(blocks: list, by_class: dict[int, ClassTarget], run: RunDir, settings: GenerateConfig, images_root: Path,

@@ -11,9 +11,10 @@ import numpy as np
 
 from synthaug.data import encode_png
 from synthaug.errors import UserError
+from synthaug.files import atomic_write_bytes
 from synthaug.filters import CopyFilter, copy_filter
 from synthaug.recipe import Recipe
-from synthaug.rundir import RunDir, atomic_write_bytes, open_run
+from synthaug.rundir import RunDir, open_run
 from synthaug.sampling import image_grid, sample_images
 
 GRID_SIZE = 16

@@ -299,7 +299,10 @@ def parse_overrides(pairs: list[str]) -> dict:
             node = node.setdefault(part, {})
             if not isinstance(node, dict):
                 raise UserError(f"--set {pair!r}: {part} is set twice")
-        node[leaf] = yaml.safe_load(raw) if raw != "" else None
+        try:
+            node[leaf] = yaml.safe_load(raw) if raw != "" else None
+        except yaml.YAMLError:
+            raise UserError(f"--set {pair!r}: the value is not valid YAML (quote it, e.g. {key}='[1, 2]')") from None
     return nested
 
 

@@ -18,9 +18,11 @@ import torch
 from synthaug.classifier import CLASSIFIER_FIELDS, extract_features, train_classifier
 from synthaug.data import ImageSet, load_split, to_model_tensor
 from synthaug.errors import UserError
+from synthaug.files import atomic_write_bytes
 from synthaug.models import build_classifier
 from synthaug.recipe import Recipe
-from synthaug.rundir import Run, RunDir, atomic_write_bytes
+from synthaug.rundir import Run, RunDir
+
 
 @dataclass
 class RunData:
@@ -53,7 +55,6 @@ class RunData:
 
 def _of_classes(data: ImageSet, classes: list[int]) -> ImageSet:
     return data.take(np.flatnonzero(np.isin(data.labels, classes)))
-
 
 
 def load_run_data(run: Run) -> RunData:

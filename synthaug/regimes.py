@@ -53,7 +53,6 @@ def regime_label(subset: SubsetConfig | None) -> str:
     return f"{subset.fraction * 100:g}%"
 
 
-
 def load_regime(run: Run, synthetic_dir: Path | None = None, need_synthetic: bool = True) -> Regime:
     """The real training images of `run.recipe.data` (the run's recipe, maybe overridden) and the run's synthetic
     set, after the leak guard: the real arms must see every real image the run's generators saw."""

@@ -144,7 +144,6 @@ def _audit_lines(regimes: list[dict]) -> list[str]:
     return lines
 
 
-
 # ---------------------------------------------------------------------------------------------
 # audit.md (synthaug audit)
 

@@ -17,21 +17,18 @@
       metadata.csv, manifest.json               written by generate (manifest first, metadata last)
       audit.json, audit.md, audit_*.png         written by audit
 
-Every file is written under a temporary name and renamed, so a crash never leaves half a file;
+Every file is written under a temporary name and renamed (`files`), so a crash never leaves half a file;
 a finished model directory appears in one rename.
 """
 
 from __future__ import annotations
 
-import json
-import os
 import re
-import shutil
-import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from synthaug.errors import UserError
+from synthaug.files import atomic_write_json, read_json
 from synthaug.recipe import Recipe, load_recipe
 
 CONDITIONAL_MODEL_DIR = "all"
@@ -58,19 +55,6 @@ def checkpoint_step(path: Path) -> int | None:
     """The step of a checkpoint folder `step_<N>`, None for anything else."""
     match = CHECKPOINT.match(Path(path).name)
     return int(match.group(1)) if match else None
-
-
-def read_json(path: Path, what: str) -> dict:
-    """A JSON object from a state file; a damaged one is a one-line error naming it (never a traceback)."""
-    try:
-        value = json.loads(Path(path).read_text())
-    except FileNotFoundError:
-        raise
-    except (OSError, ValueError) as exc:
-        raise UserError(f"{path}: damaged {what} ({type(exc).__name__}); delete it and rerun the command that wrote it") from None
-    if not isinstance(value, dict):
-        raise UserError(f"{path}: damaged {what} (not a JSON object); delete it and rerun the command that wrote it")
-    return value
 
 
 @dataclass(frozen=True)
@@ -258,55 +242,3 @@ def open_run(run: "Run | Recipe | RunDir | str | Path | None" = None, overrides:
     if not run_dir.recipe.is_file():
         raise UserError(f"{run_dir.root}: not a synthaug run (no recipe.yaml); run `synthaug fit` first")
     return Run(run_dir, load_recipe(run_dir.recipe, overrides), info)
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    atomic_write_bytes(path, text.encode())
-
-
-def atomic_write_json(path: Path, obj) -> None:
-    atomic_write_text(path, json.dumps(obj, indent=2, default=str) + "\n")
-
-
-def temp_dir_beside(path: Path) -> Path:
-    """A fresh temporary directory next to `path`, to fill and then `replace_dir` into place."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    return Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp"))
-
-
-def replace_dir(tmp: Path, path: Path) -> None:
-    """Move a filled temporary directory to `path`, replacing what was there."""
-    path = Path(path)
-    if path.exists():
-        old = path.with_name(f".{path.name}.old")
-        shutil.rmtree(old, ignore_errors=True)
-        os.replace(path, old)
-        os.replace(tmp, path)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.replace(tmp, path)
-
-
-def remove_stale_temps(directory: Path) -> None:
-    """Delete temporary files and directories left by a crash (`.<name>.*.tmp`)."""
-    directory = Path(directory)
-    if not directory.is_dir():
-        return
-    for item in directory.glob(".*.tmp"):
-        shutil.rmtree(item, ignore_errors=True) if item.is_dir() else item.unlink(missing_ok=True)

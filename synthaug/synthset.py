@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import tempfile
 import zipfile
 from collections import deque
@@ -27,8 +28,9 @@ from PIL import Image, UnidentifiedImageError
 
 from synthaug.data import encode_png
 from synthaug.errors import UserError
+from synthaug.files import atomic_write_bytes
 from synthaug.recipe import GenerateConfig, Recipe
-from synthaug.rundir import Run, RunDir, SynthDir, atomic_write_bytes
+from synthaug.rundir import Run, RunDir, SynthDir
 from synthaug.runtime import package_versions
 
 WORK_DIR = ".work"  # --format npz: the PNGs live here while generating, and go once the npz is written
@@ -108,7 +110,6 @@ def generation_id_of(provenance: dict) -> str:
     return hashlib.sha256(json.dumps(provenance, sort_keys=True).encode()).hexdigest()[:16]
 
 
-
 def provenance_png(image: np.ndarray, record: dict) -> bytes:
     """An image as PNG bytes with its provenance record in the text chunk PNG_KEY."""
     return encode_png(image, {PNG_KEY: record})
@@ -123,6 +124,50 @@ def read_provenance(path: Path) -> dict:
         raise UserError(f"{path}: missing") from None
     except (UnidentifiedImageError, OSError, KeyError, ValueError) as exc:
         raise UserError(f"{path}: not an image written by synthaug generate ({type(exc).__name__}); delete it and rerun") from None
+
+
+# What a synthetic folder may hold besides its class folders: generate's and audit's own files.
+OWN_FILES = re.compile(r"^(manifest\.json|metadata\.csv|audit\.json|audit\.md|audit_[a-z_]+\.png|synthetic_[\w.-]+\.npz|\.synthaug\.lock|\..*\.tmp)$")
+OWN_IMAGE = re.compile(r"^(\d+_\d{6}\.png|\..*\.tmp)$")
+
+
+def check_foreign_files(out: Path) -> None:
+    """Refuse an output folder holding files `generate` did not make (a folder of real images, say), before any work."""
+    if not out.is_dir():
+        return
+    for entry in sorted(out.iterdir()):
+        if entry.is_dir() and entry.name != WORK_DIR:
+            stray = next((p for p in sorted(entry.iterdir()) if not OWN_IMAGE.match(p.name)), None)
+        elif entry.is_dir():
+            stray = next((p for p in sorted(entry.rglob("*")) if p.is_file() and not OWN_IMAGE.match(p.name)), None)
+        else:
+            stray = None if OWN_FILES.match(entry.name) else entry
+        if stray is not None:
+            raise UserError(f"--out {out}: holds files synthaug generate did not make (e.g. {stray}); "
+                            "write synthetic images into an empty or new folder, never beside real data")
+
+
+def repair_damaged(images_root: Path, targets: list[ClassTarget], generation_id: str) -> int:
+    """Decode every image already on disk; delete the damaged ones (they are drawn again) and refuse images of another
+    generation. Returns how many were damaged."""
+    damaged = 0
+    for target in targets:
+        folder = images_root / target.folder
+        if not folder.is_dir():
+            continue
+        for path in sorted(folder.glob(f"{target.class_idx}_*.png")):
+            try:
+                with Image.open(path) as img:
+                    img.load()
+                    record = json.loads(img.info[PNG_KEY])
+            except (UnidentifiedImageError, OSError, KeyError, ValueError, SyntaxError):
+                path.unlink(missing_ok=True)
+                damaged += 1
+                continue
+            if record.get("generation_id") != generation_id:
+                raise UserError(f"{path}: made by a different generate command (other seed, sampler, steps, model or filters); "
+                                "use another --out or delete that folder")
+    return damaged
 
 
 def plan_blocks(images_root: Path, targets: list[ClassTarget], block: int) -> list[Block]:

@@ -7,6 +7,7 @@ with the same weights as one that was never interrupted.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import shutil
 import time
@@ -24,20 +25,11 @@ from tqdm.auto import tqdm
 from synthaug.data import ImageSet, load_split, resolve_classes, subset_indices, to_model_tensor
 from synthaug.errors import UserError
 from synthaug.models import build_noise_scheduler, build_unet
-from synthaug.recipe import Recipe, load_recipe, recipe_to_yaml
-from synthaug.rundir import (
-    ClassesInfo,
-    RunDir,
-    atomic_write_json,
-    atomic_write_text,
-    checkpoint_step,
-    model_dir_name,
-    remove_stale_temps,
-    replace_dir,
-    temp_dir_beside,
-)
-from synthaug.runtime import on_cpu, package_versions, seeded_generator
 from synthaug.monitor import Monitor
+from synthaug.recipe import Recipe, load_recipe, recipe_to_yaml
+from synthaug.files import FolderLock, atomic_write_json, atomic_write_text, remove_stale_temps, replace_dir, temp_dir_beside
+from synthaug.rundir import ClassesInfo, RunDir, checkpoint_step, model_dir_name
+from synthaug.runtime import on_cpu, package_versions, seeded_generator
 
 METRIC_COLUMNS = ["step", "class", "loss", "lr", "images_per_s", "copy_fraction"]
 
@@ -316,9 +308,19 @@ def _grid(accelerator, unet, ema: EMAModel, noise_scheduler, monitor: Monitor | 
     return fraction
 
 
-def fit(recipe: Recipe, show_progress: bool = True) -> RunDir:
-    """Train every model the recipe asks for into its run directory; finished models are skipped."""
+def fit(recipe: Recipe, show_progress: bool = True, wait: bool = False) -> RunDir:
+    """Train every model the recipe asks for into its run directory; finished models are skipped.
+
+    One `fit` per run directory at a time: a second is refused naming the first's PID, or queues with `wait`.
+    """
     probe = make_accelerator(recipe)
+    lock = FolderLock(recipe.run_dir, "fit", wait)
+    lock.check_free()
+    with lock if probe.is_main_process else contextlib.nullcontext():
+        return _fit(recipe, probe, show_progress)
+
+
+def _fit(recipe: Recipe, probe: Accelerator, show_progress: bool) -> RunDir:
     run, data, classes = prepare_run(recipe, probe.is_main_process)
     if probe.is_main_process:
         for model_dir in ("models", "checkpoints"):
