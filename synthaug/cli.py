@@ -82,7 +82,7 @@ def cmd_evaluate(args) -> None:
     runs = [open_run(Path(run), _overrides(args)) for run in args.runs]
     out = args.out or f"reports/{Path(args.runs[0]).name}"
     evaluate(runs, Path(out), args.synthetic, args.force, not args.no_progress, _command_line(args, args.runs),
-             Path(args.cache) if args.cache else None)
+             Path(args.cache) if args.cache else None, wait=args.wait)
 
 
 def _register_evaluate(sub) -> None:
@@ -95,6 +95,7 @@ def _register_evaluate(sub) -> None:
     p.add_argument("--cache", metavar="DIR", help="folder of finished arms (default <out>/cache); reports may share one")
     p.add_argument("--force", action="store_true", help="retrain arms even when their cached result exists")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument("--wait", action="store_true", help="queue behind another evaluate into the same --out instead of refusing")
     p.set_defaults(func=cmd_evaluate)
 
 
@@ -126,7 +127,7 @@ def cmd_audit(args) -> None:
     overrides = _overrides(args)
     check_audit_overrides(overrides)
     run = open_run(Path(args.run), overrides)
-    audit(run, args.synthetic, device, not args.no_progress, _command_line(args, ["--run", args.run]))
+    audit(run, args.synthetic, device, not args.no_progress, _command_line(args, ["--run", args.run]), wait=args.wait)
 
 
 def _register_audit(sub) -> None:
@@ -137,6 +138,7 @@ def _register_audit(sub) -> None:
     p.add_argument("--data-root", metavar="DIR", help="folder holding the MedMNIST npz files (overrides data.root)")
     p.add_argument("--device", metavar="DEVICE", help="torch device for the searches and features (default: cuda when available, else cpu)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument("--wait", action="store_true", help="queue behind another process writing into the synthetic folder instead of refusing")
     p.set_defaults(func=cmd_audit)
 
 

@@ -131,6 +131,7 @@ class FolderLock:
 
     def __exit__(self, *exc) -> None:
         if self.fd is not None:
+            os.ftruncate(self.fd, 0)  # still held: an empty lock file says nobody holds it
             fcntl.flock(self.fd, fcntl.LOCK_UN)
             os.close(self.fd)
             self.fd = None

@@ -235,7 +235,8 @@ def generate(
     npz_path = out.root / npz_name(recipe) if settings.format in ("npz", "both") else None
     check_writable(out.root)  # every process checks, so that all of them stop on bad input, none waits for the others
     lock = FolderLock(out.root, "generate", wait)
-    lock.check_free()  # every process checks, so that a refused main process leaves no rank waiting
+    lock.check_free()  # every process checks before the main one takes it, so that a refused launch stops everywhere
+    state.wait_for_everyone()
     with lock if state.is_main_process else contextlib.nullcontext():
         state.wait_for_everyone()  # the folder is ours before anyone checks what it holds
         check_foreign_files(out.root)

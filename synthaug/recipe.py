@@ -129,15 +129,11 @@ class TrainConfig(_Strict):
 
     @model_validator(mode="before")
     @classmethod
-    def _legacy_hflip(cls, raw):
-        # Runs made before train.augment existed store `hflip: true|false`; read them as augment [hflip] or [].
+    def _legacy_hflip(cls, raw):  # runs made before train.augment stored `hflip: true|false`: augment [hflip] or []
         if isinstance(raw, dict) and "hflip" in raw:
-            raw = dict(raw)
-            hflip = raw.pop("hflip")
-            if "augment" in raw:
+            raw, hflip = {k: v for k, v in raw.items() if k != "hflip"}, raw["hflip"]
+            if "augment" in raw or not isinstance(hflip, bool):
                 raise ValueError("hflip: replaced by train.augment; give only augment (e.g. [hflip, rot90])")
-            if not isinstance(hflip, bool):
-                raise ValueError(f"hflip: expected true or false, got {hflip!r}")
             raw["augment"] = ["hflip"] if hflip else []
         return raw
 
@@ -306,13 +302,10 @@ def parse_overrides(pairs: list[str]) -> dict:
     return nested
 
 
-def _merge(base: dict, over: dict, path: str = "") -> dict:
+def _merge(base: dict, over: dict) -> dict:
     out = dict(base)
     for key, value in over.items():
-        if isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = _merge(out[key], value, f"{path}{key}.")
-        else:
-            out[key] = value
+        out[key] = _merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
     return out
 
 

@@ -315,7 +315,8 @@ def fit(recipe: Recipe, show_progress: bool = True, wait: bool = False) -> RunDi
     """
     probe = make_accelerator(recipe)
     lock = FolderLock(recipe.run_dir, "fit", wait)
-    lock.check_free()
+    lock.check_free()  # every rank checks before the main process takes it, so a refused launch stops everywhere
+    probe.wait_for_everyone()
     with lock if probe.is_main_process else contextlib.nullcontext():
         return _fit(recipe, probe, show_progress)
 

@@ -1,10 +1,19 @@
+"""Real data: medmnist npz files (grayscale, RGB, other sizes, download), class folders, class choice, subsets, tensors."""
+
 import numpy as np
 import pytest
+from conftest import write_class_folders, write_medmnist_npz
 
-from synthaug.data import class_names, load_split, resolve_classes, subset_indices, to_model_tensor, to_uint8
+from synthaug.data import (
+    class_names,
+    load_split,
+    resolve_classes,
+    subset_indices,
+    to_model_tensor,
+    to_uint8,
+)
 from synthaug.errors import UserError
 from synthaug.recipe import DataConfig, SubsetConfig
-from tests.conftest import write_class_folders, write_medmnist_npz
 
 
 def test_medmnist_npz_grayscale_and_rgb(breast_root, blood_root):
@@ -33,12 +42,10 @@ def test_other_sizes_read_their_own_file(tmp_path):
 
 
 def test_missing_file_without_network_says_where_to_put_it(tmp_path, monkeypatch):
-    import urllib.request
-
     def offline(*args, **kwargs):
         raise OSError("network unreachable")
 
-    monkeypatch.setattr(urllib.request, "urlopen", offline)
+    monkeypatch.setattr("synthaug.data.urllib.request.urlopen", offline)
     with pytest.raises(UserError) as err:
         load_split(DataConfig(medmnist="dermamnist", root=tmp_path), "train")
     message = str(err.value)
@@ -48,15 +55,13 @@ def test_missing_file_without_network_says_where_to_put_it(tmp_path, monkeypatch
 def test_download_is_md5_checked_and_saved(tmp_path, monkeypatch):
     import hashlib
     import io
-    import urllib.request
 
     import medmnist
 
-    payload = (tmp_path / "src.npz")
     write_medmnist_npz(tmp_path / "src", "organsmnist", classes=11, channels=1, per_class=(1, 1, 1))
     payload = (tmp_path / "src" / "organsmnist.npz").read_bytes()
     monkeypatch.setitem(medmnist.INFO["organsmnist"], "MD5", hashlib.md5(payload).hexdigest())
-    monkeypatch.setattr(urllib.request, "urlopen", lambda url, timeout: io.BytesIO(payload))
+    monkeypatch.setattr("synthaug.data.urllib.request.urlopen", lambda url, timeout: io.BytesIO(payload))
     data = load_split(DataConfig(medmnist="organsmnist", root=tmp_path / "dl"), "train")
     assert (tmp_path / "dl" / "organsmnist.npz").read_bytes() == payload
     assert data.counts() == [1] * 11

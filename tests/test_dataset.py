@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from conftest import untrained_run
 from PIL import Image
 from torch.utils.data import ConcatDataset, DataLoader, Dataset
 
@@ -16,7 +17,6 @@ from synthaug import SynthDataset, mix_real_synthetic
 from synthaug.dataset import to_tensor
 from synthaug.errors import UserError
 from synthaug.generate import generate
-from test_sample import make_run
 
 SHARED_PNEUMONIA = Path("/work/shared/data/medmnist/pneumoniamnist.npz")
 
@@ -25,7 +25,7 @@ SHARED_PNEUMONIA = Path("/work/shared/data/medmnist/pneumoniamnist.npz")
 def synthetic(tmp_path_factory) -> Path:
     """6 + 6 generated 28 px grayscale images of classes 'normal' and 'pneumonia'."""
     root = tmp_path_factory.mktemp("synth")
-    run = make_run(root, names=["normal", "pneumonia"], size=28)
+    run = untrained_run(root, names=["normal", "pneumonia"], size=28)
     return generate(run.root, per_class=6, out=root / "syn", show_progress=False)
 
 
@@ -121,6 +121,10 @@ def test_damaged_folders_name_the_file(folder):
     with pytest.raises(UserError, match="metadata.csv: lists 5 images of class 0, manifest.json says 6"):
         SynthDataset(folder)
     (folder / "manifest.json").unlink()
+    with pytest.raises(UserError, match=r"0_000000\.png has label 1 \(pneumonia\) but class_name 'normal'"):
+        SynthDataset(folder)
+    table.loc[0, "class_name"] = "pneumonia"
+    table.to_csv(folder / "metadata.csv", index=False)
     with pytest.raises(UserError, match=r"0_000000\.png: metadata.csv gives it label 1"):
         SynthDataset(folder)
     table[["file_name", "label"]].to_csv(folder / "metadata.csv", index=False)

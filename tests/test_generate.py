@@ -16,9 +16,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from PIL import Image
-
 from conftest import untrained_run
+from PIL import Image
 
 import synthaug.generate as generate_module
 from synthaug.cli import main
@@ -95,7 +94,7 @@ def test_same_bytes_whatever_batch_size_growth_or_interruption(run, tmp_path, mo
 
 @pytest.mark.slow
 def test_kill_9_then_rerun_gives_exactly_the_uninterrupted_set(run, tmp_path):
-    flags = dict(per_class=48, sampler="ddpm")  # 6 blocks of 50 steps: killed well before the end
+    flags = {"per_class": 48, "sampler": "ddpm"}  # 6 blocks of 50 steps: killed well before the end
     command = [sys.executable, "-m", "synthaug", "generate", "--run", str(run.root), "--per-class", "48", "--sampler", "ddpm",
                "--out", str(tmp_path / "k"), "--no-progress"]
     child = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env={**os.environ, "OMP_NUM_THREADS": "1"})
@@ -121,7 +120,7 @@ def test_two_processes_write_what_one_does(run, tmp_path):
                "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "synthaug", "generate", "--run", str(run.root),
                "--per-class", "20", "--format", "both", "--out", str(tmp_path / "two"), "--no-progress"]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
-    done = subprocess.run(command, capture_output=True, text=True, timeout=300, env=env)
+    done = subprocess.run(command, check=False, capture_output=True, text=True, timeout=300, env=env)
     assert done.returncode == 0, done.stderr[-2000:]
     assert files(tmp_path / "two") == reference
 
@@ -158,7 +157,8 @@ def test_candidate_filter_redraws_rejected_images_deterministically(run, tmp_pat
 def test_npz_conditional_rgb_and_ddpm(tmp_path):
     run = untrained_run(tmp_path, names=["a", "b", "c"], conditioning="class_conditional", channels=3, counts=(3, 5, 4))
     out = generate(run.root, ratio=1.0, out=tmp_path / "n", format="npz", sampler="ddpm", guidance_scale=2.0, show_progress=False)
-    assert sorted(p.name for p in out.iterdir()) == ["manifest.json", "synthetic_gen.npz"]  # working PNGs removed
+    assert sorted(p.name for p in out.iterdir()) == [".synthaug.lock", "manifest.json", "synthetic_gen.npz"]  # working PNGs removed
+    assert (out / ".synthaug.lock").read_text() == ""  # released
     with np.load(out / "synthetic_gen.npz") as npz:
         assert sorted(npz.files) == ["train_images", "train_labels"]
         images, labels = npz["train_images"], npz["train_labels"]

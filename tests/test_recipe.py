@@ -1,7 +1,10 @@
+"""Recipes: the shipped ones validate, defaults, one-line errors that name the field, --set overrides, old keys."""
+
 from pathlib import Path
 
 import pytest
 import yaml
+from conftest import tiny_recipe_dict
 
 from synthaug.cli import main
 from synthaug.errors import UserError
@@ -104,3 +107,14 @@ def test_cli_bad_recipe_exits_2_with_one_line(tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert err == f"synthaug fit: error: {path}: train.steps: Input should be greater than 0 (got 0)"
     assert not (tmp_path / "runs").exists()
+
+
+def test_legacy_hflip_recipes_read_as_augment(tmp_path, breast_root):
+    data = {"medmnist": "breastmnist", "root": str(breast_root)}
+    old = recipe_from_dict(tiny_recipe_dict(data, tmp_path, train={"hflip": False}))
+    assert old.train.augment == []
+    assert recipe_from_dict(tiny_recipe_dict(data, tmp_path, train={"hflip": True})).train.augment == ["hflip"]
+    with pytest.raises(UserError, match="train.hflip"):
+        recipe_from_dict(tiny_recipe_dict(data, tmp_path, train={"hflip": True, "augment": ["rot90"]}))
+    with pytest.raises(UserError, match="train.augment"):
+        recipe_from_dict(tiny_recipe_dict(data, tmp_path, train={"augment": ["spin"]}))
