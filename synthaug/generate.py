@@ -234,12 +234,12 @@ def generate(
     generation_id = generation_id_of(provenance)
     npz_path = out.root / npz_name(recipe) if settings.format in ("npz", "both") else None
     check_writable(out.root)  # every process checks, so that all of them stop on bad input, none waits for the others
+    check_foreign_files(out.root)  # before anything of ours lands there
     lock = FolderLock(out.root, "generate", wait)
     lock.check_free()  # every process checks before the main one takes it, so that a refused launch stops everywhere
     state.wait_for_everyone()
     with lock if state.is_main_process else contextlib.nullcontext():
         state.wait_for_everyone()  # the folder is ours before anyone checks what it holds
-        check_foreign_files(out.root)
         check_compatible(out, provenance, generation_id)
         if state.is_main_process:
             remove_stale_temps(out.root)

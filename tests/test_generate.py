@@ -16,11 +16,15 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import untrained_run
+from conftest import make_run, untrained_run
 from PIL import Image
 
 import synthaug.generate as generate_module
+from synthaug import SynthDataset
 from synthaug.cli import main
+from synthaug.data import load_split
+from synthaug.files import FolderLock
+from synthaug.metrics import paired_correlation
 from synthaug.errors import UserError
 from synthaug.generate import BLOCK_SIZE, class_targets, generate
 from synthaug.rundir import RunDir, latest_run, open_run
@@ -197,6 +201,11 @@ def _error_line(capsys, argv) -> str:
         (["--per-class", "3", "--guidance-scale", "3"], "--guidance-scale: applies to class_conditional runs only"),
         (["--per-class", "3", "--steps", "0"], "--steps:"),
         (["--per-class", "3", "--steps", "51"], "--steps: at most the run's diffusion.num_train_timesteps (50)"),
+        (["--ratio", "inf"], "--ratio: expected a finite number >= 0"),
+        (["--per-real", "2"], "--per-real: counts variations of real images; add --from-real"),
+        (["--per-real", "2", "--from-real", "--strength", "0.7,0.2"], "--strength: one number or LO,HI with 0 < LO <= HI < 1"),
+        (["--per-real", "2", "--from-real", "--strength", "strong"], "--strength strong: expected one number or LO,HI"),
+        (["--per-real", "2", "--from-real", "--reject-copies"], "--reject-copies: not with from_real"),
     ],
 )
 def test_bad_flags(run, capsys, argv, message):
@@ -225,3 +234,122 @@ def test_default_run_is_the_latest(tmp_path, monkeypatch):
     assert latest_run().root.resolve() == newer.root.resolve()
     out = generate(per_class=1, show_progress=False)
     assert out.resolve() == newer.synthetic.resolve() and (out / "metadata.csv").is_file()
+
+
+# ---------------------------------------------------------------------------------------------
+# Variations of real images (--from-real)
+
+
+@pytest.fixture
+def real_run(tiny_recipe):
+    """A run over the 28 px grayscale npz (12 real training images per class) with untrained models: variations need real images."""
+
+    def make(conditioning: str = "per_class"):
+        return make_run(tiny_recipe(f"real-{conditioning}", model={"conditioning": conditioning}, generate={"steps": 10}), models=True)
+
+    return make
+
+
+@pytest.mark.parametrize("conditioning", ["per_class", "class_conditional"])
+def test_from_real_varies_every_real_image_deterministically(real_run, tmp_path, monkeypatch, conditioning):
+    run = real_run(conditioning)
+    flags = {"from_real": True, "strength": [0.2, 0.5], "show_progress": False}
+    reference = generate(run.root, per_real=5, out=tmp_path / "a", batch_size=1, **flags)
+    info = run.read_classes()
+    recipe = open_run(run.root).recipe
+    real_labels = dict(zip(info.train_indices, load_split(recipe.data, "train").labels[info.train_indices].tolist()))
+    table = pd.read_csv(reference / "metadata.csv")
+    assert table.groupby("label").size().tolist() == [5 * info.counts[c] for c in info.classes]
+    assert sorted(set(table["source_index"])) == sorted(info.train_indices)  # every real image the generator saw, no other
+    assert all(real_labels[s] == label for s, label in zip(table["source_index"], table["label"]))  # varied by its own class
+    assert table.groupby("source_index").size().eq(5).all()
+    assert table["strength"].between(0.2, 0.5).all() and table["strength"].nunique() > 50
+    manifest = json.loads((reference / "manifest.json").read_text())
+    assert manifest["provenance"]["mode"] == "from_real" and manifest["provenance"]["strength"] == [0.2, 0.5]
+    assert (SynthDataset(reference).source_index == table["source_index"].to_numpy()).all()
+    # grown from 2 to 5 per image with another batch size, and interrupted on the way: the same bytes
+    generate(run.root, per_real=2, out=tmp_path / "b", batch_size=64, **flags)
+    real = generate_module.sample_candidates
+    calls = []
+
+    def interrupt_second(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(generate_module, "sample_candidates", interrupt_second)
+    with pytest.raises(KeyboardInterrupt):
+        generate(run.root, per_real=5, out=tmp_path / "b", **flags)
+    monkeypatch.setattr(generate_module, "sample_candidates", real)
+    generate(run.root, per_real=5, out=tmp_path / "b", **flags)
+    assert files(tmp_path / "b", manifest=False) == files(reference, manifest=False)
+
+
+def test_low_strength_variations_stay_close_to_their_source(real_run, tmp_path):
+    run = real_run()
+    info = run.read_classes()
+    real = load_split(open_run(run.root).recipe.data, "train").images
+    closeness = {}
+    for strength in (0.05, 0.95):
+        out = generate(run.root, per_real=1, out=tmp_path / str(strength), from_real=True, strength=[strength], show_progress=False)
+        data = SynthDataset(out)
+        images, _ = data.to_numpy()
+        closeness[strength] = float(np.median(paired_correlation(images, real[data.source_index])))
+    assert closeness[0.05] > 0.9 and closeness[0.05] > closeness[0.95] + 0.2, closeness
+    assert info.train_indices  # the sources are the run's own
+
+
+# ---------------------------------------------------------------------------------------------
+# Folders that never lie: one writer, no foreign files, damaged images drawn again
+
+
+def test_a_second_writer_is_refused_naming_the_first(run, tmp_path, capsys):
+    out = tmp_path / "syn"
+    with FolderLock(out, "generate"):
+        message = _error_line(capsys, ["--run", str(run.root), "--per-class", "2", "--out", str(out)])
+    assert f"PID {os.getpid()}" in message and "--wait" in message
+    assert not list(out.rglob("*.png"))
+    generate(run.root, per_class=2, out=out, show_progress=False)  # free again once the holder is gone
+    assert len(SynthDataset(out)) == 4
+
+
+def test_generate_refuses_a_folder_of_files_it_did_not_make(run, tmp_path, capsys):
+    real = tmp_path / "real"
+    (real / "normal").mkdir(parents=True)
+    Image.new("L", (8, 8)).save(real / "normal" / "patient_001.png")
+    message = _error_line(capsys, ["--run", str(run.root), "--per-class", "2", "--out", str(real)])
+    assert "holds files synthaug generate did not make" in message and "patient_001.png" in message
+    assert sorted(p.name for p in real.rglob("*") if p.is_file()) == ["patient_001.png"]
+
+
+def test_a_damaged_image_is_drawn_again_on_rerun(run, tmp_path, capsys):
+    out = generate(run.root, per_class=5, out=tmp_path / "syn", show_progress=False)
+    before = files(out, manifest=False)
+    (out / "normal" / "0_000003.png").write_bytes(b"half a png")
+    capsys.readouterr()
+    generate(run.root, per_class=5, out=out, show_progress=False)
+    assert "1 damaged image(s) on disk will be drawn again" in capsys.readouterr().out
+    assert files(out, manifest=False) == before
+
+
+@pytest.mark.slow
+def test_two_generates_started_together_never_leave_a_lying_folder(run, tmp_path):
+    """Different settings into one folder at the same moment, again and again: one wins, the other is refused, and the
+    folder agrees with its metadata."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    for attempt in range(4):
+        out = tmp_path / f"race{attempt}"
+        seeds = (attempt, attempt + 10)
+        procs = [subprocess.Popen([sys.executable, "-m", "synthaug", "generate", "--run", str(run.root), "--per-class", "20", "--seed", str(seed),
+                                   "--out", str(out), "--no-progress"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                 for seed in seeds]
+        results = [(p.wait(timeout=300), p.stderr.read()) for p in procs]
+        codes = sorted(code for code, _ in results)
+        assert codes == [0, 2], results
+        refused = next(err for code, err in results if code == 2)
+        assert "in use by another synthaug process" in refused or "holds images made with other settings" in refused, refused
+        winner = seeds[[code for code, _ in results].index(0)]
+        data = SynthDataset(out)
+        assert data.verify() == 40
+        assert set(pd.read_csv(out / "metadata.csv")["seed"]) == {winner}
