@@ -10,7 +10,7 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import BLOB_NAMES, BLOB_SIZE, planted_set, write_synthetic
+from conftest import BLOB_NAMES, BLOB_SIZE, planted_set, run_train_images, write_synthetic
 from PIL import Image
 
 from synthaug.audit import audit, read_audit_summary
@@ -110,3 +110,30 @@ def test_bad_inputs_are_one_line_errors(blob_run, tmp_path, capsys):
     elsewhere = tmp_path / "elsewhere"
     write_synthetic(elsewhere, np.zeros((2, BLOB_SIZE, BLOB_SIZE, 1), np.uint8), [0, 1], BLOB_NAMES, run=tmp_path / "another-run")
     assert "was generated from the run" in _cli_error(capsys, "--run", str(blob_run), "--synthetic", str(elsewhere))
+
+
+def test_variations_are_checked_against_the_other_training_images(blob_run, tmp_path):
+    """A variation may resemble its own source (intended, reported apart); resembling another training image is a copy."""
+    train, train_labels = run_train_images(blob_run)
+    indices = json.loads((blob_run / "classes.json").read_text())["train_indices"]
+    rng = np.random.default_rng(3)
+    images, labels, sources, kinds = [], [], [], []
+    for c in (0, 1):
+        rows = np.flatnonzero(train_labels == c)
+        for j in rows[:4]:  # lightly noised versions of their own source: close to it by design
+            images.append(np.clip(train[j].astype(float) + rng.normal(0, 6, train[j].shape), 0, 255).astype(np.uint8))
+            labels.append(c), sources.append(indices[j]), kinds.append("own source")
+        images.append(train[rows[5]]), labels.append(c), sources.append(indices[rows[6]]), kinds.append("copies another")
+    folder = tmp_path / "variations"
+    files = write_synthetic(folder, np.stack(images), labels, BLOB_NAMES)
+    table = pd.read_csv(folder / "metadata.csv")
+    table["source_index"] = sources
+    table.to_csv(folder / "metadata.csv", index=False)
+
+    report = audit(blob_run, folder, show_progress=False)
+    flagged = {f["file"] for f in report["memorization"]["flagged"]}
+    assert flagged == {f for f, kind in zip(files, kinds) if kind == "copies another"}
+    closeness = report["memorization"]["variations"]
+    assert closeness["overall"]["n"] == 10 and closeness["overall"]["median_source_correlation"] > 0.95
+    markdown = (folder / "audit.md").read_text()
+    assert "## Variations of real images" in markdown and "not anonymous data" in markdown

@@ -133,3 +133,43 @@ def test_damaged_folders_name_the_file(folder):
     (folder / "metadata.csv").unlink()
     with pytest.raises(UserError, match=r"metadata.csv: not found"):
         SynthDataset(folder)
+
+
+def test_folders_that_lie_are_refused(folder):
+    table = pd.read_csv(folder / "metadata.csv")
+    (folder / "manifest.json").rename(folder / "manifest.keep")  # counts aside: each lie below must be caught on its own
+    manifest = folder / "manifest.keep"
+
+    def refused(rows: pd.DataFrame, message: str, keep_manifest: bool = False):
+        rows.to_csv(folder / "metadata.csv", index=False)
+        if keep_manifest:
+            manifest.rename(folder / "manifest.json")
+        try:
+            with pytest.raises(UserError, match=message):
+                SynthDataset(folder).verify()
+        finally:
+            if keep_manifest:
+                (folder / "manifest.json").rename(manifest)
+
+    refused(pd.concat([table, table.iloc[[0]]]), r"lists normal/0_000000\.png more than once")
+    outside = table.copy()
+    outside.loc[0, "file_name"] = "../../etc/0_000000.png"
+    refused(outside, "leaves the folder")
+    # a row whose PNG is another class's image: the PNG's own provenance says so
+    swapped = table.copy()
+    shutil.copy(folder / "pneumonia/1_000000.png", folder / "normal/0_000000.png")
+    refused(swapped, r"0_000000\.png: its provenance disagrees with its metadata.csv row \(class: metadata 0, image 1", keep_manifest=True)
+    # a PNG that is not the folder's own (no synthaug provenance) in a folder whose manifest says generate made it
+    Image.new("L", (28, 28)).save(folder / "normal/0_000000.png")
+    refused(table, "carries no synthaug provenance", keep_manifest=True)
+
+
+def test_indices_and_arguments(synthetic):
+    data = SynthDataset(synthetic)
+    assert data[-1][1].shape == (1,) and data[-1][1][0] == data.labels[-1]
+    with pytest.raises(IndexError):
+        data[len(data)]
+    with pytest.raises(UserError, match="per_class: expected a whole number >= 0, got 'abc'"):
+        SynthDataset(synthetic, per_class="abc")
+    assert (data.source_index == -1).all()  # drawn from noise: no source
+    assert data.verify() == 12

@@ -7,12 +7,13 @@ import json
 
 import pandas as pd
 import pytest
-from conftest import TINY_EVAL
+from conftest import TINY_EVAL, make_run
 
 from synthaug.audit import audit
 from synthaug.cli import main
 from synthaug.errors import UserError
 from synthaug.evaluate import evaluate, summarise
+from synthaug.generate import generate
 from synthaug.recipe import EvaluateConfig
 from synthaug.rundir import open_run
 
@@ -118,3 +119,25 @@ def test_report_carries_the_audit_summary_once_the_set_is_audited(eval_run, tmp_
     row = next(line for line in report.splitlines() if line.startswith("| 4/class (subset seed 0) |") and "near-copies" not in line and " / " in line)
     assert row.count(" / ") >= 10  # synthetic / test / val for each of the five fidelity metrics
     assert json.loads((out / "results.json").read_text())["data"]["regimes"][0]["audit"]["stale"] is False
+
+
+def test_replace_arms_and_synthetic_weight(tiny_recipe, tmp_path):
+    evaluate_cfg = {**TINY_EVAL, "seeds": [0, 1], "arms": ["real", "real+synthetic", "real+replace", "real+replace+classic"],
+                    "ratios": [1], "replace_p": [0.5, 1.0]}
+    run = make_run(tiny_recipe("rep", generate={"steps": 4}, evaluate=evaluate_cfg), models=True)
+    noise = generate(run.root, per_class=12, out=run.root / "noise", show_progress=False)
+    with pytest.raises(UserError, match="this set has none"):  # replace arms need variations of the real images
+        evaluate([run.root], tmp_path / "refused", synthetic_dirs=[noise], show_progress=False)
+    generate(run.root, per_real=2, from_real=True, strength=[0.3], show_progress=False)
+    results = evaluate([run.root], tmp_path / "out", show_progress=False)
+    rows = pd.DataFrame(results["rows"])
+    assert set(rows["arm"]) == {"real", "real+synthetic 1x", "real+replace p0.5", "real+replace p1",
+                                "real+replace+classic p0.5", "real+replace+classic p1"}
+    replace = rows[rows["kind"].str.startswith("real+replace")]
+    assert (replace["n_synthetic"] == 48).all() and (replace["n_real_used"] == 24).all()  # 2 variations of each real image
+    assert rows.groupby("arm")["key"].nunique().eq(2).all()  # one result per seed, each its own arm
+    assert {g["arm"] for g in results["gains"] if g.get("best_baseline")} >= {"real+replace p0.5", "real+replace p1"}
+    weighted = pd.DataFrame(evaluate([open_run(run.root, ["evaluate.synthetic_weight=0.5"])], tmp_path / "w", show_progress=False)["rows"])
+    same = weighted.set_index(["arm", "seed"])["key"], rows.set_index(["arm", "seed"])["key"]
+    assert (same[0].loc["real"] == same[1].loc["real"]).all()  # no synthetic sample: the weight changes nothing
+    assert (same[0].loc["real+synthetic 1x"] != same[1].loc["real+synthetic 1x"]).all()  # weighted: another arm

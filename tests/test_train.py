@@ -19,6 +19,7 @@ from safetensors.torch import load_file
 
 import synthaug.train as train_module
 from synthaug.errors import UserError
+from synthaug.files import FolderLock
 from synthaug.recipe import recipe_from_dict
 from synthaug.rundir import RunDir
 from synthaug.train import fit
@@ -195,3 +196,22 @@ def test_augment_draws_only_symmetries_of_the_training_images():
     seen = {next(i for i, d in enumerate(dihedral) if torch.equal(o, d)) for o in out}  # raises if one is no symmetry
     assert len(seen) > 8  # many of the 16 (2 images x 8 symmetries) appear, not just the originals
     assert torch.equal(train_module.augment_batch(images, [], torch.Generator()), images)
+
+
+def test_sample_grids_report_their_copy_fraction(tiny_recipe, capsys):
+    run = fit(tiny_recipe("watched", train={"steps": 4, "sample_every": 2}), show_progress=False)
+    out = capsys.readouterr().out
+    assert "00_malignant: step 2: " in out and "grid images are near-copies of training images" in out
+    metrics = pd.read_csv(run.metrics)
+    at_grids = metrics[metrics["step"].isin([2, 4])]
+    assert at_grids["copy_fraction"].between(0, 1).all() and len(at_grids) == 4  # 2 grids x 2 models
+    assert metrics[~metrics["step"].isin([2, 4])]["copy_fraction"].isna().all()
+
+
+def test_a_second_fit_of_one_run_is_refused_naming_the_first(tiny_recipe):
+    recipe = tiny_recipe("busy")
+    with FolderLock(recipe.run_dir, "fit"):
+        with pytest.raises(UserError, match=f"in use by another synthaug process \\(PID {os.getpid()}, synthaug fit\\)"):
+            fit(recipe, show_progress=False)
+    assert not (recipe.run_dir / "classes.json").exists()  # refused before writing anything
+    fit(recipe, show_progress=False)
