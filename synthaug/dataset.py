@@ -7,7 +7,6 @@ The folder is read through its metadata.csv; the images are decoded when asked f
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,14 +14,14 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 from torch.utils.data import ConcatDataset, Dataset, Subset
 from tqdm.auto import tqdm
 
 from synthaug.data import ImageSet, count_at_ratio
 from synthaug.errors import UserError
 from synthaug.rundir import Run, SynthDir
-from synthaug.synthset import PNG_KEY
+from synthaug.synthset import DAMAGED, decode_png
 
 REQUIRED_COLUMNS = ("file_name", "label", "class_name")
 
@@ -81,17 +80,11 @@ def _pick(table: pd.DataFrame, names: list[str], classes: Sequence[int | str] | 
 def _open_image(path: Path) -> tuple[Image.Image, dict | None]:
     """A listed image, decoded, and the provenance record `generate` stored in it (None when it has none)."""
     try:
-        with Image.open(path) as img:
-            img.load()
-            raw = img.info.get(PNG_KEY)
+        return decode_png(path)
     except FileNotFoundError:
         raise UserError(f"{path}: listed in metadata.csv but missing") from None
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
+    except DAMAGED as exc:
         raise UserError(f"{path}: unreadable image ({exc}); rerun the `synthaug generate` command that made the folder") from None
-    try:
-        return img, json.loads(raw) if raw is not None else None
-    except ValueError:
-        raise UserError(f"{path}: damaged provenance record; rerun the `synthaug generate` command that made the folder") from None
 
 
 def _check_rows(root: Path, table: pd.DataFrame, class_names: list[str]) -> None:

@@ -238,6 +238,10 @@ def open_run(run: "Run | Recipe | RunDir | str | Path | None" = None, overrides:
     run_dir = run if isinstance(run, RunDir) else latest_run() if run is None else RunDir(Path(run))
     if not run_dir.root.is_dir():
         raise UserError(f"--run {run_dir.root}: no such directory")
+    inside = sorted(p.parent for p in run_dir.root.glob("*/classes.json")) if not run_dir.classes.is_file() else []
+    if inside:  # given the output_dir instead of the run in it
+        names = " or ".join(f"--run {p}" for p in inside[:3])
+        raise UserError(f"{run_dir.root} holds the run{'s' if len(inside) > 1 else ''} {', '.join(str(p) for p in inside[:3])}; pass {names}")
     info = run_dir.read_classes()
     if not run_dir.recipe.is_file():
         raise UserError(f"{run_dir.root}: not a synthaug run (no recipe.yaml); run `synthaug fit` first")

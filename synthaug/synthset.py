@@ -115,15 +115,29 @@ def provenance_png(image: np.ndarray, record: dict) -> bytes:
     return encode_png(image, {PNG_KEY: record})
 
 
+DAMAGED = (UnidentifiedImageError, OSError, ValueError, SyntaxError)  # what PIL raises on a damaged PNG
+
+
+def decode_png(path: Path) -> tuple[Image.Image, dict | None]:
+    """A PNG fully decoded, and the provenance record `generate` stored in its text chunk (None when it has none).
+    Raises FileNotFoundError, or one of DAMAGED for a file that does not decode."""
+    with Image.open(path) as img:
+        img.load()
+        raw = img.info.get(PNG_KEY)
+    return img, None if raw is None else json.loads(raw)
+
+
 def read_provenance(path: Path) -> dict:
     """The provenance record `generate` stored in a PNG's text chunk."""
     try:
-        with Image.open(path) as img:
-            return json.loads(img.info[PNG_KEY])
+        record = decode_png(path)[1]
     except FileNotFoundError:
         raise UserError(f"{path}: missing") from None
-    except (UnidentifiedImageError, OSError, KeyError, ValueError) as exc:
+    except DAMAGED as exc:
         raise UserError(f"{path}: not an image written by synthaug generate ({type(exc).__name__}); delete it and rerun") from None
+    if record is None:
+        raise UserError(f"{path}: not an image written by synthaug generate (no provenance); delete it and rerun")
+    return record
 
 
 # What a synthetic folder may hold besides its class folders: generate's and audit's own files.
@@ -157,14 +171,12 @@ def repair_damaged(images_root: Path, targets: list[ClassTarget], generation_id:
             continue
         for path in sorted(folder.glob(f"{target.class_idx}_*.png")):
             try:
-                with Image.open(path) as img:
-                    img.load()
-                    record = json.loads(img.info[PNG_KEY])
-            except (UnidentifiedImageError, OSError, KeyError, ValueError, SyntaxError):
+                record = decode_png(path)[1]
+            except DAMAGED:
                 path.unlink(missing_ok=True)
                 damaged += 1
                 continue
-            if record.get("generation_id") != generation_id:
+            if record is None or record.get("generation_id") != generation_id:
                 raise UserError(f"{path}: made by a different generate command (other seed, sampler, steps, model or filters); "
                                 "use another --out or delete that folder")
     return damaged

@@ -44,6 +44,19 @@ def files(folder: Path, manifest: bool = True) -> dict[str, bytes]:
     return found
 
 
+def interrupting(real, at: int = 2):
+    """`real` (sample_candidates), raising KeyboardInterrupt on its `at`-th call: Ctrl-C between two blocks."""
+    calls = []
+
+    def interrupted(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == at:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    return interrupted
+
+
 def test_layout_metadata_and_manifest(run, tmp_path):
     out = generate(run.root, per_class=5, out=tmp_path / "syn", show_progress=False)
     table = pd.read_csv(out / "metadata.csv", keep_default_na=False)
@@ -74,16 +87,8 @@ def test_same_bytes_whatever_batch_size_growth_or_interruption(run, tmp_path, mo
     assert files(tmp_path / "b", manifest=False) == reference
 
     # interrupted after the first block: no metadata.csv that lies, no temp file, finished images kept
-    calls = []
     real = generate_module.sample_candidates
-
-    def interrupt_second(*args, **kwargs):
-        calls.append(1)
-        if len(calls) == 2:
-            raise KeyboardInterrupt
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(generate_module, "sample_candidates", interrupt_second)
+    monkeypatch.setattr(generate_module, "sample_candidates", interrupting(real))
     with pytest.raises(KeyboardInterrupt):
         generate(run.root, per_class=20, out=tmp_path / "c", show_progress=False)
     monkeypatch.setattr(generate_module, "sample_candidates", real)
@@ -270,15 +275,7 @@ def test_from_real_varies_every_real_image_deterministically(real_run, tmp_path,
     # grown from 2 to 5 per image with another batch size, and interrupted on the way: the same bytes
     generate(run.root, per_real=2, out=tmp_path / "b", batch_size=64, **flags)
     real = generate_module.sample_candidates
-    calls = []
-
-    def interrupt_second(*args, **kwargs):
-        calls.append(1)
-        if len(calls) == 2:
-            raise KeyboardInterrupt
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(generate_module, "sample_candidates", interrupt_second)
+    monkeypatch.setattr(generate_module, "sample_candidates", interrupting(real))
     with pytest.raises(KeyboardInterrupt):
         generate(run.root, per_real=5, out=tmp_path / "b", **flags)
     monkeypatch.setattr(generate_module, "sample_candidates", real)

@@ -77,3 +77,9 @@ def test_open_run_names_what_is_missing(tmp_path):
     with pytest.raises(UserError, match=r"not a synthaug run \(no recipe.yaml\)"):
         open_run(run.root)
 
+
+
+def test_the_output_folder_of_a_run_names_the_run(tmp_path):
+    run = untrained_run(tmp_path)
+    with pytest.raises(UserError, match=f"{run.root.parent} holds the run {run.root}; pass --run {run.root}"):
+        open_run(run.root.parent)
