@@ -36,6 +36,7 @@ from synthaug.synthset import (
     WORK_DIR,
     ClassTarget,
     PngWriter,
+    check_capacity,
     check_compatible,
     check_foreign_files,
     check_writable,
@@ -234,6 +235,7 @@ def generate(
     generation_id = generation_id_of(provenance)
     npz_path = out.root / npz_name(recipe) if settings.format in ("npz", "both") else None
     check_writable(out.root)  # every process checks, so that all of them stop on bad input, none waits for the others
+    check_capacity(out.root, targets, run.info.size, run.info.channels)
     check_foreign_files(out.root)  # before anything of ours lands there
     lock = FolderLock(out.root, "generate", wait)
     lock.check_free()  # every process checks before the main one takes it, so that a refused launch stops everywhere

@@ -14,6 +14,7 @@ import hashlib
 import json
 import os
 import re
+import shutil
 import tempfile
 import zipfile
 from collections import deque
@@ -180,6 +181,21 @@ def repair_damaged(images_root: Path, targets: list[ClassTarget], generation_id:
                 raise UserError(f"{path}: made by a different generate command (other seed, sampler, steps, model or filters); "
                                 "use another --out or delete that folder")
     return damaged
+
+
+def check_capacity(out: Path, targets: list[ClassTarget], size: int, channels: int) -> None:
+    """Refuse an amount that cannot fit: its PNGs on the disk of `out`, its metadata.csv table in memory."""
+    total = sum(t.count for t in targets)
+    disk = total * (size * size * channels + 300)  # an 8-bit PNG rarely exceeds its raw pixels; plus file-system overhead
+    memory = total * 1200  # one metadata row while the table is built
+    free = shutil.disk_usage(out if out.exists() else out.parent).free if (out.exists() or out.parent.exists()) else None
+    ram = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") if hasattr(os, "sysconf") else None
+    if free is not None and disk > free:
+        raise UserError(f"--per-class/--ratio: {total:,} images need about {disk / 2**30:.1f} GiB under {out}, which has "
+                        f"{free / 2**30:.1f} GiB free; ask for fewer or choose another --out")
+    if ram is not None and memory > ram / 2:
+        raise UserError(f"--per-class/--ratio: {total:,} images are too many for one set on this machine "
+                        f"({ram / 2**30:.0f} GiB memory); generate several smaller sets (other --seed or --out)")
 
 
 def plan_blocks(images_root: Path, targets: list[ClassTarget], block: int) -> list[Block]:

@@ -207,6 +207,7 @@ def _error_line(capsys, argv) -> str:
         (["--per-class", "3", "--steps", "0"], "--steps:"),
         (["--per-class", "3", "--steps", "51"], "--steps: at most the run's diffusion.num_train_timesteps (50)"),
         (["--ratio", "inf"], "--ratio: expected a finite number >= 0"),
+        (["--per-class", str(10**13)], "--per-class/--ratio: 20,000,000,000,000 images need about"),
         (["--per-real", "2"], "--per-real: counts variations of real images; add --from-real"),
         (["--per-real", "2", "--from-real", "--strength", "0.7,0.2"], "--strength: one number or LO,HI with 0 < LO <= HI < 1"),
         (["--per-real", "2", "--from-real", "--strength", "strong"], "--strength strong: expected one number or LO,HI"),
