@@ -32,6 +32,7 @@ from synthaug.recipe import GenerateConfig, Recipe
 from synthaug.rundir import Run, RunDir, SynthDir, open_run
 from synthaug.runtime import on_cpu
 from synthaug.sampling import DEFAULT_STEPS, denoise, image_generator, sampling_scheduler, variation_start
+from synthaug.synthnpz import npz_name, npz_up_to_date, write_npz
 from synthaug.synthset import (
     WORK_DIR,
     ClassTarget,
@@ -45,13 +46,10 @@ from synthaug.synthset import (
     generation_id_of,
     image_file,
     new_manifest,
-    npz_name,
-    npz_up_to_date,
     plan_blocks,
     provenance_of,
     rejections,
     repair_damaged,
-    write_npz,
 )
 
 # On CPU the UNet always sees blocks of BLOCK_SIZE consecutive indices of one class, whatever

@@ -16,7 +16,6 @@ import os
 import re
 import shutil
 import tempfile
-import zipfile
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -30,7 +29,7 @@ from PIL import Image, UnidentifiedImageError
 from synthaug.data import encode_png
 from synthaug.errors import UserError
 from synthaug.files import atomic_write_bytes
-from synthaug.recipe import GenerateConfig, Recipe
+from synthaug.recipe import GenerateConfig
 from synthaug.rundir import Run, RunDir, SynthDir
 from synthaug.runtime import package_versions
 
@@ -210,39 +209,6 @@ def plan_blocks(images_root: Path, targets: list[ClassTarget], block: int) -> li
     return blocks
 
 
-def npz_name(recipe: Recipe) -> str:
-    """Never a name medmnist would take for its own file: `synthetic_<flag>[_<size>].npz`."""
-    if recipe.data.medmnist:
-        return f"synthetic_{recipe.data.medmnist}{'' if recipe.data.size == 28 else f'_{recipe.data.size}'}.npz"
-    return f"synthetic_{recipe.name}.npz"
-
-
-def write_npz(path: Path, images_root: Path, files: list[str], labels: np.ndarray, size: int, channels: int) -> None:
-    """A MedMNIST-layout npz (train_images, train_labels), filled through a memory map so memory stays flat."""
-    shape = (len(files), size, size) if channels == 1 else (len(files), size, size, channels)
-    scratch = path.with_name(f".{path.name}.images.tmp")
-    tmp = path.with_name(f".{path.name}.tmp")
-    images = np.lib.format.open_memmap(scratch, mode="w+", dtype=np.uint8, shape=shape)
-    try:
-        for k, name in enumerate(files):
-            with Image.open(images_root / name) as img:
-                pixels = np.asarray(img)
-            images[k] = pixels
-        label_dtype = np.uint8 if labels.size == 0 or labels.max() < 256 else np.int64
-        arrays = {"train_images": images, "train_labels": labels.astype(label_dtype).reshape(-1, 1)}
-        with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED) as archive:
-            for key, array in arrays.items():
-                entry = zipfile.ZipInfo(f"{key}.npy", date_time=(1980, 1, 1, 0, 0, 0))  # fixed: same bytes every run
-                entry.compress_type = zipfile.ZIP_DEFLATED
-                with archive.open(entry, "w", force_zip64=True) as fh:
-                    np.lib.format.write_array(fh, np.asarray(array), allow_pickle=False)
-        del images
-        os.replace(tmp, path)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
-        scratch.unlink(missing_ok=True)
-
-
 def collect_metadata(images_root: Path, targets: list[ClassTarget], generation_id: str, run_path: str, provenance: dict) -> pd.DataFrame:
     """metadata.csv, rebuilt from the files on disk and the provenance stored in each of them."""
     variations = provenance.get("mode") == "from_real"
@@ -328,15 +294,6 @@ def rejections(rows: pd.DataFrame) -> dict:
         for name in filter(None, str(entry).split(";")) if isinstance(entry, str) else ():
             counts[name] = counts.get(name, 0) + 1
     return counts
-
-
-def npz_up_to_date(folder: SynthDir, npz_path: Path, generation_id: str, targets: list[ClassTarget]) -> bool:
-    previous = folder.read_manifest() or {}
-    counts = {str(t.class_idx): t.count for t in targets}
-    return bool(
-        previous.get("complete") and previous.get("generation_id") == generation_id and npz_path.is_file()
-        and {c: e.get("count") for c, e in previous.get("classes", {}).items()} == counts
-    )
 
 
 def new_manifest(run: Run, targets: list[ClassTarget], settings: GenerateConfig, provenance: dict, generation_id: str,
