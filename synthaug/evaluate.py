@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
+from accelerate import Accelerator
 from tqdm.auto import tqdm
 
 import synthaug
@@ -37,6 +38,7 @@ from synthaug.report import grid_name, render_evaluate_report
 from synthaug.rundir import Run, SynthDir, open_run
 from synthaug.runtime import hardware, pick_device
 from synthaug.stats import paired_bootstrap_ci, ratio_of_means_ci
+from synthaug.tracking import check_trackers, flat_config, log_curve
 
 
 @dataclass
@@ -192,11 +194,15 @@ def _evaluate(runs, recipes, cfg, arms, need_synthetic, device, out_dir, synthet
             check_synthetic(regime, arms)
     rows = []
     cache = Path(cache_dir or out_dir / "cache")
+    tracker = Accelerator(cpu=device.type == "cpu", log_with=check_trackers(cfg.log_with, "evaluate.log_with"), project_dir=str(out_dir / "logs"))
+    tracker.init_trackers("evaluate", config=flat_config(cfg.model_dump(mode="json")))
     bar = tqdm(jobs, desc="evaluate", unit="arm", disable=not show_progress)
     for regime, arm, seed in bar:
         bar.set_postfix_str(f"{regime.label} {arm.name} seed {seed}")
         rows.append(run_arm(regime, arm, seed, cfg, data, cache, force, device, show_progress))
+        log_curve(tracker, f"{regime.label} s{regime.subset_seed}/{arm.name}/seed {seed}", rows[-1]["curve"])
     bar.close()
+    tracker.end_training()
     results = summarise(rows, cfg)
     results.update({
         "commands": [command] if command else [],

@@ -32,14 +32,17 @@ class Monitor:
         except UserError:  # e.g. a folder dataset without a test split: grids only
             self.copies = None
 
-    def grid(self, unet, noise_scheduler, model_dir: str, class_idx: int, labels: list[int] | None, step: int, seed: int) -> float | None:
+    def grid(self, unet, noise_scheduler, model_dir: str, class_idx: int, labels: list[int] | None, step: int,
+             seed: int) -> tuple[np.ndarray, float | None]:
+        """The grid (uint8 (H, W, C)), written to samples/, and the fraction of its images that copy a training image."""
         images = sample_images(unet, noise_scheduler, labels, GRID_SIZE, seed)
-        atomic_write_bytes(self.run.sample_grid(model_dir, step), encode_png(image_grid(images)))
+        grid = image_grid(images)
+        atomic_write_bytes(self.run.sample_grid(model_dir, step), encode_png(grid))
         if self.copies is None:
-            return None
+            return grid, None
         classes = np.array([labels[i % len(labels)] for i in range(len(images))] if labels else [class_idx] * len(images))
         copied = sum(int((~self.copies(images[classes == c], int(c))).sum()) for c in np.unique(classes))
         fraction = copied / len(images)
         print(f"{model_dir}: step {step}: {copied} of {len(images)} grid images are near-copies of training images "
               f"(a real image of a new patient: about {1 - self.quantile:.0%})", flush=True)
-        return fraction
+        return grid, fraction

@@ -125,6 +125,7 @@ class TrainConfig(_Strict):
     # symmetries, for data with no orientation (blood cells, pathology, dermatology). Chest X-rays: none.
     augment: list[Literal[GENERATOR_AUGMENTS]] = Field(default_factory=lambda: ["hflip"])
     snr_gamma: float | None = Field(5.0, gt=0)  # min-SNR-gamma loss weighting (Hang et al. 2023); null: plain MSE
+    log_with: list[str] = Field(default_factory=list)  # Accelerate trackers (tensorboard, wandb, ...): loss, lr, images/s, grids
     seed: int = 0
 
     @model_validator(mode="before")
@@ -198,6 +199,7 @@ class EvaluateConfig(_Strict):
     ratios: list[float] = Field(default_factory=lambda: [1.0, 5.0], min_length=1)
     replace_p: list[float] = Field(default_factory=lambda: [0.5], min_length=1)  # one real+replace arm per probability
     synthetic_weight: float = Field(1.0, gt=0, le=1)  # loss weight of a synthetic sample (a real one weighs 1)
+    log_with: list[str] = Field(default_factory=list)  # Accelerate trackers: each arm's val curve
     classifier: Literal["small_cnn", "resnet18"] = "resnet18"
     width: int = Field(32, gt=0)
     steps: int = Field(2000, gt=0)

@@ -19,17 +19,19 @@ import torch.nn.functional as F
 from accelerate import Accelerator
 from diffusers import DDPMPipeline, UNet2DModel
 from diffusers.optimization import get_cosine_schedule_with_warmup
-from diffusers.training_utils import EMAModel, compute_snr
+from diffusers.training_utils import EMAModel
 from tqdm.auto import tqdm
 
 from synthaug.data import ImageSet, load_split, resolve_classes, subset_indices, to_model_tensor
 from synthaug.errors import UserError
 from synthaug.models import build_noise_scheduler, build_unet
 from synthaug.monitor import Monitor
+from synthaug.objective import min_snr_weight, training_batch
 from synthaug.recipe import Recipe, load_recipe, recipe_to_yaml
 from synthaug.files import FolderLock, atomic_write_json, atomic_write_text, remove_stale_temps, replace_dir, temp_dir_beside
 from synthaug.rundir import ClassesInfo, RunDir, checkpoint_step, model_dir_name
 from synthaug.runtime import on_cpu, package_versions, seeded_generator
+from synthaug.tracking import check_trackers, flat_config, log_image
 
 METRIC_COLUMNS = ["step", "class", "loss", "lr", "images_per_s", "copy_fraction"]
 
@@ -51,12 +53,14 @@ def make_accelerator(recipe: Recipe) -> Accelerator:
         cpu=on_cpu(),
         mixed_precision=recipe.train.mixed_precision,
         gradient_accumulation_steps=recipe.train.gradient_accumulation_steps,
+        log_with=check_trackers(recipe.train.log_with, "train.log_with"),
+        project_dir=str(recipe.run_dir / "logs"),
     )
 
 
 def _comparable(recipe: Recipe) -> dict:
     """The parts of a recipe that decide a run's weights (paths may move)."""
-    return recipe.model_dump(mode="json", include={"data", "model", "diffusion", "train"}, exclude={"data": {"root"}})
+    return recipe.model_dump(mode="json", include={"data", "model", "diffusion", "train"}, exclude={"data": {"root"}, "train": {"log_with"}})
 
 
 def prepare_run(recipe: Recipe, is_main: bool) -> tuple[RunDir, ImageSet, list[int]]:
@@ -104,51 +108,6 @@ def make_jobs(recipe: Recipe, data: ImageSet, classes: list[int], device) -> lis
         Job(model_dir_name("per_class", c, data.class_names[c]), c, images[torch.from_numpy(data.labels == c).to(device)], None)
         for c in classes
     ]
-
-
-def augment_batch(x: torch.Tensor, augments: list[str], gen: torch.Generator) -> torch.Tensor:
-    """Random label-preserving symmetries of a batch (N, C, H, W), drawn from `gen` in a fixed order.
-
-    hflip's draw comes first, as it did before train.augment existed, so old recipes give the same weights.
-    """
-    n = x.shape[0]
-
-    def chosen(p_true: torch.Tensor) -> torch.Tensor:
-        return p_true.to(x.device)[:, None, None, None]
-
-    if "hflip" in augments:
-        x = torch.where(chosen(torch.rand(n, generator=gen) < 0.5), x.flip(-1), x)
-    if "vflip" in augments:
-        x = torch.where(chosen(torch.rand(n, generator=gen) < 0.5), x.flip(-2), x)
-    if "rot90" in augments:
-        quarter = torch.randint(4, (n,), generator=gen)
-        for k in (1, 2, 3):  # square images: a quarter turn keeps the shape
-            x = torch.where(chosen(quarter == k), x.rot90(k, (-2, -1)), x)
-    return x
-
-
-def _batch(recipe: Recipe, job: Job, num_classes: int, gen: torch.Generator, device):
-    """One micro-batch: images, noise, timesteps and (for the conditional model) labels with CFG dropout."""
-    cfg = recipe.train
-    n = job.images.shape[0]
-    idx = torch.randint(n, (cfg.batch_size,), generator=gen)
-    x = job.images[idx.to(device)]
-    x = augment_batch(x, cfg.augment, gen)
-    noise = torch.randn(x.shape, generator=gen).to(device)
-    t = torch.randint(recipe.diffusion.num_train_timesteps, (cfg.batch_size,), generator=gen).to(device)
-    labels = None
-    if job.labels is not None:
-        labels = job.labels[idx.to(device)]
-        drop = (torch.rand(cfg.batch_size, generator=gen) < recipe.model.cfg_dropout).to(device)
-        labels = torch.where(drop, torch.full_like(labels, num_classes), labels)
-    return x, noise, t, labels
-
-
-def _min_snr_weight(noise_scheduler, t: torch.Tensor, gamma: float, prediction_type: str) -> torch.Tensor:
-    """Min-SNR-gamma loss weights (Hang et al. 2023), as diffusers' training examples apply them."""
-    snr = compute_snr(noise_scheduler, t)
-    clipped = torch.clamp(snr, max=gamma)
-    return clipped / (snr + 1) if prediction_type == "v_prediction" else clipped / snr
 
 
 def _save_checkpoint(accelerator: Accelerator, run: RunDir, job: Job, step: int) -> None:
@@ -205,6 +164,7 @@ def train_job(recipe: Recipe, run: RunDir, job: Job, num_classes: int, class_nam
             print(f"{job.model_dir}: resuming from step {start} ({checkpoint.relative_to(run.root)})", flush=True)
     if accelerator.is_main_process:
         _write_metrics(run, job, [], keep_until=start)
+    accelerator.init_trackers(job.model_dir, config=flat_config(recipe.model_dump(mode="json")))
 
     rows: list[dict] = []
     images_per_step = cfg.batch_size * cfg.gradient_accumulation_steps * accelerator.num_processes
@@ -216,7 +176,7 @@ def train_job(recipe: Recipe, run: RunDir, job: Job, num_classes: int, class_nam
             tick = time.perf_counter()
             for micro in range(cfg.gradient_accumulation_steps):
                 gen = seeded_generator(cfg.seed, job.class_idx, step, micro, accelerator.process_index)
-                x, noise, t, labels = _batch(recipe, job, num_classes, gen, device)
+                x, noise, t, labels = training_batch(recipe, job, num_classes, gen, device)
                 with accelerator.accumulate(unet):
                     noisy = noise_scheduler.add_noise(x, noise, t)
                     with accelerator.autocast():
@@ -227,7 +187,7 @@ def train_job(recipe: Recipe, run: RunDir, job: Job, num_classes: int, class_nam
                         target = noise_scheduler.get_velocity(x, noise, t)
                     loss = F.mse_loss(pred.float(), target, reduction="none").mean(dim=(1, 2, 3))
                     if cfg.snr_gamma is not None:
-                        loss = loss * _min_snr_weight(noise_scheduler, t, cfg.snr_gamma, recipe.diffusion.prediction_type)
+                        loss = loss * min_snr_weight(noise_scheduler, t, cfg.snr_gamma, recipe.diffusion.prediction_type)
                     loss = loss.mean()
                     accelerator.backward(loss)
                     if accelerator.sync_gradients:
@@ -239,6 +199,7 @@ def train_job(recipe: Recipe, run: RunDir, job: Job, num_classes: int, class_nam
             loss_value = accelerator.reduce(loss.detach(), "mean").item()
             speed = images_per_step / (time.perf_counter() - tick)
             rows.append({"step": step + 1, "class": job.class_idx, "loss": loss_value, "lr": lr_schedule.get_last_lr()[0], "images_per_s": speed})
+            accelerator.log({k: rows[-1][k] for k in ("loss", "lr", "images_per_s")}, step=step + 1)
             bar.set_postfix(loss=f"{loss_value:.4f}", img_s=f"{speed:.1f}")
             bar.update(1)
             done = step + 1
@@ -270,6 +231,7 @@ def train_job(recipe: Recipe, run: RunDir, job: Job, num_classes: int, class_nam
         replace_dir(tmp, run.model(job.model_dir))
         _write_metrics(run, job, rows, keep_until=start)
         shutil.rmtree(run.checkpoints(job.model_dir), ignore_errors=True)
+    accelerator.end_training()
     accelerator.wait_for_everyone()
     trained = cfg.steps - start
     result = {
@@ -301,7 +263,10 @@ def _grid(accelerator, unet, ema: EMAModel, noise_scheduler, monitor: Monitor | 
         ema.copy_to(model.parameters())
         model.eval()
         labels = list(range(num_classes)) if job.labels is not None else None
-        fraction = monitor.grid(model, noise_scheduler, job.model_dir, job.class_idx, labels, step, seed)
+        grid, fraction = monitor.grid(model, noise_scheduler, job.model_dir, job.class_idx, labels, step, seed)
+        log_image(accelerator, "samples", grid, step)
+        if fraction is not None:
+            accelerator.log({"copy_fraction": fraction}, step=step)
         model.train()
         ema.restore(model.parameters())
     accelerator.wait_for_everyone()

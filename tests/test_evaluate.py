@@ -141,3 +141,13 @@ def test_replace_arms_and_synthetic_weight(tiny_recipe, tmp_path):
     same = weighted.set_index(["arm", "seed"])["key"], rows.set_index(["arm", "seed"])["key"]
     assert (same[0].loc["real"] == same[1].loc["real"]).all()  # no synthetic sample: the weight changes nothing
     assert (same[0].loc["real+synthetic 1x"] != same[1].loc["real+synthetic 1x"]).all()  # weighted: another arm
+
+
+def test_each_arm_val_curve_goes_to_tensorboard(eval_run, tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    run = eval_run("logged", per_class=6, arms=["real", "real+synthetic"], ratios=[1], seeds=[0], log_with=["tensorboard"])
+    evaluate([run], tmp_path / "out", show_progress=False)
+    logs = next((tmp_path / "out" / "logs").rglob("events.out.tfevents.*")).parent
+    tags = EventAccumulator(str(logs)).Reload().Tags()["scalars"]
+    assert {"6/class s0/real/seed 0/val_acc", "6/class s0/real+synthetic 1x/seed 0/val_auc"} <= set(tags)

@@ -177,27 +177,6 @@ def test_two_cpu_processes_with_accelerate_launch(tmp_path, breast_root):
         assert image.shape == (1, 28, 28, 1) and np.isfinite(image).all()
 
 
-def test_min_snr_weights_cap_the_easy_timesteps():
-    from synthaug.models import build_noise_scheduler
-    from synthaug.recipe import DiffusionConfig
-
-    scheduler = build_noise_scheduler(DiffusionConfig())
-    t = torch.tensor([0, 100, 500, 999])
-    eps = train_module._min_snr_weight(scheduler, t, 5.0, "epsilon")
-    assert eps[0] < 0.01 and torch.allclose(eps[2:], torch.ones(2))  # high SNR down-weighted, noisy steps untouched
-    v = train_module._min_snr_weight(scheduler, t, 5.0, "v_prediction")
-    assert (v <= 1).all() and v[3] < 1 and v[0] < eps[1]
-
-
-def test_augment_draws_only_symmetries_of_the_training_images():
-    images = torch.arange(2 * 3 * 4 * 4, dtype=torch.float32).reshape(2, 3, 4, 4)
-    out = train_module.augment_batch(images.repeat(32, 1, 1, 1), ["hflip", "rot90"], torch.Generator().manual_seed(0))
-    dihedral = [v for img in images for f in (img, img.flip(-1)) for v in (f.rot90(k, (-2, -1)) for k in range(4))]
-    seen = {next(i for i, d in enumerate(dihedral) if torch.equal(o, d)) for o in out}  # raises if one is no symmetry
-    assert len(seen) > 8  # many of the 16 (2 images x 8 symmetries) appear, not just the originals
-    assert torch.equal(train_module.augment_batch(images, [], torch.Generator()), images)
-
-
 def test_sample_grids_report_their_copy_fraction(tiny_recipe, capsys):
     run = fit(tiny_recipe("watched", train={"steps": 4, "sample_every": 2}), show_progress=False)
     out = capsys.readouterr().out
@@ -215,3 +194,15 @@ def test_a_second_fit_of_one_run_is_refused_naming_the_first(tiny_recipe):
             fit(recipe, show_progress=False)
     assert not (recipe.run_dir / "classes.json").exists()  # refused before writing anything
     fit(recipe, show_progress=False)
+
+
+def test_fit_logs_loss_lr_speed_and_grids_to_tensorboard(tiny_recipe):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    run = fit(tiny_recipe("tracked", train={"steps": 4, "sample_every": 2, "log_with": ["tensorboard"]}), show_progress=False)
+    events = EventAccumulator(str(run.root / "logs" / "00_malignant")).Reload()
+    assert {"loss", "lr", "images_per_s", "copy_fraction"} <= set(events.Tags()["scalars"])
+    assert [e.step for e in events.Scalars("loss")] == [1, 2, 3, 4]
+    assert events.Tags()["images"]  # the sample grids
+    with pytest.raises(UserError, match="train.log_with: unknown tracker 'tensorbored'"):
+        fit(tiny_recipe("typo", train={"log_with": ["tensorbored"]}), show_progress=False)
