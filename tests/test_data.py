@@ -133,3 +133,10 @@ def test_tensor_round_trip_is_exact():
     tensor = to_model_tensor(images)
     assert tensor.shape == (3, 3, 8, 8) and tensor.min() >= -1 and tensor.max() <= 1
     assert np.array_equal(to_uint8(tensor), images)
+
+
+def test_a_truncated_npz_is_named(tmp_path):
+    path = write_medmnist_npz(tmp_path, "breastmnist", classes=2, channels=1)
+    path.write_bytes(path.read_bytes()[: len(path.read_bytes()) // 2])
+    with pytest.raises(UserError, match="breastmnist.npz: not a readable npz file .*download it again"):
+        load_split(DataConfig(medmnist="breastmnist", root=tmp_path), "train")

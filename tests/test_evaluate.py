@@ -151,3 +151,18 @@ def test_each_arm_val_curve_goes_to_tensorboard(eval_run, tmp_path):
     logs = next((tmp_path / "out" / "logs").rglob("events.out.tfevents.*")).parent
     tags = EventAccumulator(str(logs)).Reload().Tags()["scalars"]
     assert {"6/class s0/real/seed 0/val_acc", "6/class s0/real+synthetic 1x/seed 0/val_auc"} <= set(tags)
+
+
+def test_damaged_state_files(eval_run, tmp_path):
+    run = eval_run("damaged", per_class=6, arms=["real"], seeds=[0])
+    first = evaluate([run], tmp_path / "out", show_progress=False)
+    cached = next((tmp_path / "out" / "cache").glob("*.json"))
+    cached.write_text("{")
+    with pytest.warns(UserWarning, match="damaged cached arm.*training the arm again"):
+        again = evaluate([run], tmp_path / "out", show_progress=False)
+    assert again["arms_from_cache"] == 0 and again["rows"][0]["test_acc"] == first["rows"][0]["test_acc"]
+    real_and_synthetic = eval_run("damaged-audit", per_class=6, arms=["real", "real+synthetic"], ratios=[1], seeds=[0])
+    (real_and_synthetic / "synthetic" / "audit.json").write_text("[")
+    with pytest.raises(UserError, match="audit.json: damaged audit.json"):
+        evaluate([real_and_synthetic], tmp_path / "out2", show_progress=False)
+    assert not (tmp_path / "out2" / "cache").exists()  # found before any arm trained

@@ -351,3 +351,35 @@ def test_two_generates_started_together_never_leave_a_lying_folder(run, tmp_path
         data = SynthDataset(out)
         assert data.verify() == 40
         assert set(pd.read_csv(out / "metadata.csv")["seed"]) == {winner}
+
+
+def test_a_full_disk_is_one_line_and_the_rerun_finishes(run, tmp_path, capsys, monkeypatch):
+    import errno
+
+    import synthaug.synthset as synthset
+
+    real_write = synthset.atomic_write_bytes
+    written = []
+
+    def fills_up(path, data):
+        if len(written) >= 5:
+            raise OSError(errno.ENOSPC, "No space left on device", str(path))
+        written.append(path)
+        real_write(path, data)
+
+    monkeypatch.setattr(synthset, "atomic_write_bytes", fills_up)
+    out = tmp_path / "syn"
+    message = _error_line(capsys, ["--run", str(run.root), "--per-class", "10", "--out", str(out)])
+    assert "No space left on device" in message and "run the same command again" in message
+    assert not (out / "metadata.csv").exists() and len(list(out.rglob("*.png"))) == 5  # finished images kept, no lying metadata
+    monkeypatch.setattr(synthset, "atomic_write_bytes", real_write)
+    generate(run.root, per_class=10, out=out, show_progress=False)
+    assert SynthDataset(out).verify() == 20
+
+
+def test_a_damaged_manifest_is_named_before_any_work(run, tmp_path, capsys):
+    out = generate(run.root, per_class=2, out=tmp_path / "syn", show_progress=False)
+    (out / "manifest.json").write_text('{"complete": tr')
+    message = _error_line(capsys, ["--run", str(run.root), "--per-class", "4", "--out", str(out)])
+    assert "manifest.json: damaged manifest.json" in message
+    assert len(list(out.rglob("*.png"))) == 4  # nothing drawn, nothing lost

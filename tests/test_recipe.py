@@ -118,3 +118,8 @@ def test_legacy_hflip_recipes_read_as_augment(tmp_path, breast_root):
         recipe_from_dict(tiny_recipe_dict(data, tmp_path, train={"hflip": True, "augment": ["rot90"]}))
     with pytest.raises(UserError, match="train.augment"):
         recipe_from_dict(tiny_recipe_dict(data, tmp_path, train={"augment": ["spin"]}))
+
+
+def test_malformed_yaml_in_set_is_one_line(tmp_path):
+    with pytest.raises(UserError, match=r"--set 'model.block_out_channels=\[8, 16': the value is not valid YAML"):
+        parse_overrides(["model.block_out_channels=[8, 16"])
