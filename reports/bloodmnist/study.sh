@@ -2,15 +2,22 @@
 # The BloodMNIST low-data study (reports/bloodmnist/report.md), stage by stage, exactly as it was run.
 # Every command resumes: finished models, images and classifier arms are skipped on a rerun.
 # Two jobs at a time, one CPU thread each (a 2-core machine); on a GPU run the same commands.
-# Runs go to ../study-runs (recipes/bloodmnist-study.yaml output_dir), outside the repository.
-#   bash reports/bloodmnist/study.sh fit        # generators: class-conditional on every subset, per-class at 25/class
+# Runs, lever reports and the shared arm cache go to ../study-runs (outside the repository);
+# `report` copies the finished reports into reports/bloodmnist/.
+#   bash reports/bloodmnist/study.sh fit       # generators: class-conditional on every subset; per-class and hflip-only at 25/class
+#   bash reports/bloodmnist/study.sh levers    # levers at 25/class, each chosen on val: classical baseline, source, usage
+#   bash reports/bloodmnist/study.sh generator # the generator levers at the choices above: per-class vs class-conditional, augmentation
+#   bash reports/bloodmnist/study.sh final     # chosen settings on every subset at 10 and 25/class, noise-drawn sets, audits
+#   bash reports/bloodmnist/study.sh report    # copy the reports into reports/bloodmnist/ and tabulate the levers
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-STAGE="${1:?usage: study.sh fit}"
+STAGE="${1:?usage: study.sh fit|levers|generator|final|report}"
 RECIPE=recipes/bloodmnist-study.yaml
 DATA_ROOT="${SYNTHAUG_DATA_ROOT:-../shared/data/medmnist}"
 export OMP_NUM_THREADS="${OMP_NUM_THREADS:-1}"
-RUNS=../study-runs; LOGS=$RUNS/logs; mkdir -p "$LOGS"
+RUNS=../study-runs; OUT=$RUNS/report; CACHE=$OUT/cache; LOGS=$RUNS/logs; mkdir -p "$LOGS" "$OUT"
+LEVERS="python reports/bloodmnist/levers.py"
+export PATH="$PWD/.venv/bin:$PATH"   # the repository's environment (README, Set-up)
 
 run_name() { echo "bloodmnist-study-$1pc-s$2"; }   # the names `synthaug experiment` gives its regimes
 fit_regime() {  # per_class subset_seed [extra --set ...]
@@ -21,12 +28,141 @@ fit_regime() {  # per_class subset_seed [extra --set ...]
 fit_perclass() {  # per-class models at the same total budget: 8 models x 188 steps = 1504 steps
   fit_regime "$1" "$2" --set name="bloodmnist-study-perclass-$1pc-s$2" --set model.conditioning=per_class --set train.steps=188
 }
+fit_hflip() {  # the previous study's generator augmentation: horizontal flips only
+  fit_regime "$1" "$2" --set name="bloodmnist-study-hflip-$1pc-s$2" --set "train.augment=[hflip]"
+}
+
+RUNS25="$(run_name 25 0) $(run_name 25 1) $(run_name 25 2)"
+RUNS10="$(run_name 10 0) $(run_name 10 1) $(run_name 10 2)"
+# Classical augmentation of the baseline (evaluate.classic), chosen on val: blood cells have no orientation.
+declare -A CLASSIC=(
+  [flips]="{hflip: true, vflip: true, rot90: false, rotate_deg: 0, shift: 0.0, brightness: 0.0, contrast: 0.0}"
+  [dihedral]="{hflip: true, vflip: true, rot90: true, rotate_deg: 0, shift: 0.0, brightness: 0.0, contrast: 0.0}"
+  [standard]="{hflip: true, vflip: true, rot90: false, rotate_deg: 10, shift: 0.1, brightness: 0.1, contrast: 0.1}"
+)
+BASE="real,real+classic"
+evaluate_runs() {  # out_dir folder runs..., then -- and extra evaluate flags
+  local out=$1 folder=$2; shift 2; local runs=()
+  while [ "$1" != "--" ]; do runs+=("$1"); shift; done; shift
+  synthaug evaluate $(for r in "${runs[@]}"; do echo $RUNS/$r; done) $(for r in "${runs[@]}"; do echo --synthetic $RUNS/$r/$folder; done) \
+    --data-root "$DATA_ROOT" --out "$OUT/$out" --cache "$CACHE" --no-progress "$@"
+}
+gen_runs() {  # folder runs..., then -- and generate flags
+  local folder=$1; shift; local runs=()
+  while [ "$1" != "--" ]; do runs+=("$1"); shift; done; shift
+  for r in "${runs[@]}"; do synthaug generate --run $RUNS/$r --out $RUNS/$r/$folder --data-root "$DATA_ROOT" --no-progress "$@"; done
+}
+classic_set() { echo "evaluate.classic=${CLASSIC[$($LEVERS best $OUT classic)]}"; }
+source_flags() {  # generate flags of a source setting: noise-g4 or var-<strength>
+  case "$1" in noise-g4) echo "--guidance-scale 4 --steps 50" ;; var-*) echo "--from-real --strength ${1#var-}" ;; esac
+}
+usage_flags() {  # evaluate flags of a usage setting: add-<R>x[-weight<W>] or replace-p<P>
+  case "$1" in
+    add-*) local r=${1#add-}; r=${r%%x*}; echo "--set evaluate.arms=[$BASE,real+synthetic+classic] --set evaluate.ratios=[$r]"
+           case "$1" in *weight*) echo "--set evaluate.synthetic_weight=${1##*weight}" ;; esac ;;
+    replace-p*) echo "--set evaluate.arms=[$BASE,real+replace+classic] --set evaluate.replace_p=[${1#replace-p}]" ;;
+  esac
+}
+usage_amount() {  # generate amount a usage setting needs: variations per real image (replace uses 5)
+  case "$1" in add-*) local r=${1#add-}; r=${r%%x*}; echo "--per-real $(( r > 5 ? r : 5 ))" ;; replace-*) echo "--per-real 5" ;; esac
+}
 
 case "$STAGE" in
 fit)
-  ( fit_regime 25 0; fit_regime 25 1; fit_regime 25 2; fit_perclass 25 1 ) > "$LOGS/fit-a.log" 2>&1 &
-  ( fit_regime 10 0; fit_regime 10 1; fit_regime 10 2; fit_perclass 25 0; fit_perclass 25 2 ) > "$LOGS/fit-b.log" 2>&1 &
+  # The class-conditional generator of every subset. This session's run stopped there; the per-class and
+  # hflip-only generators of the `generator` stage (fit_perclass, fit_hflip) did not fit its CPU time.
+  ( fit_regime 25 0; fit_regime 25 1; fit_regime 10 1 ) > "$LOGS/fit-a.log" 2>&1 &
+  ( fit_regime 10 0; fit_regime 25 2; fit_regime 10 2 ) > "$LOGS/fit-b.log" 2>&1 &
   wait
+  ;;
+levers)
+  # L0 classical augmentation of the baseline: flips, the 8 dihedral symmetries, or flips + rotation, shift, brightness, contrast.
+  for c in flips dihedral standard; do
+    evaluate_runs levers/classic-$c synthetic $RUNS25 -- --set "evaluate.arms=[$BASE]" --set "evaluate.classic=${CLASSIC[$c]}"
+  done
+  CS=$(classic_set)
+  # L1 source: images drawn from noise (guidance 4, DPM-Solver++ 50 steps: the previous study's choices) or variations of
+  # the real images at strength 0.2, 0.35 or 0.5 (5 per image). Scored by the better of adding 1x and replacing with
+  # p 0.5. From here on the sweeps use classifier seed 0 only (3 subsets = 3 pairs), for CPU time; the final table uses both.
+  SEED0="evaluate.seeds=[0]"
+  ( gen_runs noise-g4 $RUNS25 -- --ratio 1 $(source_flags noise-g4)
+    evaluate_runs levers/source-noise-g4 noise-g4 $RUNS25 -- --set "evaluate.arms=[$BASE,real+synthetic+classic]" --set evaluate.ratios=[1] --set "$CS" --set "$SEED0"
+    gen_runs var-0.5 $RUNS25 -- --per-real 5 $(source_flags var-0.5)
+    evaluate_runs levers/source-var-0.5 var-0.5 $RUNS25 -- --set "evaluate.arms=[$BASE,real+synthetic+classic,real+replace+classic]" \
+      --set evaluate.ratios=[1] --set evaluate.replace_p=[0.5] --set "$CS" --set "$SEED0"
+  ) > "$LOGS/levers-a.log" 2>&1 &
+  ( for s in 0.35 0.2; do
+      gen_runs var-$s $RUNS25 -- --per-real 5 $(source_flags var-$s)
+      evaluate_runs levers/source-var-$s var-$s $RUNS25 -- --set "evaluate.arms=[$BASE,real+synthetic+classic,real+replace+classic]" \
+        --set evaluate.ratios=[1] --set evaluate.replace_p=[0.5] --set "$CS" --set "$SEED0"
+    done ) > "$LOGS/levers-b.log" 2>&1 &
+  wait
+  S=$($LEVERS best $OUT source)
+  echo "chosen: classic $($LEVERS best $OUT classic), source $S"
+  # L2 usage of the chosen source: add 1x or 5x, replace with p 0.25, 0.5 or 1.
+  ADD="evaluate.arms=[$BASE,real+synthetic+classic]"; REP="evaluate.arms=[$BASE,real+replace+classic]"
+  if [ "${S#var-}" != "$S" ]; then
+    ( for r in 1 5; do evaluate_runs levers/usage-add-${r}x $S $RUNS25 -- --set "$ADD" --set evaluate.ratios=[$r] --set "$CS" --set "$SEED0"; done
+    ) > "$LOGS/levers-a.log" 2>&1 &
+    ( for p in 0.25 0.5 1.0; do evaluate_runs levers/usage-replace-p$p $S $RUNS25 -- --set "$REP" --set evaluate.replace_p=[$p] --set "$CS" --set "$SEED0"; done
+    ) > "$LOGS/levers-b.log" 2>&1 &
+    wait
+  else
+    gen_runs $S $RUNS25 -- --ratio 5 $(source_flags $S)
+    for r in 1 5; do evaluate_runs levers/usage-add-${r}x $S $RUNS25 -- --set "$ADD" --set evaluate.ratios=[$r] --set "$CS" --set "$SEED0"; done
+  fi
+  U=$($LEVERS best $OUT usage); echo "chosen usage: $U"
+  # Not swept this session, for CPU time: guidance of the variations (1 here), sampler steps, the generator's
+  # augmentation and per-class models (stage `generator`).
+  ;;
+generator)
+  # (not run yet: needs `fit_perclass 25 0|1|2` and `fit_hflip 25 0` first) L4 the generator, at the chosen source, usage and guidance: per-class models (no guidance) on the three 25/class
+  # subsets, and horizontal flips only instead of the 8 symmetries while training (subset 0).
+  S=$($LEVERS best $OUT source); U=$($LEVERS best $OUT usage); G=$($LEVERS best $OUT guidance); CS=$(classic_set)
+  P25="bloodmnist-study-perclass-25pc-s0 bloodmnist-study-perclass-25pc-s1 bloodmnist-study-perclass-25pc-s2"
+  evaluate_runs levers/generator-class_conditional $S-g$G $RUNS25 -- $(usage_flags $U) --set "$CS"
+  ( gen_runs $S $P25 -- $(usage_amount $U) $(source_flags $S)
+    evaluate_runs levers/generator-per_class $S $P25 -- $(usage_flags $U) --set "$CS" ) > "$LOGS/levers-a.log" 2>&1 &
+  ( H=bloodmnist-study-hflip-25pc-s0; R0=$(run_name 25 0)
+    gen_runs $S-g$G $H -- $(usage_amount $U) $(source_flags $S) --guidance-scale $G
+    evaluate_runs levers/augment-hflip $S-g$G $H -- $(usage_flags $U) --set "$CS"
+    evaluate_runs levers/augment-dihedral $S-g$G $R0 -- $(usage_flags $U) --set "$CS" ) > "$LOGS/levers-b.log" 2>&1 &
+  wait
+  ;;
+final)
+  # Every subset at 10 and 25/class with the settings chosen on val; images drawn from noise beside them for the
+  # classification accuracy score and the copy rate; 5x more real images per class as the ceiling.
+  S=$($LEVERS best $OUT source); U=$($LEVERS best $OUT usage); CS=$(classic_set)
+  SET=$S; GFLAGS="$(usage_amount $U) $(source_flags $S)"
+  [ "${S#var-}" != "$S" ] || GFLAGS="--ratio 5 $(source_flags $S)"
+  echo "chosen on val: classic $($LEVERS best $OUT classic), source $S, usage $U"
+  ( gen_runs $SET $RUNS10 -- $GFLAGS
+    gen_runs noise-g4 $RUNS10 -- --ratio 1 $(source_flags noise-g4)
+    evaluate_runs final $SET $RUNS10 $RUNS25 -- $(usage_flags $U) --set "$CS"
+  ) > "$LOGS/final-a.log" 2>&1 &
+  ( gen_runs noise-g4 $RUNS25 -- --ratio 1 $(source_flags noise-g4)
+    # the ceiling: 5x more real images per class (125), classifier seed 0
+    evaluate_runs ceiling synthetic $RUNS25 -- --set "evaluate.arms=[$BASE]" --set data.subset.per_class=125 --set "$CS" --set "evaluate.seeds=[0]"
+    for r in $RUNS10 $RUNS25; do synthaug audit --run $RUNS/$r --synthetic $RUNS/$r/noise-g4 --data-root "$DATA_ROOT" --no-progress; done
+  ) > "$LOGS/final-b.log" 2>&1 &
+  wait
+  # images drawn from noise: the classification accuracy score (synthetic only vs real only); the variations' audits
+  ( evaluate_runs final-noise noise-g4 $RUNS10 $RUNS25 -- --set "evaluate.arms=[real,synthetic]" --set "$CS" ) > "$LOGS/final-a.log" 2>&1 &
+  ( [ "$SET" = noise-g4 ] || for r in $(run_name 10 0) $(run_name 25 0); do
+      synthaug audit --run $RUNS/$r --synthetic $RUNS/$r/$SET --data-root "$DATA_ROOT" --no-progress; done ) > "$LOGS/final-b.log" 2>&1 &
+  wait
+  ;;
+report)
+  DEST=reports/bloodmnist; mkdir -p $DEST/levers $DEST/audit
+  cp $OUT/final/{report.md,results.csv,results.json,accuracy_vs_size.png} $OUT/final/samples_*.png $DEST/
+  for d in final-noise ceiling $(cd $OUT && ls -d levers/* 2>/dev/null); do
+    mkdir -p $DEST/$d; cp $OUT/$d/{report.md,results.csv,results.json} $DEST/$d/
+  done
+  for r in $RUNS10 $RUNS25; do for f in $(ls -d $RUNS/$r/*/ | xargs -n1 basename); do
+    [ -f $RUNS/$r/$f/audit.md ] && mkdir -p $DEST/audit/$r/$f && cp $RUNS/$r/$f/audit.{md,json} $RUNS/$r/$f/audit_*.png $DEST/audit/$r/$f/
+  done; done
+  $LEVERS table $OUT classic source usage > $DEST/levers.md
+  cat $DEST/levers.md
   ;;
 *)
   echo "unknown stage $STAGE" >&2; exit 2 ;;
