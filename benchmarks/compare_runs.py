@@ -1,5 +1,8 @@
-import hashlib, json, sys
+import hashlib
+import json
+import sys
 from pathlib import Path
+
 a, b = Path(sys.argv[1]), Path(sys.argv[2])
 def tree(root, pattern):
     return {p.relative_to(root).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(root.glob(pattern)) if p.is_file()}

@@ -22,9 +22,10 @@ from pathlib import Path
 import torch
 from diffusers import DDPMPipeline
 
-from synthaug.recipe import load_recipe
-from synthaug.rundir import RunDir, atomic_write_json, atomic_write_text, model_dir_name
+from synthaug.files import atomic_write_json, atomic_write_text
 from synthaug.generate import BLOCK_SIZE, generate, load_model
+from synthaug.recipe import load_recipe
+from synthaug.rundir import RunDir, model_dir_name
 from synthaug.sampling import sampling_scheduler
 
 SAMPLERS = [("dpm-solver++", 20), ("ddim", 50), ("ddpm", 1000)]
