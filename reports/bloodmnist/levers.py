@@ -21,6 +21,8 @@ def sweep(out: Path, lever: str) -> list[dict]:
     """One entry per setting of `lever`: its scoring arm, val and test ACC, and its gains."""
     entries = []
     for folder in sorted((out / "levers").glob(f"{lever}-*")):
+        if not (folder / "results.json").is_file():  # a sweep still running
+            continue
         results = json.loads((folder / "results.json").read_text())
         rows = pd.DataFrame(results["rows"])
         val = rows.groupby("arm", sort=False)["val_acc"].mean()

@@ -138,19 +138,17 @@ final)
   [ "${S#var-}" != "$S" ] || GFLAGS="--ratio 5 $(source_flags $S)"
   echo "chosen on val: classic $($LEVERS best $OUT classic), source $S, usage $U"
   ( gen_runs $SET $RUNS10 -- $GFLAGS
-    gen_runs noise-g4 $RUNS10 -- --ratio 1 $(source_flags noise-g4)
     evaluate_runs final $SET $RUNS10 $RUNS25 -- $(usage_flags $U) --set "$CS"
-  ) > "$LOGS/final-a.log" 2>&1 &
-  ( gen_runs noise-g4 $RUNS25 -- --ratio 1 $(source_flags noise-g4)
     # the ceiling: 5x more real images per class (125), classifier seed 0
     evaluate_runs ceiling synthetic $RUNS25 -- --set "evaluate.arms=[$BASE]" --set data.subset.per_class=125 --set "$CS" --set "evaluate.seeds=[0]"
-    for r in $RUNS10 $RUNS25; do synthaug audit --run $RUNS/$r --synthetic $RUNS/$r/noise-g4 --data-root "$DATA_ROOT" --no-progress; done
+  ) > "$LOGS/final-a.log" 2>&1 &
+  ( gen_runs noise-g4 $RUNS10 -- --ratio 1 $(source_flags noise-g4)
+    # images drawn from noise: the classification accuracy score (synthetic only vs real only), classifier seed 0
+    evaluate_runs final-noise noise-g4 $RUNS10 $RUNS25 -- --set "evaluate.arms=[real,synthetic]" --set "$CS" --set "evaluate.seeds=[0]"
+    # copies: the noise-drawn sets at 10 and 25/class, and the chosen variations at 25/class
+    for r in $(run_name 10 0) $(run_name 25 0); do synthaug audit --run $RUNS/$r --synthetic $RUNS/$r/noise-g4 --data-root "$DATA_ROOT" --no-progress; done
+    [ "$SET" = noise-g4 ] || synthaug audit --run $RUNS/$(run_name 25 0) --synthetic $RUNS/$(run_name 25 0)/$SET --data-root "$DATA_ROOT" --no-progress
   ) > "$LOGS/final-b.log" 2>&1 &
-  wait
-  # images drawn from noise: the classification accuracy score (synthetic only vs real only); the variations' audits
-  ( evaluate_runs final-noise noise-g4 $RUNS10 $RUNS25 -- --set "evaluate.arms=[real,synthetic]" --set "$CS" ) > "$LOGS/final-a.log" 2>&1 &
-  ( [ "$SET" = noise-g4 ] || for r in $(run_name 10 0) $(run_name 25 0); do
-      synthaug audit --run $RUNS/$r --synthetic $RUNS/$r/$SET --data-root "$DATA_ROOT" --no-progress; done ) > "$LOGS/final-b.log" 2>&1 &
   wait
   ;;
 report)
