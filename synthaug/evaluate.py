@@ -38,7 +38,7 @@ from synthaug.report import grid_name, render_evaluate_report
 from synthaug.rundir import Run, SynthDir, open_run
 from synthaug.runtime import hardware, pick_device
 from synthaug.stats import paired_bootstrap_ci, ratio_of_means_ci
-from synthaug.tracking import check_trackers, flat_config, log_curve
+from synthaug.tracking import check_trackers, finish, flat_config, log_curve
 
 
 @dataclass
@@ -202,7 +202,7 @@ def _evaluate(runs, recipes, cfg, arms, need_synthetic, device, out_dir, synthet
         rows.append(run_arm(regime, arm, seed, cfg, data, cache, force, device, show_progress))
         log_curve(tracker, f"{regime.label} s{regime.subset_seed}/{arm.name}/seed {seed}", rows[-1]["curve"])
     bar.close()
-    tracker.end_training()
+    finish(tracker)
     results = summarise(rows, cfg)
     results.update({
         "commands": [command] if command else [],

@@ -52,3 +52,10 @@ def log_curve(accelerator: Accelerator, prefix: str, curve: list[dict]) -> None:
     """An arm's val curve (evaluate): one point per evaluation step."""
     for point in curve:
         accelerator.log({f"{prefix}/{k}": v for k, v in point.items() if k != "step"}, step=point["step"])
+
+
+def finish(accelerator: Accelerator) -> None:
+    """Close the trackers; unlike `Accelerator.end_training` this leaves the process group alone, which later models
+    of the same `fit` still use."""
+    for tracker in accelerator.trackers:
+        tracker.finish()

@@ -31,7 +31,7 @@ from synthaug.recipe import Recipe, load_recipe, recipe_to_yaml
 from synthaug.files import FolderLock, atomic_write_json, atomic_write_text, remove_stale_temps, replace_dir, temp_dir_beside
 from synthaug.rundir import ClassesInfo, RunDir, checkpoint_step, model_dir_name
 from synthaug.runtime import on_cpu, package_versions, seeded_generator
-from synthaug.tracking import check_trackers, flat_config, log_image
+from synthaug.tracking import check_trackers, finish, flat_config, log_image
 
 METRIC_COLUMNS = ["step", "class", "loss", "lr", "images_per_s", "copy_fraction"]
 
@@ -231,7 +231,7 @@ def train_job(recipe: Recipe, run: RunDir, job: Job, num_classes: int, class_nam
         replace_dir(tmp, run.model(job.model_dir))
         _write_metrics(run, job, rows, keep_until=start)
         shutil.rmtree(run.checkpoints(job.model_dir), ignore_errors=True)
-    accelerator.end_training()
+    finish(accelerator)
     accelerator.wait_for_everyone()
     trained = cfg.steps - start
     result = {
