@@ -212,7 +212,7 @@ def _evaluate(runs, recipes, cfg, arms, need_synthetic, device, out_dir, synthet
                  "regimes": [{"regime": r.label, "run": str(r.run), "subset_seed": r.subset_seed,
                               "real_train": len(r.train.labels), "real_per_class": r.train.counts(),
                               "synthetic_available": r.synthetic.images.counts() if r.synthetic is not None else None,
-                              "synthetic_dir": str(r.synthetic_dir), "generator": generator_summary(run),
+                              "synthetic_dir": str(r.synthetic_dir), "generator": generator_summary(run, r.synthetic_dir),
                               "audit": a} for r, run, a in zip(regimes, runs, audits)]},
         "hardware": hardware(device),
         "wall_s_this_run": round(time.perf_counter() - began, 1),
@@ -276,17 +276,19 @@ def _paired_ratio(num: pd.DataFrame, den: pd.DataFrame, n_boot: int) -> dict:
     return {"ratio": ratio, "lo": lo, "hi": hi, "pairs": len(units)}
 
 
-def generator_summary(run: Run) -> str:
-    """The run's diffusion models in a few words: size, steps, fit wall time, sampler (from its files)."""
+def generator_summary(run: Run, synthetic_dir: Path) -> str:
+    """The run's diffusion models in a few words: size, steps, fit wall time, and how its synthetic set was sampled."""
     try:
         models = run.dir.read_summary().get("models", {})
-        sampler = ((SynthDir(run.dir.synthetic).read_manifest() or {}).get("recipe", {})).get("generate", {})
+        sampler = ((SynthDir(synthetic_dir).read_manifest() or {}).get("recipe", {})).get("generate", {})
     except UserError:
         return "?"
     recipe = run.recipe
     wall = sum(m.get("wall_s") or 0 for m in models.values())
     return (f"{recipe.model.conditioning} UNet {recipe.model.block_out_channels}, {recipe.train.steps} steps x batch "
-            f"{recipe.train.batch_size}, fit {wall:.0f} s; {sampler.get('sampler', '?')} {sampler.get('steps', '')} steps")
+            f"{recipe.train.batch_size}, fit {wall:.0f} s; {sampler.get('sampler', '?')} {sampler.get('steps', '')} steps"
+            + (f", variations of the real images at strength {sampler.get('strength')}" if sampler.get("from_real") else "")
+            + (f", guidance {sampler.get('guidance_scale'):g}" if sampler.get("guidance_scale", 1) != 1 else ""))
 
 
 def write_report(out_dir: Path, results: dict, regimes: list[Regime]) -> None:
