@@ -194,15 +194,19 @@ def _evaluate(runs, recipes, cfg, arms, need_synthetic, device, out_dir, synthet
             check_synthetic(regime, arms)
     rows = []
     cache = Path(cache_dir or out_dir / "cache")
-    tracker = Accelerator(cpu=device.type == "cpu", log_with=check_trackers(cfg.log_with, "evaluate.log_with"), project_dir=str(out_dir / "logs"))
-    tracker.init_trackers("evaluate", config=flat_config(cfg.model_dump(mode="json")))
+    trackers = check_trackers(cfg.log_with, "evaluate.log_with")
+    tracker = Accelerator(cpu=device.type == "cpu", log_with=trackers, project_dir=str(out_dir / "logs")) if trackers else None
+    if tracker is not None:
+        tracker.init_trackers("evaluate", config=flat_config(cfg.model_dump(mode="json")))
     bar = tqdm(jobs, desc="evaluate", unit="arm", disable=not show_progress)
     for regime, arm, seed in bar:
         bar.set_postfix_str(f"{regime.label} {arm.name} seed {seed}")
         rows.append(run_arm(regime, arm, seed, cfg, data, cache, force, device, show_progress))
-        log_curve(tracker, f"{regime.label} s{regime.subset_seed}/{arm.name}/seed {seed}", rows[-1]["curve"])
+        if tracker is not None:
+            log_curve(tracker, f"{regime.label} s{regime.subset_seed}/{arm.name}/seed {seed}", rows[-1]["curve"])
     bar.close()
-    finish(tracker)
+    if tracker is not None:
+        finish(tracker)
     results = summarise(rows, cfg)
     results.update({
         "commands": [command] if command else [],
