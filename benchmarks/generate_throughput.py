@@ -26,6 +26,7 @@ from synthaug.files import atomic_write_json, atomic_write_text
 from synthaug.generate import BLOCK_SIZE, generate, load_model
 from synthaug.recipe import load_recipe
 from synthaug.rundir import RunDir, model_dir_name
+from synthaug.runtime import pick_device
 from synthaug.sampling import sampling_scheduler
 
 SAMPLERS = [("dpm-solver++", 20), ("ddim", 50), ("ddpm", 1000)]
@@ -36,7 +37,7 @@ def untrained_run(folder: Path) -> RunDir:
     from synthaug.models import build_noise_scheduler, build_unet
     from synthaug.recipe import recipe_to_yaml
 
-    recipe = load_recipe(Path(__file__).parent.parent / "recipes/quickstart.yaml", [f"output_dir={folder}", "name=bench"])
+    recipe = load_recipe(Path(__file__).parent.parent / "recipes/quickstart.yaml", [f"output_dir={folder}", "name=bench", "model.conditioning=per_class"])
     run = RunDir(recipe.run_dir)
     run.root.mkdir(parents=True)
     atomic_write_text(run.recipe, recipe_to_yaml(recipe))
@@ -49,19 +50,22 @@ def untrained_run(folder: Path) -> RunDir:
     return run
 
 
-def time_synthaug(run: RunDir, class_idx: int, sampler: str, steps: int, n: int, scratch: Path) -> float:
+def time_synthaug(run: RunDir, class_idx: int, sampler: str, steps: int, n: int, scratch: Path, batch_size: int | None) -> float:
     out = Path(tempfile.mkdtemp(dir=scratch))
     began = time.perf_counter()
-    generate(run.root, per_class=n, classes=[class_idx], out=out, sampler=sampler, steps=steps, show_progress=False)
+    generate(run.root, per_class=n, classes=[class_idx], out=out, sampler=sampler, steps=steps, batch_size=batch_size, show_progress=False)
     return n / (time.perf_counter() - began)
 
 
 def time_diffusers(run: RunDir, model_dir: str, sampler: str, steps: int, n: int) -> float:
+    """All n images in one pipeline call; on a GPU under the same bf16 autocast that generate uses."""
+    device = pick_device()
     began = time.perf_counter()
-    unet, train_scheduler = load_model(run, model_dir, torch.device("cpu"))
+    unet, train_scheduler = load_model(run, model_dir, device)
     pipeline = DDPMPipeline(unet=unet, scheduler=sampling_scheduler(train_scheduler, sampler, steps))
     pipeline.set_progress_bar_config(disable=True)
-    pipeline(batch_size=n, num_inference_steps=steps, generator=torch.Generator().manual_seed(0), output_type="np")
+    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+        pipeline(batch_size=n, num_inference_steps=steps, generator=torch.Generator().manual_seed(0), output_type="np")
     return n / (time.perf_counter() - began)
 
 
@@ -80,6 +84,7 @@ def main() -> None:
     parser.add_argument("--run", help="a run with at least one finished model (default: untrained quickstart architecture)")
     parser.add_argument("--images", type=int, default=32, help="images per sampler for DPM-Solver++ and DDIM (a multiple of 16 is fairest)")
     parser.add_argument("--ddpm-images", type=int, default=16, help="images for DDPM 1000 steps")
+    parser.add_argument("--batch-size", type=int, help="generate's --batch-size (default: the recipe's)")
     parser.add_argument("--threads", type=int, help="torch threads (default: torch's own choice, one per core)")
     parser.add_argument("--per-class-estimate", type=int, default=5000, help="report the time --per-class N would take for the run's classes")
     args = parser.parse_args()
@@ -93,7 +98,8 @@ def main() -> None:
         class_idx = next(c for c in info.classes if run.is_finished(info.models[c]))
         model_dir = info.models[class_idx]
         print(f"# generate throughput: {run.root} (model {model_dir}), {info.size} px, {info.channels} channel(s)")
-        print(f"# {cpu_name()}, {os.cpu_count()} logical CPUs, torch threads {torch.get_num_threads()}, "
+        gpu = f", {torch.cuda.get_device_name()}" if torch.cuda.is_available() else ""
+        print(f"# {cpu_name()}{gpu}, {os.cpu_count()} logical CPUs, torch threads {torch.get_num_threads()}, "
               f"cuda {torch.cuda.is_available()}, torch {torch.__version__}, python {platform.python_version()}")
         print(f"# load average at start: {' '.join(f'{x:.1f}' for x in os.getloadavg())}")
         print()
@@ -102,7 +108,7 @@ def main() -> None:
         rates = {}
         for sampler, steps in SAMPLERS:
             n = args.ddpm_images if sampler == "ddpm" else args.images
-            ours = time_synthaug(run, class_idx, sampler, steps, n, scratch)
+            ours = time_synthaug(run, class_idx, sampler, steps, n, scratch, args.batch_size)
             reference = time_diffusers(run, model_dir, sampler, steps, n)
             rates[sampler] = ours
             print(f"| {sampler} | {steps} | {n} | {ours:.2f} | {reference:.2f} | {ours / reference:.2f} |", flush=True)
