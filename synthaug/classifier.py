@@ -21,7 +21,7 @@ from tqdm.auto import tqdm
 from synthaug.data import to_model_tensor
 from synthaug.errors import UserError
 from synthaug.models import build_classifier
-from synthaug.recipe import ClassicAugConfig, EvaluateConfig
+from synthaug.config import ClassicAugConfig, EvaluateConfig
 from synthaug.runtime import seeded_generator
 
 PREDICT_BATCH = 512

@@ -24,7 +24,7 @@ from PIL.PngImagePlugin import PngInfo
 
 from synthaug.errors import UserError
 from synthaug.files import atomic_write_bytes
-from synthaug.recipe import DataConfig, SubsetConfig, medmnist_info
+from synthaug.config import DataConfig, SubsetConfig, medmnist_info
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"}
 SPLITS = ("train", "val", "test")

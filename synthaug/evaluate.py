@@ -32,7 +32,8 @@ from synthaug.data import load_split, to_model_tensor
 from synthaug.errors import UserError
 from synthaug.files import FolderLock, atomic_write_bytes, atomic_write_json, atomic_write_text, read_json
 from synthaug.plots import accuracy_vs_size_png, real_beside_synthetic_png
-from synthaug.recipe import EvaluateConfig, Recipe
+from synthaug.config import EvaluateConfig
+from synthaug.recipe import Recipe
 from synthaug.regimes import BASELINES, Arm, Regime, arm_data, check_synthetic, expand_arms, load_regime
 from synthaug.report import grid_name, render_evaluate_report
 from synthaug.rundir import Run, SynthDir, open_run

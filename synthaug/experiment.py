@@ -8,7 +8,8 @@ from pathlib import Path
 from synthaug.errors import UserError
 from synthaug.evaluate import evaluate
 from synthaug.generate import generate
-from synthaug.recipe import Recipe, SubsetConfig, recipe_from_dict
+from synthaug.config import SubsetConfig
+from synthaug.recipe import Recipe, recipe_from_dict
 from synthaug.regimes import expand_arms, top_ratio
 from synthaug.train import fit
 

@@ -28,7 +28,8 @@ from synthaug.files import FolderLock, atomic_write_json, atomic_write_text, rem
 from synthaug.filters import CandidateFilter, confidence_filter, copy_filter, filter_name, filter_record
 from synthaug.models import null_class
 from synthaug.plan import Sources, class_targets, load_sources, resolve_settings
-from synthaug.recipe import GenerateConfig, Recipe
+from synthaug.config import GenerateConfig
+from synthaug.recipe import Recipe
 from synthaug.rundir import Run, RunDir, SynthDir, open_run
 from synthaug.runtime import on_cpu
 from synthaug.sampling import DEFAULT_STEPS, denoise, image_generator, sampling_scheduler, variation_start

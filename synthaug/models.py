@@ -6,7 +6,7 @@ import torch
 from diffusers import DDPMScheduler, UNet2DModel
 from torch import nn
 
-from synthaug.recipe import DiffusionConfig, EvaluateConfig, ModelConfig
+from synthaug.config import DiffusionConfig, EvaluateConfig, ModelConfig
 
 
 def build_unet(cfg: ModelConfig, channels: int, num_classes: int) -> UNet2DModel:

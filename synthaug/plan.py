@@ -16,7 +16,7 @@ from pydantic import ValidationError
 
 from synthaug.data import count_at_ratio, load_split, to_model_tensor
 from synthaug.errors import UserError
-from synthaug.recipe import GenerateConfig
+from synthaug.config import GenerateConfig
 from synthaug.rundir import ClassesInfo, Run, safe_name
 from synthaug.runtime import seeded_generator
 from synthaug.synthset import ClassTarget

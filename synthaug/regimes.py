@@ -26,7 +26,7 @@ import numpy as np
 from synthaug.data import ImageSet, count_at_ratio, load_split, resolve_classes, subset_indices
 from synthaug.dataset import SyntheticImages, read_synthetic
 from synthaug.errors import UserError
-from synthaug.recipe import EvaluateConfig, SubsetConfig
+from synthaug.config import EvaluateConfig, SubsetConfig
 from synthaug.rundir import Run
 
 BASELINES = ("real", "real+classic")
@@ -80,7 +80,7 @@ def load_regime(run: Run, synthetic_dir: Path | None = None, need_synthetic: boo
 
 @dataclass(frozen=True)
 class Arm:
-    kind: str  # one of recipe.ARMS
+    kind: str  # one of config.ARMS
     ratio: float | None  # synthetic images per real image of each class; None: no synthetic
     replace_p: float | None = None  # real+replace arms: the probability of swapping a drawn real image for a variation
 

@@ -29,7 +29,7 @@ from PIL import Image, UnidentifiedImageError
 from synthaug.data import encode_png
 from synthaug.errors import UserError
 from synthaug.files import atomic_write_bytes
-from synthaug.recipe import GenerateConfig
+from synthaug.config import GenerateConfig
 from synthaug.rundir import Run, RunDir, SynthDir
 from synthaug.runtime import package_versions
 

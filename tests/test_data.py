@@ -13,7 +13,7 @@ from synthaug.data import (
     to_uint8,
 )
 from synthaug.errors import UserError
-from synthaug.recipe import DataConfig, SubsetConfig
+from synthaug.config import DataConfig, SubsetConfig
 
 
 def test_medmnist_npz_grayscale_and_rgb(breast_root, blood_root):

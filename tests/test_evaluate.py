@@ -14,7 +14,7 @@ from synthaug.cli import main
 from synthaug.errors import UserError
 from synthaug.evaluate import evaluate, summarise
 from synthaug.generate import generate
-from synthaug.recipe import EvaluateConfig
+from synthaug.config import EvaluateConfig
 from synthaug.rundir import open_run
 
 

@@ -7,7 +7,7 @@ from conftest import EVAL_NAMES, eval_synthetic, write_synthetic
 
 from synthaug.errors import UserError
 from synthaug.evaluate import evaluate
-from synthaug.recipe import EvaluateConfig
+from synthaug.config import EvaluateConfig
 from synthaug.regimes import expand_arms, load_regime
 from synthaug.rundir import RunDir, open_run
 

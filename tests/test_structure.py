@@ -67,7 +67,7 @@ def test_the_import_graph_has_no_cycle():
     # The bottom layers import no stage.
     stages = {"synthaug.train", "synthaug.generate", "synthaug.evaluate", "synthaug.audit", "synthaug.experiment", "synthaug.cli"}
     assert graph["synthaug.errors"] == set()
-    assert not (graph["synthaug.recipe"] | graph["synthaug.rundir"] | graph["synthaug.runtime"]) & stages
+    assert not (graph["synthaug.config"] | graph["synthaug.recipe"] | graph["synthaug.rundir"] | graph["synthaug.runtime"]) & stages
 
 
 def test_the_import_parser_sees_every_form_and_reports_a_planted_cycle(tmp_path):
