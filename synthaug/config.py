@@ -42,6 +42,26 @@ class SubsetConfig(_Strict):
         return self
 
 
+class UnlabeledConfig(_Strict):
+    """Images without labels that the generator may learn the data's appearance from (`data.unlabeled`).
+
+    Default: the rest of the MedMNIST training split (every image of the chosen classes outside the labelled
+    subset) with its labels discarded; `count` or `fraction` draw part of it with `seed`. `folder`: every image
+    under a folder instead, classes ignored. Val and test never enter the pool.
+    """
+
+    folder: Path | None = None
+    count: int | None = Field(None, gt=0)
+    fraction: float | None = Field(None, gt=0, le=1)
+    seed: int = 0
+
+    @model_validator(mode="after")
+    def _amount(self):
+        if self.count is not None and self.fraction is not None:
+            raise ValueError("count: give at most one of 'count' or 'fraction' (neither: the whole pool)")
+        return self
+
+
 class DataConfig(_Strict):
     medmnist: str | None = None
     folder: Path | None = None
@@ -50,6 +70,7 @@ class DataConfig(_Strict):
     channels: Literal[1, 3] | None = None
     classes: list[int | str] | None = None
     subset: SubsetConfig | None = None
+    unlabeled: UnlabeledConfig | None = None
 
     @model_validator(mode="after")
     def _source(self):
@@ -68,6 +89,9 @@ class DataConfig(_Strict):
                 raise ValueError(f"size: must be one of {MEDMNIST_SIZES} for MedMNIST, got {self.size}")
         if self.size < 8:
             raise ValueError(f"size: must be at least 8, got {self.size}")
+        if self.unlabeled is not None and self.unlabeled.folder is None and self.subset is None:
+            raise ValueError("unlabeled: the rest of the training split is empty without data.subset; "
+                             "label a subset (data.subset) or give unlabeled.folder")
         return self
 
 
@@ -122,6 +146,10 @@ class TrainConfig(_Strict):
     augment: list[Literal[GENERATOR_AUGMENTS]] = Field(default_factory=lambda: ["hflip"])
     snr_gamma: float | None = Field(5.0, gt=0)  # min-SNR-gamma loss weighting (Hang et al. 2023); null: plain MSE
     log_with: list[str] = Field(default_factory=list)  # Accelerate trackers (tensorboard, wandb, ...): loss, lr, images/s, grids
+    # With data.unlabeled: the share of each batch drawn from the labelled images (the rest from the pool, with the
+    # null class), and the steps of a first model trained on the pool alone that every model then starts from.
+    labelled_share: float = Field(0.5, gt=0, le=1)
+    pretrain_steps: int = Field(0, ge=0)
     seed: int = 0
 
     @model_validator(mode="before")
@@ -171,7 +199,10 @@ class GenerateConfig(_Strict):
 
 # real+replace: each drawn real image is swapped for one of its own variations (generate --from-real) with
 # probability p (DA-Fusion's way of using them); the others add synthetic images to the real ones.
-ARMS = ("real", "real+classic", "real+synthetic", "real+synthetic+classic", "synthetic", "real+replace", "real+replace+classic")
+# real+pseudo: the real images and the unlabeled pool's images that the real-only classifier (same seed, same
+# augmentation) labels with at least a confidence of evaluate.pseudo_confidence (self-training, non-synthetic).
+ARMS = ("real", "real+classic", "real+synthetic", "real+synthetic+classic", "synthetic", "real+replace", "real+replace+classic",
+        "real+pseudo", "real+pseudo+classic")
 DEFAULT_ARMS = ARMS[:5]
 
 
@@ -194,6 +225,7 @@ class EvaluateConfig(_Strict):
     arms: list[Literal[ARMS]] = Field(default_factory=lambda: list(DEFAULT_ARMS), min_length=1)
     ratios: list[float] = Field(default_factory=lambda: [1.0, 5.0], min_length=1)
     replace_p: list[float] = Field(default_factory=lambda: [0.5], min_length=1)  # one real+replace arm per probability
+    pseudo_confidence: list[float] = Field(default_factory=lambda: [0.9], min_length=1)  # one real+pseudo arm per threshold
     synthetic_weight: float = Field(1.0, gt=0, le=1)  # loss weight of a synthetic sample (a real one weighs 1)
     log_with: list[str] = Field(default_factory=list)  # Accelerate trackers: each arm's val curve
     classifier: Literal["small_cnn", "resnet18"] = "resnet18"
@@ -212,13 +244,16 @@ class EvaluateConfig(_Strict):
 
     @model_validator(mode="after")
     def _lists(self):
+        if any(not 0 < p < 1 for p in self.pseudo_confidence):
+            raise ValueError(f"pseudo_confidence: thresholds in (0, 1), got {self.pseudo_confidence}")
         if any(not 0 < p <= 1 for p in self.replace_p):
             raise ValueError(f"replace_p: probabilities in (0, 1], got {self.replace_p}")
         if any(r <= 0 for r in self.ratios):
             raise ValueError(f"ratios: every ratio of synthetic to real images must be > 0, got {self.ratios}")
         if any(not 0 < m < 1 for m in self.milestones):
             raise ValueError(f"milestones: fractions of the steps strictly between 0 and 1, got {self.milestones}")
-        for name, values in (("seeds", self.seeds), ("arms", self.arms), ("ratios", self.ratios), ("replace_p", self.replace_p)):
+        for name, values in (("seeds", self.seeds), ("arms", self.arms), ("ratios", self.ratios), ("replace_p", self.replace_p),
+                             ("pseudo_confidence", self.pseudo_confidence)):
             if len(set(values)) != len(values):
                 raise ValueError(f"{name}: has repeated entries {values}")
         return self

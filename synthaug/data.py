@@ -126,7 +126,7 @@ def folder_class_names(cfg: DataConfig) -> list[str]:
     return names
 
 
-def _read_image(path: Path, size: int) -> Image.Image:
+def read_image(path: Path, size: int) -> Image.Image:
     try:
         with Image.open(path) as img:
             img.load()
@@ -149,7 +149,7 @@ def _load_folder(cfg: DataConfig, split: str) -> ImageSet:
         class_dir = root / name
         files = sorted(p for p in class_dir.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES) if class_dir.is_dir() else []
         for path in files:
-            pictures.append(_read_image(path, cfg.size))
+            pictures.append(read_image(path, cfg.size))
             labels.append(label)
     if not pictures:
         raise UserError(f"data.folder: no images (png/jpg/bmp/tif) under {root}")

@@ -14,7 +14,7 @@ from synthaug.errors import UserError
 from synthaug.files import atomic_write_bytes
 from synthaug.filters import CopyFilter, copy_filter
 from synthaug.recipe import Recipe
-from synthaug.rundir import RunDir, open_run
+from synthaug.rundir import POOL_CLASS, RunDir, open_run
 from synthaug.sampling import image_grid, sample_images
 
 GRID_SIZE = 16
@@ -38,7 +38,7 @@ class Monitor:
         images = sample_images(unet, noise_scheduler, labels, GRID_SIZE, seed)
         grid = image_grid(images)
         atomic_write_bytes(self.run.sample_grid(model_dir, step), encode_png(grid))
-        if self.copies is None:
+        if self.copies is None or class_idx == POOL_CLASS:  # the pool's model has no class to compare with
             return grid, None
         classes = np.array([labels[i % len(labels)] for i in range(len(images))] if labels else [class_idx] * len(images))
         copied = sum(int((~self.copies(images[classes == c], int(c))).sum()) for c in np.unique(classes))

@@ -34,14 +34,21 @@ def training_batch(recipe: Recipe, job, num_classes: int, gen: torch.Generator, 
     """One micro-batch: images, noise, timesteps and (for the conditional model) labels with CFG dropout."""
     cfg = recipe.train
     n = job.images.shape[0]
-    idx = torch.randint(n, (cfg.batch_size,), generator=gen)
+    labelled = cfg.batch_size if job.pool is None else max(1, round(cfg.labelled_share * cfg.batch_size))
+    idx = torch.randint(n, (labelled,), generator=gen)
     x = job.images[idx.to(device)]
+    pool_idx = None
+    if job.pool is not None and labelled < cfg.batch_size:  # the rest of the batch: unlabeled images
+        pool_idx = torch.randint(job.pool.shape[0], (cfg.batch_size - labelled,), generator=gen)
+        x = torch.cat([x, job.pool[pool_idx.to(device)]])
     x = augment_batch(x, cfg.augment, gen)
     noise = torch.randn(x.shape, generator=gen).to(device)
     t = torch.randint(recipe.diffusion.num_train_timesteps, (cfg.batch_size,), generator=gen).to(device)
     labels = None
     if job.labels is not None:
         labels = job.labels[idx.to(device)]
+        if pool_idx is not None:
+            labels = torch.cat([labels, torch.full((len(pool_idx),), num_classes, dtype=labels.dtype, device=device)])
         drop = (torch.rand(cfg.batch_size, generator=gen) < recipe.model.cfg_dropout).to(device)
         labels = torch.where(drop, torch.full_like(labels, num_classes), labels)
     return x, noise, t, labels

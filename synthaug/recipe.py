@@ -44,6 +44,9 @@ class Recipe(_Strict):
             self.model.__dict__["sample_size"] = size
         elif self.model.sample_size != size:
             raise ValueError(f"model.sample_size ({self.model.sample_size}) must equal data.size ({size})")
+        if self.data.unlabeled is not None and self.model.conditioning == "per_class" and not self.train.pretrain_steps:
+            raise ValueError("train.pretrain_steps: per-class models learn from data.unlabeled only by starting from a model "
+                             "pretrained on it; set train.pretrain_steps > 0 (or model.conditioning: class_conditional)")
         factor = 2 ** (len(self.model.block_out_channels) - 1)
         if size % factor:
             raise ValueError(

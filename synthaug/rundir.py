@@ -41,6 +41,11 @@ def safe_name(name: str) -> str:
     return cleaned or "class"
 
 
+# data.unlabeled with train.pretrain_steps: the model trained on the pool alone, which the others start from.
+POOL_MODEL_DIR = "pool"
+POOL_CLASS = -2
+
+
 def model_dir_name(conditioning: str, class_idx: int | None = None, class_name: str | None = None) -> str:
     if conditioning == "class_conditional":
         return CONDITIONAL_MODEL_DIR
@@ -70,7 +75,8 @@ class ClassesInfo:
     counts: dict[int, int]  # real training images per class in the run's subset
     split_counts: dict[int, int]  # the whole training split
     subset: dict | None
-    train_indices: list[int]  # into the real train split: every real image the generator saw
+    train_indices: list[int]  # into the real train split: every labelled real image the generator saw
+    unlabeled: dict | None = None  # data.unlabeled's pool: source, count and split indices or files (synthaug.pool)
 
     def to_json(self) -> dict:
         raw = asdict(self)
@@ -92,6 +98,7 @@ class ClassesInfo:
                 split_counts={int(c): int(n) for c, n in raw["split_counts"].items()},
                 subset=raw["subset"],
                 train_indices=[int(i) for i in raw["train_indices"]],
+                unlabeled=raw.get("unlabeled"),  # runs made before data.unlabeled have none
             )
         except KeyError as exc:
             raise UserError(f"{path}: incomplete classes.json (no {exc.args[0]!r}); rerun `synthaug fit` on the recipe") from None

@@ -11,7 +11,6 @@ import contextlib
 import copy
 import shutil
 import time
-from dataclasses import dataclass
 
 import pandas as pd
 import torch
@@ -22,28 +21,18 @@ from diffusers.optimization import get_cosine_schedule_with_warmup
 from diffusers.training_utils import EMAModel
 from tqdm.auto import tqdm
 
-from synthaug.data import ImageSet, load_split, resolve_classes, subset_indices, to_model_tensor
 from synthaug.errors import UserError
 from synthaug.models import build_noise_scheduler, build_unet
 from synthaug.monitor import Monitor
 from synthaug.objective import min_snr_weight, training_batch
-from synthaug.recipe import Recipe, load_recipe, recipe_to_yaml
+from synthaug.fitdata import Job, make_jobs, prepare_run
+from synthaug.recipe import Recipe
 from synthaug.files import FolderLock, atomic_write_json, atomic_write_text, remove_stale_temps, replace_dir, temp_dir_beside
-from synthaug.rundir import ClassesInfo, RunDir, checkpoint_step, model_dir_name
+from synthaug.rundir import POOL_CLASS, RunDir, checkpoint_step
 from synthaug.runtime import on_cpu, package_versions, seeded_generator
 from synthaug.tracking import check_trackers, finish, flat_config, log_image
 
 METRIC_COLUMNS = ["step", "class", "loss", "lr", "images_per_s", "copy_fraction"]
-
-
-@dataclass
-class Job:
-    """One model to train: a class (per_class) or all classes (class_conditional)."""
-
-    model_dir: str
-    class_idx: int  # -1 for the class-conditional model
-    images: torch.Tensor  # float (N, C, H, W) in [-1, 1] on the training device
-    labels: torch.Tensor | None  # class labels for the class-conditional model
 
 
 def make_accelerator(recipe: Recipe) -> Accelerator:
@@ -56,58 +45,6 @@ def make_accelerator(recipe: Recipe) -> Accelerator:
         log_with=check_trackers(recipe.train.log_with, "train.log_with"),
         project_dir=str(recipe.run_dir / "logs"),
     )
-
-
-def _comparable(recipe: Recipe) -> dict:
-    """The parts of a recipe that decide a run's weights (paths may move)."""
-    return recipe.model_dump(mode="json", include={"data", "model", "diffusion", "train"}, exclude={"data": {"root"}, "train": {"log_with"}})
-
-
-def prepare_run(recipe: Recipe, is_main: bool) -> tuple[RunDir, ImageSet, list[int]]:
-    """Load and subset the data, and write (or check) the run directory's recipe and classes.json."""
-    run = RunDir(recipe.run_dir)
-    classes = resolve_classes(recipe.data)
-    train = load_split(recipe.data, "train")
-    indices = subset_indices(train.labels, recipe.data.subset, classes, train.class_names)
-    empty = [f"{c} ({train.class_names[c]})" for c in classes if not (train.labels[indices] == c).any()]
-    if empty:  # found before any model trains, not after the others have
-        raise UserError(f"data: class(es) {', '.join(empty)} have no training images; drop them with data.classes or add images")
-    if run.recipe.is_file():
-        previous = load_recipe(run.recipe)
-        if _comparable(previous) != _comparable(recipe):
-            raise UserError(
-                f"{run.root}: holds a run made with a different recipe; give this one another name (--set name=...) "
-                f"or delete {run.root}"
-            )
-    if is_main:
-        run.root.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(run.recipe, recipe_to_yaml(recipe))
-        subset = train.take(indices)
-        subset_counts = subset.counts()
-        run.write_classes(ClassesInfo(
-            class_names=train.class_names,
-            classes=classes,
-            conditioning=recipe.model.conditioning,
-            models={c: model_dir_name(recipe.model.conditioning, c, train.class_names[c]) for c in classes},
-            channels=train.channels,
-            size=recipe.data.size,
-            counts={c: subset_counts[c] for c in classes},
-            split_counts={c: train.counts()[c] for c in classes},
-            subset=recipe.data.subset.model_dump() if recipe.data.subset else None,
-            train_indices=indices.tolist(),
-        ))
-    return run, train.take(indices), classes
-
-
-def make_jobs(recipe: Recipe, data: ImageSet, classes: list[int], device) -> list[Job]:
-    images = to_model_tensor(data.images, device)
-    if recipe.model.conditioning == "class_conditional":
-        labels = torch.from_numpy(data.labels).to(device)
-        return [Job(model_dir_name("class_conditional"), -1, images, labels)]
-    return [
-        Job(model_dir_name("per_class", c, data.class_names[c]), c, images[torch.from_numpy(data.labels == c).to(device)], None)
-        for c in classes
-    ]
 
 
 def _save_checkpoint(accelerator: Accelerator, run: RunDir, job: Job, step: int) -> None:
@@ -138,6 +75,13 @@ def _write_metrics(run: RunDir, job: Job, rows: list[dict], keep_until: int) -> 
     atomic_write_text(run.metrics, table.to_csv(index=False))
 
 
+def _start_from(unet: UNet2DModel, run: RunDir, model_dir: str) -> None:
+    """Load the finished (EMA) weights of `model_dir`, e.g. the pool-pretrained model, into `unet`."""
+    if not run.is_finished(model_dir):
+        raise UserError(f"{run.model(model_dir)}: not trained yet; fit trains it first (rerun `synthaug fit`)")
+    unet.load_state_dict(UNet2DModel.from_pretrained(str(run.model(model_dir)), subfolder="unet").state_dict())
+
+
 def train_job(recipe: Recipe, run: RunDir, job: Job, num_classes: int, class_name: str, show_progress: bool, monitor: Monitor | None) -> dict:
     """Train one model to `train.steps`, resuming from its last checkpoint; save the EMA model as a pipeline."""
     cfg = recipe.train
@@ -146,9 +90,11 @@ def train_job(recipe: Recipe, run: RunDir, job: Job, num_classes: int, class_nam
     torch.manual_seed(int(seeded_generator(cfg.seed, job.class_idx).initial_seed()))
     unet = build_unet(recipe.model, job.images.shape[1], num_classes)
     noise_scheduler = build_noise_scheduler(recipe.diffusion)
+    if job.init_from is not None:  # before EMA, optimizer and any checkpoint: a resume then overwrites all of them
+        _start_from(unet, run, job.init_from)
     ema = EMAModel(unet.parameters(), decay=cfg.ema_decay, model_cls=UNet2DModel, model_config=unet.config)
     optimizer = torch.optim.AdamW(unet.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    lr_schedule = get_cosine_schedule_with_warmup(optimizer, cfg.warmup_steps, cfg.steps)
+    lr_schedule = get_cosine_schedule_with_warmup(optimizer, cfg.warmup_steps, job.steps)
     unet, optimizer = accelerator.prepare(unet, optimizer)
     ema.to(device)
     accelerator.register_for_checkpointing(lr_schedule, ema)
@@ -168,11 +114,11 @@ def train_job(recipe: Recipe, run: RunDir, job: Job, num_classes: int, class_nam
 
     rows: list[dict] = []
     images_per_step = cfg.batch_size * cfg.gradient_accumulation_steps * accelerator.num_processes
-    bar = tqdm(total=cfg.steps, initial=start, desc=f"fit {job.model_dir}", disable=not (show_progress and accelerator.is_main_process), unit="step")
+    bar = tqdm(total=job.steps, initial=start, desc=f"fit {job.model_dir}", disable=not (show_progress and accelerator.is_main_process), unit="step")
     unet.train()
     began, loss_value, step = time.perf_counter(), float("nan"), start
     try:
-        for step in range(start, cfg.steps):
+        for step in range(start, job.steps):
             tick = time.perf_counter()
             for micro in range(cfg.gradient_accumulation_steps):
                 gen = seeded_generator(cfg.seed, job.class_idx, step, micro, accelerator.process_index)
@@ -203,9 +149,9 @@ def train_job(recipe: Recipe, run: RunDir, job: Job, num_classes: int, class_nam
             bar.set_postfix(loss=f"{loss_value:.4f}", img_s=f"{speed:.1f}")
             bar.update(1)
             done = step + 1
-            if cfg.sample_every and done % cfg.sample_every == 0 and done < cfg.steps:
+            if cfg.sample_every and done % cfg.sample_every == 0 and done < job.steps:
                 rows[-1]["copy_fraction"] = _grid(accelerator, unet, ema, noise_scheduler, monitor, job, num_classes, done, cfg.seed)
-            if done % cfg.checkpoint_every == 0 and done < cfg.steps:
+            if done % cfg.checkpoint_every == 0 and done < job.steps:
                 # Metrics first: a resume drops rows past its checkpoint, so they never run ahead of it.
                 if accelerator.is_main_process:
                     _write_metrics(run, job, rows, keep_until=start)
@@ -220,8 +166,8 @@ def train_job(recipe: Recipe, run: RunDir, job: Job, num_classes: int, class_nam
         bar.close()
     wall = time.perf_counter() - began
 
-    final_copies = _grid(accelerator, unet, ema, noise_scheduler, monitor, job, num_classes, cfg.steps, cfg.seed)
-    if rows and rows[-1]["step"] == cfg.steps:
+    final_copies = _grid(accelerator, unet, ema, noise_scheduler, monitor, job, num_classes, job.steps, cfg.seed)
+    if rows and rows[-1]["step"] == job.steps:
         rows[-1]["copy_fraction"] = final_copies
     if accelerator.is_main_process:
         final = copy.deepcopy(accelerator.unwrap_model(unet)).float().eval()
@@ -233,13 +179,13 @@ def train_job(recipe: Recipe, run: RunDir, job: Job, num_classes: int, class_nam
         shutil.rmtree(run.checkpoints(job.model_dir), ignore_errors=True)
     finish(accelerator)
     accelerator.wait_for_everyone()
-    trained = cfg.steps - start
+    trained = job.steps - start
     result = {
         "class": job.class_idx,
         "class_name": class_name,
         "model_dir": job.model_dir,
         "real_images": int(job.images.shape[0]),
-        "steps": cfg.steps,
+        "steps": job.steps,
         "resumed_from": start,
         "final_loss": loss_value,
         "wall_s": round(wall, 2),
@@ -247,7 +193,7 @@ def train_job(recipe: Recipe, run: RunDir, job: Job, num_classes: int, class_nam
     }
     if accelerator.is_main_process:
         print(
-            f"{job.model_dir}: {cfg.steps} steps ({trained} this run), {result['real_images']} real images, "
+            f"{job.model_dir}: {job.steps} steps ({trained} this run), {result['real_images']} {'unlabeled' if job.class_idx == POOL_CLASS else 'real'} images, "
             f"loss {loss_value:.4f}, {result['images_per_s']} img/s, {wall:.0f} s -> {run.model(job.model_dir)}",
             flush=True,
         )
@@ -262,7 +208,7 @@ def _grid(accelerator, unet, ema: EMAModel, noise_scheduler, monitor: Monitor | 
         ema.store(model.parameters())
         ema.copy_to(model.parameters())
         model.eval()
-        labels = list(range(num_classes)) if job.labels is not None else None
+        labels = None if job.labels is None else [num_classes] if job.class_idx == POOL_CLASS else list(range(num_classes))
         grid, fraction = monitor.grid(model, noise_scheduler, job.model_dir, job.class_idx, labels, step, seed)
         log_image(accelerator, "samples", grid, step)
         if fraction is not None:
@@ -287,7 +233,7 @@ def fit(recipe: Recipe, show_progress: bool = True, wait: bool = False) -> RunDi
 
 
 def _fit(recipe: Recipe, probe: Accelerator, show_progress: bool) -> RunDir:
-    run, data, classes = prepare_run(recipe, probe.is_main_process)
+    run, data, classes, pool = prepare_run(recipe, probe.is_main_process)
     if probe.is_main_process:
         for model_dir in ("models", "checkpoints"):
             remove_stale_temps(run.root / model_dir)
@@ -295,7 +241,7 @@ def _fit(recipe: Recipe, probe: Accelerator, show_progress: bool) -> RunDir:
                 remove_stale_temps(sub)
     probe.wait_for_everyone()
     num_classes = len(data.class_names)
-    jobs = make_jobs(recipe, data, classes, probe.device)
+    jobs = make_jobs(recipe, data, classes, pool, probe.device)
     summary = {"versions": package_versions(), "device": str(probe.device), "processes": probe.num_processes, "models": {}}
     summary["models"] = run.read_summary().get("models", {})
     todo = [job for job in jobs if not run.is_finished(job.model_dir)]
@@ -306,7 +252,7 @@ def _fit(recipe: Recipe, probe: Accelerator, show_progress: bool) -> RunDir:
             if probe.is_main_process:
                 print(f"{job.model_dir}: already trained, skipped", flush=True)
             continue
-        name = data.class_names[job.class_idx] if job.class_idx >= 0 else "all classes"
+        name = data.class_names[job.class_idx] if job.class_idx >= 0 else "all classes" if job.class_idx == -1 else "unlabeled pool"
         summary["models"][job.model_dir] = train_job(recipe, run, job, num_classes, name, show_progress, monitor)
         if probe.is_main_process:
             summary["wall_s_this_run"] = round(time.perf_counter() - began, 2)

@@ -20,7 +20,7 @@ from PIL import Image
 from synthaug.models import build_noise_scheduler, build_unet
 from synthaug.recipe import Recipe, recipe_from_dict, recipe_to_yaml
 from synthaug.rundir import ClassesInfo, RunDir, model_dir_name, safe_name
-from synthaug.train import prepare_run
+from synthaug.fitdata import prepare_run
 
 # Tiny models are dominated by per-op overhead; a second thread only adds contention (measured: a
 # [8, 16] UNet forward took 2.4 s with 2 threads on a busy 2-core machine, 43 ms with 1).
@@ -149,7 +149,7 @@ def make_run(recipe: Recipe, info: ClassesInfo | None = None, models: bool = Fal
     least as readily as trained ones).
     """
     if info is None:
-        run, _, _ = prepare_run(recipe, is_main=True)
+        run, _, _, _ = prepare_run(recipe, is_main=True)
         info = run.read_classes()
     else:
         run = RunDir(recipe.run_dir)

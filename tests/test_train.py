@@ -206,3 +206,32 @@ def test_fit_logs_loss_lr_speed_and_grids_to_tensorboard(tiny_recipe):
     assert events.Tags()["images"]  # the sample grids
     with pytest.raises(UserError, match="train.log_with: unknown tracker 'tensorbored'"):
         fit(tiny_recipe("typo", train={"log_with": ["tensorbored"]}), show_progress=False)
+
+
+def test_a_conditional_model_learns_from_the_unlabeled_pool_after_pretraining_on_it(tiny_recipe):
+    recipe = tiny_recipe(data={"subset": {"per_class": 3}, "unlabeled": {"count": 8}}, model={"conditioning": "class_conditional"},
+                         train={"pretrain_steps": 2, "labelled_share": 0.5})
+    run = fit(recipe, show_progress=False)
+    classes = json.loads(run.classes.read_text())
+    assert classes["unlabeled"]["count"] == 8 and not set(classes["unlabeled"]["indices"]) & set(classes["train_indices"])
+    assert classes["models"] == {"0": "all", "1": "all"}  # generate samples from the conditional model only
+    assert run.is_finished("pool") and run.is_finished("all")
+    steps = pd.read_csv(run.metrics).groupby("class")["step"].max().to_dict()
+    assert steps == {-2: 2, -1: 4}
+    again = fit(tiny_recipe(name="again", data={"subset": {"per_class": 3}, "unlabeled": {"count": 8}},
+                            model={"conditioning": "class_conditional"}, train={"pretrain_steps": 2, "labelled_share": 0.5}), show_progress=False)
+    assert all(torch.equal(a, b) for a, b in zip(unet_weights(run, "all").values(), unet_weights(again, "all").values()))
+    without_pool = fit(tiny_recipe(name="no_pool", data={"subset": {"per_class": 3}}, model={"conditioning": "class_conditional"}), show_progress=False)
+    assert not all(torch.equal(a, b) for a, b in zip(unet_weights(run, "all").values(), unet_weights(without_pool, "all").values()))
+
+
+def test_per_class_models_start_from_the_pool_model(tiny_recipe):
+    # A learning rate of ~0 keeps each class's model where it started: the pool model's EMA weights.
+    recipe = tiny_recipe(data={"subset": {"per_class": 3}, "unlabeled": {}}, train={"pretrain_steps": 3, "lr": 1e-12, "ema_decay": 0.5})
+    run = fit(recipe, show_progress=False)
+    pool = unet_weights(run, "pool")
+    for model_dir in ("00_malignant", "01_normal_benign"):
+        mine = unet_weights(run, model_dir)
+        assert all(torch.allclose(mine[k], pool[k], atol=1e-6) for k in pool)
+    out = json.loads(run.summary.read_text())["models"]["pool"]
+    assert out["class_name"] == "unlabeled pool" and out["real_images"] == 18
