@@ -11,6 +11,7 @@ by a hash of everything that decides its numbers; re-running skips it unless `fo
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import time
 import warnings
@@ -34,11 +35,11 @@ from synthaug.files import FolderLock, atomic_write_bytes, atomic_write_json, at
 from synthaug.plots import accuracy_vs_size_png, real_beside_synthetic_png
 from synthaug.config import EvaluateConfig
 from synthaug.recipe import Recipe
-from synthaug.regimes import BASELINES, Arm, Regime, arm_data, check_synthetic, expand_arms, load_regime
+from synthaug.gains import summarise
+from synthaug.regimes import Arm, Regime, arm_data, check_synthetic, expand_arms, load_regime, teacher_arm
 from synthaug.report import grid_name, render_evaluate_report
 from synthaug.rundir import Run, SynthDir, open_run
 from synthaug.runtime import hardware, pick_device
-from synthaug.stats import paired_bootstrap_ci, ratio_of_means_ci
 from synthaug.tracking import check_trackers, finish, flat_config, log_curve
 
 
@@ -94,7 +95,8 @@ def arm_key(arm: Arm, cfg: EvaluateConfig, seed: int, train_digest: str, eval_di
 def run_arm(regime: Regime, arm: Arm, seed: int, cfg: EvaluateConfig, data: EvalData, cache: Path, force: bool,
             device, show_progress: bool) -> dict:
     """Train, select on val and test once: one row of results.csv (read from the cache when it is there)."""
-    arm_set = arm_data(regime, arm)
+    pool_probs = _teacher_probs(regime, arm, seed, cfg, data, cache, device, show_progress) if arm.pseudo_confidence else None
+    arm_set = arm_data(regime, arm, pool_probs)
     images, labels, n_synth = arm_set.images, arm_set.labels, arm_set.n_synthetic
     extra = (arm_set.variations.images, arm_set.variation_start, arm_set.variation_count) if arm_set.variations is not None else ()
     key = arm_key(arm, cfg, seed, _digest(images, labels, *extra), data.digest)
@@ -107,18 +109,14 @@ def run_arm(regime: Regime, arm: Arm, seed: int, cfg: EvaluateConfig, data: Eval
         else:
             row.update(cached=True, run=str(regime.run))  # a shared cache may hold it from another run on the same data
             return row
-    model, info = train_classifier(
-        to_model_tensor(images, device), torch.from_numpy(labels).to(device), data.val_images, data.val_labels, cfg, seed,
-        num_classes=len(regime.class_names), augment=cfg.classic if arm.classic else None,
-        stream=zlib.crc32(arm.name.encode()), show_progress=show_progress, desc=f"{regime.label} {arm.name} seed {seed}",
-        **_usage(arm_set, arm, cfg, device),
-    )
+    model, info = _train_arm(regime, arm, arm_set, seed, cfg, data, device, show_progress)
     test = classification_metrics(data.test_labels, predict(model, data.test_images))  # the one look at test
     row = {
         "regime": regime.label, "n_real": int(len(regime.train.labels)), "subset_seed": regime.subset_seed,
         "run": str(regime.run), "arm": arm.name, "kind": arm.kind, "ratio": arm.ratio, "replace_p": arm.replace_p, "seed": seed,
         "n_real_used": 0 if arm.kind == "synthetic" else int(len(regime.train.labels)),
         "classifier": cfg.classifier, "steps": info.steps, "batch_size": cfg.batch_size, "n_synthetic": n_synth,
+        "n_pseudo": int(len(labels) - len(regime.train.labels)) if arm.pseudo_confidence else 0,
         "best_step": info.best_step, "val_acc": info.val["acc"], "val_auc": info.val["auc"],
         "test_acc": test["acc"], "test_auc": test["auc"],
         **{f"recall_{c}": test["recall"][c] for c in regime.classes},
@@ -127,6 +125,38 @@ def run_arm(regime: Regime, arm: Arm, seed: int, cfg: EvaluateConfig, data: Eval
     atomic_write_json(cached, row)
     row["cached"] = False
     return row
+
+
+def _train_arm(regime: Regime, arm: Arm, arm_set, seed: int, cfg: EvaluateConfig, data: EvalData, device, show_progress: bool):
+    return train_classifier(
+        to_model_tensor(arm_set.images, device), torch.from_numpy(arm_set.labels).to(device), data.val_images, data.val_labels, cfg,
+        seed, num_classes=len(regime.class_names), augment=cfg.classic if arm.classic else None,
+        stream=zlib.crc32(arm.name.encode()), show_progress=show_progress, desc=f"{regime.label} {arm.name} seed {seed}",
+        **_usage(arm_set, arm, cfg, device),
+    )
+
+
+def _teacher_probs(regime: Regime, arm: Arm, seed: int, cfg: EvaluateConfig, data: EvalData, cache: Path, device,
+                   show_progress: bool) -> np.ndarray:
+    """The pool's class probabilities under the teacher (the real[+classic] arm of this seed, trained the same way, so
+    the same model), cached beside the arms: every confidence threshold reuses one teacher."""
+    if regime.pool is None:
+        raise UserError(f"{regime.run}: the {arm.kind} arms label an unlabeled pool; give the recipe data.unlabeled")
+    teacher = teacher_arm(arm)
+    teacher_set = arm_data(regime, teacher)
+    key = arm_key(teacher, cfg, seed, _digest(teacher_set.images, teacher_set.labels), data.digest)
+    path = cache / f"{key}.pool-{_digest(regime.pool.images)[:16]}.npy"
+    if path.is_file():
+        try:
+            return np.load(path)
+        except (OSError, ValueError) as exc:  # damaged: labelled again, never trusted
+            warnings.warn(f"{path}: unreadable ({type(exc).__name__}); labelling the pool again")
+    model, _ = _train_arm(regime, teacher, teacher_set, seed, cfg, data, device, show_progress)
+    probs = predict(model, to_model_tensor(regime.pool.images, device))
+    buffer = io.BytesIO()
+    np.save(buffer, probs)
+    atomic_write_bytes(path, buffer.getvalue())
+    return probs
 
 
 def _usage(arm_set, arm: Arm, cfg: EvaluateConfig, device) -> dict:
@@ -226,59 +256,6 @@ def _evaluate(runs, recipes, cfg, arms, need_synthetic, device, out_dir, synthet
     })
     write_report(out_dir, results, regimes)
     return results
-
-
-def summarise(rows: list[dict], cfg: EvaluateConfig) -> dict:
-    """Mean/std per regime x arm; paired-bootstrap gains over each baseline present and over the best of them
-    (chosen on val); the synthetic-only arm's accuracy relative to real-only (CAS ratio)."""
-    table = pd.DataFrame([{k: v for k, v in r.items() if k != "curve"} for r in rows])
-    summary, gains, best = [], [], {}
-    for (regime, arm), group in table.groupby(["regime", "arm"], sort=False):
-        summary.append({
-            "regime": regime, "arm": arm, "n_real": float(group["n_real_used"].mean()), "n_synthetic": float(group["n_synthetic"].mean()),
-            "runs": len(group), "steps": int(group["steps"].iloc[0]),
-            **{f"{m}_{stat}": float(getattr(group[f"test_{m}"], stat)(ddof=1) if stat == "std" else group[f"test_{m}"].mean())
-               for m in ("acc", "auc") for stat in ("mean", "std")},
-        })
-    for regime, group in table.groupby("regime", sort=False):
-        by_arm = {arm: g.set_index(["subset_seed", "seed"]) for arm, g in group.groupby("arm", sort=False)}
-        present = [b for b in BASELINES if b in by_arm]
-        for base in present:
-            for arm in by_arm:
-                if arm == base or (base != "real" and arm in BASELINES):  # "real vs real+classic" is the reverse of a row above
-                    continue
-                gains.append(_paired_gain(regime, arm, base, by_arm[arm], by_arm[base], cfg.bootstrap))
-        if not present:
-            continue
-        # The strongest arm without synthetic data, judged on val (the selection metric) only: test never picks it.
-        val_of = {b: float(by_arm[b][f"val_{cfg.select_on}"].mean()) for b in present}
-        chosen = max(present, key=lambda b: val_of[b])  # ties: the first, `real`
-        entry = {"arm": chosen, "val": val_of, "select_on": cfg.select_on}
-        for arm in by_arm:
-            if arm not in BASELINES:
-                gains.append({**_paired_gain(regime, arm, chosen, by_arm[arm], by_arm[chosen], cfg.bootstrap), "best_baseline": True})
-        if "synthetic" in by_arm and "real" in by_arm:
-            entry["cas"] = _paired_ratio(by_arm["synthetic"], by_arm["real"], cfg.bootstrap)
-        best[regime] = entry
-    return {"rows": rows, "summary": summary, "gains": gains, "best_baseline": best}
-
-
-def _paired_gain(regime: str, arm: str, base: str, other: pd.DataFrame, ref: pd.DataFrame, n_boot: int) -> dict:
-    """Mean test ACC/AUC difference arm - base over the (subset, seed) pairs both have, with its bootstrap CI."""
-    units = ref.index.intersection(other.index)
-    entry = {"regime": regime, "arm": arm, "vs": base, "pairs": len(units)}
-    for m in ("acc", "auc"):
-        diffs = (other.loc[units, f"test_{m}"] - ref.loc[units, f"test_{m}"]).to_numpy()
-        mean, lo, hi = paired_bootstrap_ci(diffs, n_boot)
-        entry.update({f"d{m}": mean, f"d{m}_lo": lo, f"d{m}_hi": hi, f"d{m}_excludes_0": bool(lo > 0 or hi < 0)})
-    return entry
-
-
-def _paired_ratio(num: pd.DataFrame, den: pd.DataFrame, n_boot: int) -> dict:
-    """Ratio of mean test ACC (num / den) over shared (subset, seed) pairs, with a percentile bootstrap CI of the pairs."""
-    units = den.index.intersection(num.index)
-    ratio, lo, hi = ratio_of_means_ci(num.loc[units, "test_acc"].to_numpy(float), den.loc[units, "test_acc"].to_numpy(float), n_boot)
-    return {"ratio": ratio, "lo": lo, "hi": hi, "pairs": len(units)}
 
 
 def generator_summary(run: Run, synthetic_dir: Path) -> str:

@@ -12,6 +12,11 @@ information the compared classifier did not have. Synthetic images never enter v
     synthetic                 synthetic only, as many per class as real (classification accuracy score, CAS)
     real+replace pP           each drawn real image swapped for one of its own variations with probability P
     real+replace+classic pP   the same, augmented
+    real+pseudo[+classic] tT  the real images and the pool images (data.unlabeled) the real[+classic] arm of the same seed
+                              labels with confidence >= T, with those labels (self-training: non-synthetic)
+
+With an unlabeled pool the guard widens: the arms may use every image the generators saw, labelled or not, and
+the best arm without synthetic data is chosen among real, real+classic and the real+pseudo arms.
 
 Synthetic samples weigh `evaluate.synthetic_weight` in the loss (real ones 1).
 """
@@ -26,10 +31,16 @@ import numpy as np
 from synthaug.data import ImageSet, count_at_ratio, load_split, resolve_classes, subset_indices
 from synthaug.dataset import SyntheticImages, read_synthetic
 from synthaug.errors import UserError
+from synthaug.pool import Pool, load_pool
 from synthaug.config import EvaluateConfig, SubsetConfig
 from synthaug.rundir import Run
 
 BASELINES = ("real", "real+classic")
+
+
+def is_non_synthetic(arm_name: str) -> bool:
+    """Arms that may be the best baseline: real, real+classic, and self-training on the pool."""
+    return arm_name in BASELINES or arm_name.startswith("real+pseudo")
 
 
 @dataclass
@@ -43,6 +54,7 @@ class Regime:
     train_indices: np.ndarray  # their indices in the real train split
     synthetic: SyntheticImages | None
     synthetic_dir: Path
+    pool: Pool | None = None  # data.unlabeled: images the real+pseudo arms may label
 
 
 def regime_label(subset: SubsetConfig | None) -> str:
@@ -71,11 +83,27 @@ def load_regime(run: Run, synthetic_dir: Path | None = None, need_synthetic: boo
             f"{recipe.data.subset.model_dump() if recipe.data.subset else None}); a generator may only learn from real "
             f"images the compared classifier sees: evaluate with the run's own data.subset or a larger one"
         )
+    pool = load_pool(recipe.data, classes, real_idx, train)
+    _check_pool(run, pool)
     synthetic_dir = Path(synthetic_dir) if synthetic_dir else run.dir.synthetic
     synthetic = read_synthetic(synthetic_dir, run) if need_synthetic else None
     subset = recipe.data.subset
     return Regime(run.root, regime_label(subset), subset.seed if subset else 0, train.class_names, classes,
-                  train.take(real_idx), real_idx, synthetic, synthetic_dir)
+                  train.take(real_idx), real_idx, synthetic, synthetic_dir, pool)
+
+
+def _check_pool(run: Run, pool: Pool | None) -> None:
+    """The arms may use every unlabeled image the generators saw: the evaluation's pool must hold the run's."""
+    seen = run.info.unlabeled
+    if seen is None:
+        return
+    key = "indices" if "indices" in seen else "files"
+    mine = set(pool.record.get(key, [])) if pool is not None and pool.record["source"] == seen["source"] else set()
+    missing = len(set(seen[key]) - mine)
+    if missing:
+        raise UserError(f"{run.root}: its diffusion models learned from {missing} unlabeled image(s) ({seen['source']}) that the "
+                        "arms here may not use; a classifier may see every image the generator saw: evaluate with the run's own "
+                        "data.unlabeled")
 
 
 @dataclass(frozen=True)
@@ -83,11 +111,14 @@ class Arm:
     kind: str  # one of config.ARMS
     ratio: float | None  # synthetic images per real image of each class; None: no synthetic
     replace_p: float | None = None  # real+replace arms: the probability of swapping a drawn real image for a variation
+    pseudo_confidence: float | None = None  # real+pseudo arms: the teacher's confidence a pool image needs
 
     @property
     def name(self) -> str:
         if self.replace_p is not None:
             return f"{self.kind} p{self.replace_p:g}"
+        if self.pseudo_confidence is not None:
+            return f"{self.kind} t{self.pseudo_confidence:g}"
         return self.kind if self.ratio is None or self.kind == "synthetic" else f"{self.kind} {self.ratio:g}x"
 
     @property
@@ -106,6 +137,8 @@ def expand_arms(cfg: EvaluateConfig) -> list[Arm]:
             arms += [Arm(kind, r) for r in cfg.ratios]
         elif kind in ("real+replace", "real+replace+classic"):
             arms += [Arm(kind, None, p) for p in cfg.replace_p]
+        elif kind in ("real+pseudo", "real+pseudo+classic"):
+            arms += [Arm(kind, None, pseudo_confidence=t) for t in cfg.pseudo_confidence]
         else:
             arms.append(Arm(kind, 1.0 if kind == "synthetic" else None))
     return arms
@@ -160,8 +193,19 @@ class ArmData:
     variation_count: np.ndarray | None = None  # int64 (N,): how many it has
 
 
-def arm_data(regime: Regime, arm: Arm) -> ArmData:
-    """The data of an arm: real images, added synthetic ones, or real images with their variations beside them."""
+def teacher_arm(arm: Arm) -> Arm:
+    """The arm whose classifier labels the pool for a real+pseudo arm: same seed and augmentation, real images only."""
+    return Arm("real+classic" if arm.classic else "real", None)
+
+
+def arm_data(regime: Regime, arm: Arm, pool_probs: np.ndarray | None = None) -> ArmData:
+    """The data of an arm: real images, added synthetic ones, real images with their variations beside them, or real
+    images with the pool images whose teacher probabilities `pool_probs` (N_pool, classes) pass the arm's confidence."""
+    if arm.pseudo_confidence is not None:
+        probs = pool_probs[:, regime.classes]  # only the evaluated classes can be a pseudo-label
+        keep = np.flatnonzero(probs.max(axis=1) >= arm.pseudo_confidence)
+        labels = np.asarray(regime.classes, dtype=np.int64)[probs[keep].argmax(axis=1)]
+        return ArmData(np.concatenate([regime.train.images, regime.pool.images[keep]]), np.concatenate([regime.train.labels, labels]), 0)
     if arm.replace_p is not None:
         return _with_variations(regime)
     if arm.ratio is None:

@@ -12,7 +12,8 @@ from conftest import TINY_EVAL, make_run
 from synthaug.audit import audit
 from synthaug.cli import main
 from synthaug.errors import UserError
-from synthaug.evaluate import evaluate, summarise
+from synthaug.evaluate import evaluate
+from synthaug.gains import summarise
 from synthaug.generate import generate
 from synthaug.config import EvaluateConfig
 from synthaug.rundir import open_run
@@ -166,3 +167,45 @@ def test_damaged_state_files(eval_run, tmp_path):
     with pytest.raises(UserError, match="audit.json: damaged audit.json"):
         evaluate([real_and_synthetic], tmp_path / "out2", show_progress=False)
     assert not (tmp_path / "out2" / "cache").exists()  # found before any arm trained
+
+
+def pooled_run(tmp_path, name="pooled", **evaluate_cfg):
+    """A run whose generator learned from the rest of the training split (12 px folders, 4 labelled per class)."""
+    from conftest import EVAL_NAMES, tiny_recipe_dict, write_class_folders
+
+    from synthaug.recipe import recipe_from_dict
+
+    data = write_class_folders(tmp_path / "images", EVAL_NAMES, n=12, size=12, channels=1, splits=True)
+    raw = tiny_recipe_dict({"folder": str(data), "size": 12, "subset": {"per_class": 4}, "unlabeled": {}}, tmp_path / "runs", name,
+                           model={"conditioning": "class_conditional"},
+                           evaluate={**TINY_EVAL, "seeds": [0, 1], "arms": ["real", "real+classic", "real+pseudo+classic"], **evaluate_cfg})
+    return make_run(recipe_from_dict(raw)).root
+
+
+def test_the_pseudo_label_arm_self_trains_on_the_pool_and_may_be_the_best_baseline(tmp_path, monkeypatch):
+    import synthaug.evaluate as evaluate_module
+
+    run, out = pooled_run(tmp_path, pseudo_confidence=[0.0001, 0.9999]), tmp_path / "report"
+    trained = []
+    real_train = evaluate_module.train_classifier
+    monkeypatch.setattr(evaluate_module, "train_classifier", lambda *a, **k: trained.append(k["desc"]) or real_train(*a, **k))
+    results = evaluate([run], out, show_progress=False)
+    rows = pd.DataFrame(results["rows"]).set_index(["arm", "seed"])
+    assert (rows.loc["real+pseudo+classic t0.0001", "n_pseudo"] == 16).all()  # every pool image passes a threshold of ~0
+    assert (rows.loc["real+pseudo+classic t0.9999", "n_pseudo"] < 16).all()
+    assert (rows.loc["real+pseudo+classic t0.0001", "n_synthetic"] == 0).all()
+    # One teacher per seed (the real+classic classifier, retrained identically), shared by both thresholds.
+    assert sum("real+classic seed" in d for d in trained) == 2 * 2 and len(list((tmp_path / "report/cache").glob("*.pool-*.npy"))) == 2
+    best = results["best_baseline"]["4/class"]
+    assert set(best["val"]) == {"real", "real+classic", "real+pseudo+classic t0.0001", "real+pseudo+classic t0.9999"}
+    trained.clear()
+    evaluate([open_run(run, ["evaluate.pseudo_confidence=[0.5]"])], out, show_progress=False)
+    assert trained == ["4/class real+pseudo+classic t0.5 seed 0", "4/class real+pseudo+classic t0.5 seed 1"]  # teachers from the cache
+
+
+def test_the_leak_guard_covers_the_unlabeled_images_the_generator_saw(tmp_path):
+    run = pooled_run(tmp_path)
+    with pytest.raises(UserError, match=r"learned from 16 unlabeled image\(s\) \(train split\) that the arms here may not use"):
+        evaluate([open_run(run, ["data.unlabeled=null"])], tmp_path / "report", show_progress=False)
+    with pytest.raises(UserError, match=r"learned from 12 unlabeled image"):
+        evaluate([open_run(run, ["data.unlabeled.count=4"])], tmp_path / "report", show_progress=False)

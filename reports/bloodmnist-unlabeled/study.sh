@@ -1,0 +1,53 @@
+#!/usr/bin/env bash
+# reports/bloodmnist-unlabeled: few labels (10 or 25 per class) and the rest of BloodMNIST's training split unlabeled.
+#   bash reports/bloodmnist-unlabeled/study.sh fit        # the pool generators (GPU: benchmarks/gpu_unlabeled_fits.sh)
+#   bash reports/bloodmnist-unlabeled/study.sh generate   # variations (strength 0.35, 5 per real image) and guided noise-drawn sets
+#   bash reports/bloodmnist-unlabeled/study.sh evaluate   # arms, pseudo-label baseline included, into ../study-runs/report-unlabeled
+#   bash reports/bloodmnist-unlabeled/study.sh report     # copy the reports here
+# Every stage resumes. One torch thread per process; at most two processes on the 2-core CPU.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+STAGE="${1:?usage: study.sh fit|generate|evaluate|report}"
+RECIPE=recipes/bloodmnist-unlabeled.yaml
+DATA_ROOT="${SYNTHAUG_DATA_ROOT:-../shared/data/medmnist}"
+export OMP_NUM_THREADS="${OMP_NUM_THREADS:-1}" PATH="$PWD/.venv/bin:$PATH"
+RUNS=../study-runs; OUT=$RUNS/report-unlabeled
+REGIMES="25:0 25:1 25:2 10:0 10:1 10:2"
+name() { echo "bloodmnist-unlabeled-$1pc-s$2"; }
+each() { for r in $REGIMES; do echo "$(name "${r%%:*}" "${r##*:}")"; done; }
+# The labelled-only generators of reports/bloodmnist on the same labelled subsets: the pool's contribution.
+labelled_only() { for r in $REGIMES; do echo "bloodmnist-study-${r%%:*}pc-s${r##*:}"; done; }
+CLASSIC="evaluate.classic={hflip: true, vflip: true, rot90: true, rotate_deg: 0, shift: 0.0, brightness: 0.0, contrast: 0.0}"
+
+case "$STAGE" in
+fit)
+  for r in $REGIMES; do
+    synthaug fit $RECIPE --data-root "$DATA_ROOT" --no-progress --set name="$(name "${r%%:*}" "${r##*:}")" \
+      --set data.subset.per_class="${r%%:*}" --set data.subset.seed="${r##*:}"
+  done ;;
+generate)
+  for run in $(each); do
+    synthaug generate --run $RUNS/$run --out $RUNS/$run/var-0.35 --data-root "$DATA_ROOT" --no-progress --from-real --per-real 5 --strength 0.35
+  done
+  for run in $(each); do
+    synthaug generate --run $RUNS/$run --out $RUNS/$run/noise-g4 --data-root "$DATA_ROOT" --no-progress --ratio 1 --guidance-scale 4 --steps 50
+  done ;;
+evaluate)
+  for pc in 25 10; do
+    runs=$(each | grep -- "-${pc}pc-")
+    synthaug evaluate $(for r in $runs; do echo $RUNS/$r; done) $(for r in $runs; do echo --synthetic $RUNS/$r/var-0.35; done) \
+      --data-root "$DATA_ROOT" --out $OUT/variations-${pc}pc --cache $OUT/cache --no-progress --set "$CLASSIC" \
+      --set "evaluate.arms=[real,real+classic,real+pseudo+classic,real+replace+classic]" --set "evaluate.replace_p=[0.25]" \
+      --set "evaluate.pseudo_confidence=[0.9,0.99]"
+    synthaug evaluate $(for r in $runs; do echo $RUNS/$r; done) $(for r in $runs; do echo --synthetic $RUNS/$r/noise-g4; done) \
+      --data-root "$DATA_ROOT" --out $OUT/noise-${pc}pc --cache $OUT/cache --no-progress --set "$CLASSIC" \
+      --set "evaluate.arms=[real,real+classic,real+pseudo+classic,real+synthetic+classic,synthetic]" --set "evaluate.ratios=[1]" \
+      --set "evaluate.pseudo_confidence=[0.9,0.99]"
+  done ;;
+report)
+  for folder in $OUT/*/; do
+    [ -f "$folder/report.md" ] || continue
+    dest=reports/bloodmnist-unlabeled/$(basename "$folder"); mkdir -p "$dest"
+    cp "$folder"/report.md "$folder"/results.json "$dest"/ && cp "$folder"/*.png "$dest"/ 2>/dev/null || true
+  done ;;
+esac
