@@ -96,6 +96,19 @@ def _median(values: np.ndarray) -> float | None:
     return float(np.median(values)) if values.size else None
 
 
+def _pool_copies(data: RunData, synthetic: ImageSet, quantile: float, device, show_progress: bool) -> dict:
+    """The copy check against the unlabeled images the generator also saw, calibrated like the labelled one: each
+    class's threshold is the `quantile` quantile of the real test images' nearest-pool-image correlation."""
+    nearest = {name: nearest_by_correlation(images, data.pool, data.mirror, device, show_progress, rotations=data.rotations)
+               for name, images in (("synthetic", synthetic.images), ("test", data.test.images), ("val", data.val.images))}
+    thresholds = copy_thresholds(nearest["test"], data.test.labels, data.classes, quantile)
+    over = {name: nearest[name].correlation >= np.array([thresholds[int(c)] for c in labels])
+            for name, labels in (("synthetic", synthetic.labels), ("val", data.val.labels))}
+    return {"pool_images": int(len(data.pool)), "flagged": int(over["synthetic"].sum()), "flagged_fraction": _fraction(over["synthetic"]),
+            "real_val_over_threshold": _fraction(over["val"]), "median_correlation_synthetic": _median(nearest["synthetic"].correlation),
+            "median_correlation_real_test": _median(nearest["test"].correlation)}
+
+
 def memorization(
     data: RunData,
     synthetic: ImageSet,
@@ -208,6 +221,8 @@ def _audit(run: Run, data: RunData, folder: Path, device, show_progress: bool, c
     memorization_report = memorization(data, synthetic, files, nearest, feature_nn, thresholds, settings.copy_quantile)
     if read.variations:
         memorization_report["variations"] = _variations_report(data, synthetic, source_rows)
+    if data.pool is not None:
+        memorization_report["pool"] = _pool_copies(data, synthetic, settings.copy_quantile, device, show_progress)
     atomic_write_bytes(folder / FIGURES["closest_pairs"], closest_pairs_png(data, synthetic, files, nearest["synthetic"], thresholds, settings.closest_pairs))
     atomic_write_bytes(folder / FIGURES["similarity"], similarity_png(data, synthetic, nearest, feature_nn, thresholds))
     lap("report_and_figures")

@@ -20,6 +20,7 @@ from synthaug.data import ImageSet, load_split, to_model_tensor
 from synthaug.errors import UserError
 from synthaug.files import atomic_write_bytes
 from synthaug.models import build_classifier
+from synthaug.pool import load_pool
 from synthaug.recipe import Recipe
 from synthaug.rundir import Run, RunDir
 
@@ -36,6 +37,7 @@ class RunData:
     train: ImageSet  # the real images the generator was trained on
     test: ImageSet  # real test images of the run's classes
     val: ImageSet  # real val images of the run's classes (out-of-sample check of the copy threshold)
+    pool: np.ndarray | None = None  # uint8 (N, H, W, C): the unlabeled images the generator saw (data.unlabeled)
 
     @property
     def mirror(self) -> bool:
@@ -66,6 +68,9 @@ def load_run_data(run: Run) -> RunData:
     if len(indices) == 0 or indices.max() >= len(train_split.labels):
         raise UserError(f"{run.dir.classes}: train_indices do not fit the {len(train_split.labels)} images of the train split of {recipe.data.medmnist or recipe.data.folder}")
     classes = list(run.info.classes)
+    pool = load_pool(recipe.data, classes, indices, train_split) if run.info.unlabeled is not None else None
+    if pool is not None and pool.record != run.info.unlabeled:
+        raise UserError(f"{run.dir.classes}: its unlabeled pool differs from the one data.unlabeled gives now; audit with the run's own recipe")
     return RunData(
         run=run.dir,
         recipe=recipe,
@@ -75,6 +80,7 @@ def load_run_data(run: Run) -> RunData:
         train=train_split.take(indices),
         test=_of_classes(load_split(recipe.data, "test"), classes),
         val=_of_classes(load_split(recipe.data, "val"), classes),
+        pool=pool.images if pool is not None else None,
     )
 
 

@@ -212,6 +212,7 @@ def render_audit_markdown(report: dict) -> str:
         f"![nearest-neighbour similarity]({report['figures']['similarity']})",
         "",
         *_variation_lines(mem.get("variations")),
+        *_pool_lines(mem.get("pool")),
         f"## Flagged files ({len(mem['flagged'])})",
         "",
     ]
@@ -243,6 +244,18 @@ def _symmetry(flagged: dict) -> str:
     """How a flagged image matched its training image: mirrored, turned, or as it is."""
     turns = flagged.get("quarter_turns") or 0
     return (" (mirrored)" if flagged["mirrored"] else "") + (f" ({turns} quarter turns)" if turns else "")
+
+
+def _pool_lines(pool: dict | None) -> list[str]:
+    """audit.md's copy check against the unlabeled pool the generator also learned from."""
+    if not pool:
+        return []
+    return ["## Copies of unlabeled pool images", "",
+            f"The generator also learned from {pool['pool_images']:,} unlabeled images (`data.unlabeled`). The same check against "
+            "them, each class's threshold calibrated on the real test images' nearest pool image:", "",
+            "| flagged | flagged fraction | real val over threshold | median r synthetic / real test |", "|---|---|---|---|",
+            f"| {pool['flagged']} | {percent(pool['flagged_fraction'])} | {percent(pool['real_val_over_threshold'])} | "
+            f"{fixed(pool['median_correlation_synthetic'])} / {fixed(pool['median_correlation_real_test'])} |", ""]
 
 
 def _variation_lines(variations: dict | None) -> list[str]:

@@ -137,3 +137,29 @@ def test_variations_are_checked_against_the_other_training_images(blob_run, tmp_
     assert closeness["overall"]["n"] == 10 and closeness["overall"]["median_source_correlation"] > 0.95
     markdown = (folder / "audit.md").read_text()
     assert "## Variations of real images" in markdown and "not anonymous data" in markdown
+
+
+def test_copies_of_unlabeled_pool_images_are_flagged_apart(tmp_path):
+    from conftest import BLOB_CLASSIFIER, blob_images, make_run, tiny_recipe_dict, write_blob_npz
+
+    from synthaug.recipe import recipe_from_dict
+
+    write_blob_npz(tmp_path / "data", (40, 20, 60))
+    data = {"medmnist": "breastmnist", "root": str(tmp_path / "data"), "subset": {"per_class": 20, "seed": 0}, "unlabeled": {}}
+    recipe = recipe_from_dict(tiny_recipe_dict(data, tmp_path / "runs", "pooled", model={"conditioning": "class_conditional"},
+                                               evaluate=BLOB_CLASSIFIER))
+    with pytest.warns(UserWarning, match="MD5"):
+        run = make_run(recipe).root
+    pool_indices = json.loads((run / "classes.json").read_text())["unlabeled"]["indices"]
+    with np.load(tmp_path / "data" / "breastmnist.npz") as npz:
+        train, train_labels = npz["train_images"][..., None], npz["train_labels"][:, 0].astype(int)
+    copied = [i for i in pool_indices if train_labels[i] == 0][:2] + [i for i in pool_indices if train_labels[i] == 1][:1]
+    images = np.concatenate([train[copied], blob_images(6, 0, seed=99), blob_images(6, 1, seed=99)])
+    labels = [int(train_labels[i]) for i in copied] + [0] * 6 + [1] * 6
+    folder = tmp_path / "synthetic"
+    write_synthetic(folder, images, labels, BLOB_NAMES)
+    report = audit(run, folder, show_progress=False)
+    pool = report["memorization"]["pool"]
+    assert pool["pool_images"] == 40 and pool["flagged"] == 3
+    assert report["memorization"]["overall"]["flagged"] == 0  # not copies of the labelled images
+    assert "## Copies of unlabeled pool images" in (folder / "audit.md").read_text()
