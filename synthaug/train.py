@@ -185,6 +185,7 @@ def train_job(recipe: Recipe, run: RunDir, job: Job, num_classes: int, class_nam
         "class_name": class_name,
         "model_dir": job.model_dir,
         "real_images": int(job.images.shape[0]),
+        "unlabeled_images": int(job.pool.shape[0]) if job.pool is not None else 0,  # mixed into every batch (data.unlabeled)
         "steps": job.steps,
         "resumed_from": start,
         "final_loss": loss_value,
@@ -192,8 +193,10 @@ def train_job(recipe: Recipe, run: RunDir, job: Job, num_classes: int, class_nam
         "images_per_s": round(trained * images_per_step / wall, 2) if trained else None,
     }
     if accelerator.is_main_process:
+        pool_note = f" + {result['unlabeled_images']} unlabeled" if result["unlabeled_images"] else ""
         print(
-            f"{job.model_dir}: {job.steps} steps ({trained} this run), {result['real_images']} {'unlabeled' if job.class_idx == POOL_CLASS else 'real'} images, "
+            f"{job.model_dir}: {job.steps} steps ({trained} this run), {result['real_images']} {'unlabeled' if job.class_idx == POOL_CLASS else 'real'} images"
+            f"{pool_note}, "
             f"loss {loss_value:.4f}, {result['images_per_s']} img/s, {wall:.0f} s -> {run.model(job.model_dir)}",
             flush=True,
         )
