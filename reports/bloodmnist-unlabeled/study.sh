@@ -2,9 +2,10 @@
 # reports/bloodmnist-unlabeled: few labels (10 or 25 per class) and the rest of BloodMNIST's training split unlabeled.
 #   bash reports/bloodmnist-unlabeled/study.sh fit        # the pool generators (GPU: benchmarks/gpu_unlabeled_fits.sh)
 #   bash reports/bloodmnist-unlabeled/study.sh generate   # variations (strength 0.35, 5 per real image) and guided noise-drawn sets
-#   bash reports/bloodmnist-unlabeled/study.sh evaluate   # arms, pseudo-label baseline included, into ../study-runs/report-unlabeled
+#   bash reports/bloodmnist-unlabeled/study.sh evaluate [variations|noise] [25|10]   # arms, pseudo-labels included
 #   bash reports/bloodmnist-unlabeled/study.sh report     # copy the reports here
-# Every stage resumes. One torch thread per process; at most two processes on the 2-core CPU.
+# Every stage resumes. One torch thread per process; at most two processes on the 2-core CPU. The classifier
+# arms share reports/bloodmnist's cache: the real arms of the same labelled subsets are not trained twice.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 STAGE="${1:?usage: study.sh fit|generate|evaluate|report}"
@@ -32,18 +33,18 @@ generate)
   for run in $(each); do
     synthaug generate --run $RUNS/$run --out $RUNS/$run/noise-g4 --data-root "$DATA_ROOT" --no-progress --ratio 1 --guidance-scale 4 --steps 50
   done ;;
-evaluate)
-  for pc in 25 10; do
+evaluate)  # study.sh evaluate [variations|noise] [25|10]: one report, or all four
+  for source in ${2:-variations noise}; do for pc in ${3:-25 10}; do
     runs=$(each | grep -- "-${pc}pc-")
-    synthaug evaluate $(for r in $runs; do echo $RUNS/$r; done) $(for r in $runs; do echo --synthetic $RUNS/$r/var-0.35; done) \
-      --data-root "$DATA_ROOT" --out $OUT/variations-${pc}pc --cache $OUT/cache --no-progress --set "$CLASSIC" \
-      --set "evaluate.arms=[real,real+classic,real+pseudo+classic,real+replace+classic]" --set "evaluate.replace_p=[0.25]" \
-      --set "evaluate.pseudo_confidence=[0.9,0.99]"
-    synthaug evaluate $(for r in $runs; do echo $RUNS/$r; done) $(for r in $runs; do echo --synthetic $RUNS/$r/noise-g4; done) \
-      --data-root "$DATA_ROOT" --out $OUT/noise-${pc}pc --cache $OUT/cache --no-progress --set "$CLASSIC" \
-      --set "evaluate.arms=[real,real+classic,real+pseudo+classic,real+synthetic+classic,synthetic]" --set "evaluate.ratios=[1]" \
-      --set "evaluate.pseudo_confidence=[0.9,0.99]"
-  done ;;
+    if [ "$source" = variations ]; then
+      arms="[real,real+classic,real+pseudo+classic,real+replace+classic]"; folder=var-0.35
+    else
+      arms="[real,real+classic,real+pseudo+classic,real+synthetic+classic]"; folder=noise-g4
+    fi
+    synthaug evaluate $(for r in $runs; do echo $RUNS/$r; done) $(for r in $runs; do echo --synthetic $RUNS/$r/$folder; done) \
+      --data-root "$DATA_ROOT" --out $OUT/$source-${pc}pc --cache $RUNS/report/cache --no-progress --set "$CLASSIC" \
+      --set "evaluate.arms=$arms" --set "evaluate.replace_p=[0.25]" --set "evaluate.ratios=[1]" --set "evaluate.pseudo_confidence=[0.9,0.99]"
+  done; done ;;
 report)
   for folder in $OUT/*/; do
     [ -f "$folder/report.md" ] || continue
