@@ -235,3 +235,27 @@ def test_per_class_models_start_from_the_pool_model(tiny_recipe):
         assert all(torch.allclose(mine[k], pool[k], atol=1e-6) for k in pool)
     out = json.loads(run.summary.read_text())["models"]["pool"]
     assert out["class_name"] == "unlabeled pool" and out["real_images"] == 18
+
+
+def test_a_run_with_a_pool_resumes_to_the_same_weights(tiny_recipe, monkeypatch):
+    # Crash while fine-tuning the conditional model from the pool model: the resume ends where an uninterrupted run does.
+    settings = dict(data={"subset": {"per_class": 3}, "unlabeled": {"count": 8}}, model={"conditioning": "class_conditional"},
+                    train={"steps": 6, "checkpoint_every": 2, "pretrain_steps": 2})
+    whole = fit(tiny_recipe("whole", **settings), show_progress=False)
+    real_save = train_module._save_checkpoint
+
+    def save_then_crash(accelerator, run, job, step):
+        real_save(accelerator, run, job, step)
+        if job.model_dir == "all" and step == 4:
+            raise RuntimeError("simulated crash")
+
+    monkeypatch.setattr(train_module, "_save_checkpoint", save_then_crash)
+    recipe = tiny_recipe("resumed", **settings)
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        fit(recipe, show_progress=False)
+    monkeypatch.setattr(train_module, "_save_checkpoint", real_save)
+    run = fit(recipe, show_progress=False)
+    assert json.loads(run.summary.read_text())["models"]["all"]["resumed_from"] == 4
+    for model_dir in ("pool", "all"):
+        a, b = unet_weights(whole, model_dir), unet_weights(run, model_dir)
+        assert all(torch.equal(a[k], b[k]) for k in a)
