@@ -107,7 +107,8 @@ def _best_baseline_lines(results: dict) -> list[str]:
     if not best:
         return []
     lines = ["", "## Gain over the best arm without synthetic data (chosen on val)", "",
-             "Per regime, `real` or `real+classic`, whichever has the higher mean val "
+             "Per regime, the arm without synthetic data (`real`, `real+classic` or self-training `real+pseudo` on the "
+             "unlabeled pool) with the higher mean val "
              f"{next(iter(best.values()))['select_on'].upper()}; test never enters the choice.", "",
              "| regime | best baseline (val) | arm | pairs | ΔACC [95 % CI] | excludes 0 | ΔAUC [95 % CI] | excludes 0 |",
              "|---|---|---|---|---|---|---|---|"]
