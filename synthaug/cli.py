@@ -99,23 +99,44 @@ def _register_evaluate(sub) -> None:
     p.set_defaults(func=cmd_evaluate)
 
 
+def _run_on_recipe(stage, args) -> None:
+    """experiment and sweep: a recipe in, a report folder out."""
+    recipe = _recipe_from_args(args)
+    stage(recipe, Path(args.out) if args.out else None, args.force, not args.no_progress, _command_line(args, [args.recipe]))
+
+
+def _add_report_args(parser: argparse.ArgumentParser, out_help: str) -> None:
+    _add_recipe_args(parser)
+    parser.add_argument("--out", metavar="DIR", help=out_help)
+    parser.add_argument("--force", action="store_true", help="retrain classifier arms even when their cached result exists")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+
 def cmd_experiment(args) -> None:
     from synthaug.experiment import experiment
 
-    recipe = _recipe_from_args(args)
-    experiment(recipe, Path(args.out) if args.out else None, args.force, not args.no_progress, _command_line(args, [args.recipe]))
+    _run_on_recipe(experiment, args)
 
 
 def _register_experiment(sub) -> None:
     p = sub.add_parser("experiment", help="fit, generate and evaluate every regime of a recipe (evaluate.regimes)")
-    _add_recipe_args(p)
-    p.add_argument("--out", metavar="DIR", help="report folder (default reports/<recipe name>)")
-    p.add_argument("--force", action="store_true", help="retrain classifier arms even when their cached result exists")
-    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    _add_report_args(p, "report folder (default reports/<recipe name>)")
     p.set_defaults(func=cmd_experiment)
 
 
-_REGISTRARS += [_register_evaluate, _register_experiment]
+def cmd_sweep(args) -> None:
+    from synthaug.sweep import sweep
+
+    _run_on_recipe(sweep, args)
+
+
+def _register_sweep(sub) -> None:
+    p = sub.add_parser("sweep", help="try the levers of a recipe's sweep: section one at a time, choose each on val, and recommend")
+    _add_report_args(p, "sweep folder: sweep.md, sweep.json, recommended.yaml, one report per lever value (default reports/<recipe name>-sweep)")
+    p.set_defaults(func=cmd_sweep)
+
+
+_REGISTRARS += [_register_evaluate, _register_experiment, _register_sweep]
 
 
 def cmd_audit(args) -> None:

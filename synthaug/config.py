@@ -6,7 +6,7 @@ their field first ("size: must be ..."), which the loader turns into the field p
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -266,3 +266,70 @@ class AuditConfig(_Strict):
     copy_quantile: float = Field(0.99, gt=0, lt=1)
     closest_pairs: int = Field(16, ge=1)
     seed: int = 0
+
+
+# The levers of `synthaug sweep`, each a list of values (classic, source, usage: named settings), swept one at a time in `order`.
+SWEEP_LEVERS = ("conditioning", "augment", "classic", "source", "strength", "guidance_scale", "steps", "filter_confidence", "usage", "ratio")
+USAGE_ARMS = ("real+synthetic", "real+synthetic+classic", "real+replace", "real+replace+classic")  # the arms that use synthetic images
+
+
+class SourceConfig(_Strict):
+    """A generation mode of the `source` lever: drawn from noise or varied from the real images, with its own sampling."""
+
+    from_real: bool
+    strength: list[float] | None = Field(None, min_length=1, max_length=2)
+    guidance_scale: float | None = Field(None, ge=0)
+    steps: int | None = Field(None, gt=0)
+
+
+class UsageConfig(_Strict):
+    """A usage mode of the `usage` lever: its synthetic arms (beside the real ones) and how they use the images."""
+
+    arms: list[Literal[USAGE_ARMS]] = Field(min_length=1)
+    ratios: list[float] | None = Field(None, min_length=1)
+    replace_p: list[float] | None = Field(None, min_length=1)
+    synthetic_weight: float | None = Field(None, gt=0, le=1)
+
+
+class SweepConfig(_Strict):
+    """`synthaug sweep`: each lever in `order` is tried at every value, with the levers before it at their chosen values."""
+
+    order: list[Literal[SWEEP_LEVERS]] = Field(min_length=1)
+    conditioning: list[Literal["per_class", "class_conditional"]] | None = Field(None, min_length=1)
+    augment: list[list[Literal[GENERATOR_AUGMENTS]]] | None = Field(None, min_length=1)
+    classic: dict[str, ClassicAugConfig] | None = Field(None, min_length=1)
+    source: dict[str, SourceConfig] | None = Field(None, min_length=1)  # or a list of modes: [noise, variations]
+    strength: list[list[float]] | None = Field(None, min_length=1)  # each one number or [LO, HI]
+    guidance_scale: list[Annotated[float, Field(ge=0)]] | None = Field(None, min_length=1)
+    steps: list[Annotated[int, Field(gt=0)]] | None = Field(None, min_length=1)
+    filter_confidence: list[Annotated[float, Field(gt=0, lt=1)] | None] | None = Field(None, min_length=1)  # null: no filter
+    usage: dict[str, UsageConfig] | None = Field(None, min_length=1)
+    ratio: list[Annotated[float, Field(gt=0)]] | None = Field(None, min_length=1)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _shorthands(cls, raw):  # source: [noise, variations] and strength: [0.35, [0.2, 0.5]]
+        if not isinstance(raw, dict):
+            return raw
+        source, strength = raw.get("source"), raw.get("strength")
+        if isinstance(source, list):
+            if not all(mode in ("noise", "variations") for mode in source):
+                raise ValueError(f"source: a list of the modes noise and variations, or named settings {{NAME: {{from_real: ...}}}}; got {source}")
+            raw = {**raw, "source": {mode: {"from_real": mode == "variations"} for mode in source}}
+        if isinstance(strength, list):
+            raw = {**raw, "strength": [s if isinstance(s, list) else [s] for s in strength]}
+        return raw
+
+    @model_validator(mode="after")
+    def _levers(self):
+        if len(set(self.order)) != len(self.order):
+            raise ValueError(f"order: has repeated entries {self.order}")
+        for lever in SWEEP_LEVERS:  # a lever with values that `order` leaves out keeps the recipe's value
+            values = getattr(self, lever)
+            if values is None and lever in self.order:
+                raise ValueError(f"{lever}: listed in sweep.order but given no values")
+            if isinstance(values, list) and len({repr(v) for v in values}) != len(values):
+                raise ValueError(f"{lever}: has repeated entries {values}")
+        if any(not 1 <= len(s) <= 2 or s != sorted(s) or not 0 < s[0] <= s[-1] < 1 for s in self.strength or []):
+            raise ValueError(f"strength: each value one number or [LO, HI] with 0 < LO <= HI < 1, got {self.strength}")
+        return self

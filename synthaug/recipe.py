@@ -20,6 +20,7 @@ from synthaug.config import (
     EvaluateConfig,
     GenerateConfig,
     ModelConfig,
+    SweepConfig,
     TrainConfig,
     _Strict,
 )
@@ -36,6 +37,7 @@ class Recipe(_Strict):
     generate: GenerateConfig = Field(default_factory=GenerateConfig)
     audit: AuditConfig = Field(default_factory=AuditConfig)
     evaluate: EvaluateConfig = Field(default_factory=EvaluateConfig)
+    sweep: SweepConfig | None = None  # `synthaug sweep` only
 
     @model_validator(mode="after")
     def _consistent(self):

@@ -1,0 +1,119 @@
+"""The sweep's levers: what a value sets in a recipe, when a lever has no effect, and the choices and the answer on val."""
+
+from __future__ import annotations
+
+import pytest
+
+from synthaug.config import SweepConfig
+from synthaug.errors import UserError
+from synthaug.levers import Value, base_dict, candidate, choose, generator_name, lever_skip_reason, lever_values, recommend, score
+
+SWEEP = {"order": ["conditioning", "augment", "classic", "source", "strength", "guidance_scale", "usage", "ratio"],
+         "conditioning": ["class_conditional", "per_class"], "augment": [["hflip", "rot90"], []],
+         "classic": {"dihedral": {"hflip": True, "vflip": True, "rot90": True}},
+         "source": {"noise-g4": {"from_real": False, "guidance_scale": 4}, "var-0.35": {"from_real": True, "strength": [0.35]}},
+         "strength": [0.35, [0.2, 0.5]], "guidance_scale": [1.0, 4.0],
+         "usage": {"add": {"arms": ["real+synthetic+classic"]}, "replace-p0.25": {"arms": ["real+replace+classic"], "replace_p": [0.25]}},
+         "ratio": [1, 5]}
+
+
+def values(lever: str) -> dict[str, Value]:
+    return {v.name: v for v in lever_values(SweepConfig.model_validate(SWEEP), lever)}
+
+
+@pytest.fixture
+def base(tiny_recipe):
+    recipe = tiny_recipe("blood", model={"conditioning": "class_conditional"}, generate={"from_real": True},
+                         evaluate={"arms": ["real", "synthetic", "real+synthetic+classic", "real+replace+classic"]})
+    return base_dict(recipe)
+
+
+def test_values_are_named_for_tables_and_folders():
+    assert list(values("strength")) == ["0.35", "0.2+0.5"]
+    assert values("strength")["0.2+0.5"].setting == [0.2, 0.5]
+    assert list(values("augment")) == ["hflip+rot90", "none"]
+    assert list(values("source")) == ["noise-g4", "var-0.35"]
+    modes = lever_values(SweepConfig.model_validate({"order": ["source"], "source": ["noise", "variations"]}), "source")
+    assert [(v.name, v.setting.from_real) for v in modes] == [("noise", False), ("variations", True)]
+    assert [v.name for v in lever_values(SweepConfig.model_validate({"order": ["filter_confidence"], "filter_confidence": [None, 0.5]}),
+                                         "filter_confidence")] == ["off", "0.5"]
+
+
+def test_the_base_always_has_both_real_arms_and_no_synthetic_only_arm(base):
+    assert base["evaluate"]["arms"] == ["real", "real+classic", "real+synthetic+classic", "real+replace+classic"]
+
+
+def test_a_candidate_applies_values_in_order_and_is_made_consistent(base):
+    recipe, why = candidate(base, [values("source")["noise-g4"], values("usage")["add"], values("ratio")["5"]])
+    assert why is None
+    assert (recipe.generate.from_real, recipe.generate.guidance_scale) == (False, 4.0)
+    assert recipe.evaluate.arms == ["real", "real+classic", "real+synthetic+classic"] and recipe.evaluate.ratios == [5.0]
+    # noise: the replace arms (variations of real images) are left out; replace alone leaves nothing to score
+    recipe, _ = candidate(base, [values("source")["noise-g4"]])
+    assert recipe.evaluate.arms == ["real", "real+classic", "real+synthetic+classic"]
+    recipe, why = candidate(base, [values("source")["noise-g4"], values("usage")["replace-p0.25"]])
+    assert recipe is None and "real+replace arms need variations" in why
+    # per-class generators sample without guidance, and get their own run name
+    recipe, _ = candidate(base, [values("guidance_scale")["4"], values("conditioning")["per_class"]])
+    assert recipe.generate.guidance_scale == 1.0 and recipe.name == "blood-conditioning-per_class"
+    recipe, _ = candidate(base, [values("augment")["none"], values("strength")["0.2+0.5"]])
+    assert recipe.name == "blood-augment-none" and recipe.generate.strength == [0.2, 0.5]
+    # the classic lever tunes the baseline: its candidates train no arm with synthetic images, and reuse the generators' name
+    recipe, _ = candidate(base, [values("classic")["dihedral"]], baseline_only=True)
+    assert recipe.evaluate.arms == ["real", "real+classic"] and recipe.evaluate.classic.rot90 and recipe.name == "blood"
+    assert generator_name(base, base) == "blood"
+
+
+def test_a_value_that_makes_a_bad_recipe_names_the_lever(base):
+    bad = Value("usage", "p2", SweepConfig.model_validate({"order": ["usage"], "usage": {"p2": {"arms": ["real+replace"], "replace_p": [2]}}}).usage["p2"])
+    with pytest.raises(UserError, match=r"sweep.usage 'p2': evaluate.replace_p: probabilities in \(0, 1\]"):
+        candidate(base, [bad])
+
+
+def test_levers_that_would_change_nothing_are_not_swept(base):
+    noise, _ = candidate(base, [values("source")["noise-g4"]])
+    assert "variations" in lever_skip_reason("strength", noise)
+    per_class, _ = candidate(base, [values("conditioning")["per_class"]])
+    assert "class_conditional" in lever_skip_reason("guidance_scale", per_class)
+    replace, _ = candidate(base, [values("usage")["replace-p0.25"]])
+    assert "real+synthetic" in lever_skip_reason("ratio", replace)
+    assert lever_skip_reason("strength", replace) is None and lever_skip_reason("ratio", noise) is None
+
+
+def rows(val: dict[str, list[float]], test: dict[str, list[float]] | None = None) -> list[dict]:
+    """Result rows of evaluate: one per arm and (subset, seed) pair, with the given val (and test) accuracies."""
+    kinds = {"real": "real", "real+classic": "real+classic", "real+synthetic+classic 1x": "real+synthetic+classic",
+             "real+replace+classic p0.5": "real+replace+classic"}
+    out = []
+    for arm, accs in val.items():
+        for i, acc in enumerate(accs):
+            t = (test or {}).get(arm, accs)[i]
+            out.append({"regime": "10/class", "subset_seed": i // 2, "seed": i % 2, "arm": arm, "kind": kinds[arm],
+                        "val_acc": acc, "val_auc": acc, "test_acc": t, "test_auc": t, "curve": []})
+    return out
+
+
+def test_a_value_is_scored_by_its_best_synthetic_arm_on_val_and_ties_go_to_the_first():
+    results = rows({"real": [0.9] * 4, "real+classic": [0.95] * 4, "real+synthetic+classic 1x": [0.6, 0.7, 0.8, 0.9],
+                    "real+replace+classic p0.5": [0.8] * 4})
+    entry = score(results, "acc", "usage")
+    assert entry["arm"] == "real+replace+classic p0.5" and entry["val"] == pytest.approx(0.8) and entry["pairs"] == 4
+    assert score(results, "acc", "classic")["arm"] == "real+classic"
+    assert choose([{"value": "a", "val": 0.8}, {"value": "b", "skipped": "x"}, {"value": "c", "val": 0.8}])["value"] == "a"
+    assert choose([{"value": "b", "skipped": "x"}]) is None
+
+
+def test_recommend_picks_synthetic_only_when_it_beats_the_best_baseline_on_val():
+    # synthetic wins on val (+0.05 on every pair); test says it loses, and test never enters the choice
+    helps = recommend(rows({"real": [0.80] * 4, "real+classic": [0.85] * 4, "real+synthetic+classic 1x": [0.90] * 4},
+                           test={"real": [0.8] * 4, "real+classic": [0.9] * 4, "real+synthetic+classic 1x": [0.7] * 4}), "acc", 200)
+    assert helps["helps"] and helps["baseline_arm"] == "real+classic" and helps["synthetic_arm"] == "real+synthetic+classic 1x"
+    assert helps["val_gain"]["mean"] == pytest.approx(0.05) and helps["val_gain"]["pairs"] == 4
+    assert helps["test"]["arm"] == "real+synthetic+classic 1x" and helps["test"]["acc"] == pytest.approx(0.7)
+    assert helps["test"]["gain_acc"]["mean"] == pytest.approx(-0.2)
+    # every synthetic arm loses on val: the choice is the best baseline, and its test numbers alone are given
+    loses = recommend(rows({"real": [0.90] * 4, "real+classic": [0.85] * 4, "real+synthetic+classic 1x": [0.80] * 4,
+                            "real+replace+classic p0.5": [0.88, 0.88, 0.88, 0.92]}), "acc", 200)
+    assert not loses["helps"] and loses["baseline_arm"] == "real" and loses["synthetic_arm"] == "real+replace+classic p0.5"
+    assert loses["val_gain"]["mean"] == pytest.approx(-0.01) and loses["val_gain"]["lo"] <= loses["val_gain"]["mean"] <= loses["val_gain"]["hi"]
+    assert loses["test"] == {"arm": "real", "acc": pytest.approx(0.9), "auc": pytest.approx(0.9), "pairs": 4}
