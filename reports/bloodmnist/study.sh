@@ -33,7 +33,7 @@ fit_hflip() {  # the previous study's generator augmentation: horizontal flips o
 }
 
 RUNS25="$(run_name 25 0) $(run_name 25 1) $(run_name 25 2)"
-RUNS10="$(run_name 10 0)"   # this session fitted one 10/class subset only (CPU time); add $(run_name 10 1) $(run_name 10 2) once fitted
+RUNS10="$(run_name 10 0) $(run_name 10 1) $(run_name 10 2)"
 # Classical augmentation of the baseline (evaluate.classic), chosen on val: blood cells have no orientation.
 declare -A CLASSIC=(
   [flips]="{hflip: true, vflip: true, rot90: false, rotate_deg: 0, shift: 0.0, brightness: 0.0, contrast: 0.0}"
