@@ -1,14 +1,16 @@
 #!/usr/bin/env bash
 # reports/bloodmnist-unlabeled: few labels (10 or 25 per class) and the rest of BloodMNIST's training split unlabeled.
-#   bash reports/bloodmnist-unlabeled/study.sh fit        # the pool generators (GPU: benchmarks/gpu_unlabeled_fits.sh)
+#   bash reports/bloodmnist-unlabeled/study.sh fit        # the pool generators (this study: on a GPU, benchmarks/gpu_unlabeled_fits.sh)
 #   bash reports/bloodmnist-unlabeled/study.sh generate   # variations (strength 0.35, 5 per real image) and guided noise-drawn sets
 #   bash reports/bloodmnist-unlabeled/study.sh evaluate [variations|noise] [25|10]   # arms, pseudo-labels included
+#   bash reports/bloodmnist-unlabeled/study.sh cas        # synthetic-only arm of the noise-drawn sets (25/class, seed 0)
+#   bash reports/bloodmnist-unlabeled/study.sh audit      # audits of subset 0's noise-drawn sets (labelled and pool copies)
 #   bash reports/bloodmnist-unlabeled/study.sh report     # copy the reports here
 # Every stage resumes. One torch thread per process; at most two processes on the 2-core CPU. The classifier
 # arms share reports/bloodmnist's cache: the real arms of the same labelled subsets are not trained twice.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-STAGE="${1:?usage: study.sh fit|generate|evaluate|report}"
+STAGE="${1:?usage: study.sh fit|generate|evaluate|cas|audit|report}"
 RECIPE=recipes/bloodmnist-unlabeled.yaml
 DATA_ROOT="${SYNTHAUG_DATA_ROOT:-../shared/data/medmnist}"
 export OMP_NUM_THREADS="${OMP_NUM_THREADS:-1}" PATH="$PWD/.venv/bin:$PATH"
@@ -45,10 +47,27 @@ evaluate)  # study.sh evaluate [variations|noise] [25|10]: one report, or all fo
       --data-root "$DATA_ROOT" --out $OUT/$source-${pc}pc --cache $RUNS/report/cache --no-progress --set "$CLASSIC" \
       --set "evaluate.arms=$arms" --set "evaluate.replace_p=[0.25]" --set "evaluate.ratios=[1]" --set "evaluate.pseudo_confidence=[0.9,0.99]"
   done; done ;;
+cas)  # the pool generators' noise-drawn images alone (classification accuracy score), seed 0, as reports/bloodmnist/final-noise
+  runs=$(each | grep -- "-25pc-")
+  synthaug evaluate $(for r in $runs; do echo $RUNS/$r; done) $(for r in $runs; do echo --synthetic $RUNS/$r/noise-g4; done) \
+    --data-root "$DATA_ROOT" --out $OUT/cas-25pc --cache $RUNS/report/cache --no-progress --set "$CLASSIC" \
+    --set "evaluate.arms=[real,synthetic]" --set "evaluate.seeds=[0]" ;;
+audit)  # copies of labelled and of pool images, fidelity: the noise-drawn sets of subset 0
+  for pc in 10 25; do
+    synthaug audit --run $RUNS/$(name $pc 0) --synthetic $RUNS/$(name $pc 0)/noise-g4 --data-root "$DATA_ROOT" --no-progress
+  done ;;
 report)
   for folder in $OUT/*/; do
     [ -f "$folder/report.md" ] || continue
     dest=reports/bloodmnist-unlabeled/$(basename "$folder"); mkdir -p "$dest"
     cp "$folder"/report.md "$folder"/results.json "$dest"/ && cp "$folder"/*.png "$dest"/ 2>/dev/null || true
+  done
+  for run in $(each); do  # audits and the generators' last sample grids
+    for set in noise-g4 var-0.35; do
+      [ -f $RUNS/$run/$set/audit.md ] || continue
+      mkdir -p reports/bloodmnist-unlabeled/audit/$run/$set
+      cp $RUNS/$run/$set/audit.{md,json} $RUNS/$run/$set/audit_*.png reports/bloodmnist-unlabeled/audit/$run/$set/
+    done
+    mkdir -p reports/bloodmnist-unlabeled/samples && cp $RUNS/$run/samples/all/step_0002000.png reports/bloodmnist-unlabeled/samples/$run.png
   done ;;
 esac
