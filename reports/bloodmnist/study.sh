@@ -6,12 +6,13 @@
 # `report` copies the finished reports into reports/bloodmnist/.
 #   bash reports/bloodmnist/study.sh fit       # generators: class-conditional on every subset; per-class and hflip-only at 25/class
 #   bash reports/bloodmnist/study.sh levers    # levers at 25/class, each chosen on val: classical baseline, source, usage
+#   bash reports/bloodmnist/study.sh levers2   # guidance of the variations and K variations per image, at the choices above
 #   bash reports/bloodmnist/study.sh generator # the generator levers at the choices above: per-class vs class-conditional, augmentation
 #   bash reports/bloodmnist/study.sh final     # chosen settings on every subset at 10 and 25/class, noise-drawn sets, audits
 #   bash reports/bloodmnist/study.sh report    # copy the reports into reports/bloodmnist/ and tabulate the levers
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-STAGE="${1:?usage: study.sh fit|levers|generator|final|report}"
+STAGE="${1:?usage: study.sh fit|levers|levers2|generator|final|report}"
 RECIPE=recipes/bloodmnist-study.yaml
 DATA_ROOT="${SYNTHAUG_DATA_ROOT:-../shared/data/medmnist}"
 export OMP_NUM_THREADS="${OMP_NUM_THREADS:-1}"
@@ -113,8 +114,16 @@ levers)
     for r in 1 5; do evaluate_runs levers/usage-add-${r}x $S $RUNS25 -- --set "$ADD" --set evaluate.ratios=[$r] --set "$CS" --set "$SEED0"; done
   fi
   U=$($LEVERS best $OUT usage); echo "chosen usage: $U"
-  # Not swept this session, for CPU time: guidance of the variations (1 here), sampler steps, the generator's
-  # augmentation and per-class models (stage `generator`).
+  # Not swept, for CPU time: sampler steps, the generator's augmentation and per-class models (stage `generator`).
+  ;;
+levers2)
+  # L3 (2026-11-26) at the choices above (dihedral, variations at 0.35, replace p 0.25): guidance of the variations
+  # (1, as chosen, against 2) and variations per real image K (5, as chosen, against 10; replace draws among them).
+  CS=$(classic_set); SEED0="evaluate.seeds=[0]"; REP="evaluate.arms=[$BASE,real+replace+classic]"
+  gen_runs var-0.35-g2 $RUNS25 -- --per-real 5 --from-real --strength 0.35 --guidance-scale 2
+  evaluate_runs levers/guidance-g2 var-0.35-g2 $RUNS25 -- --set "$REP" --set evaluate.replace_p=[0.25] --set "$CS" --set "$SEED0"
+  gen_runs var-0.35-k10 $RUNS25 -- --per-real 10 --from-real --strength 0.35
+  evaluate_runs levers/k-10 var-0.35-k10 $RUNS25 -- --set "$REP" --set evaluate.replace_p=[0.25] --set "$CS" --set "$SEED0"
   ;;
 generator)
   # (not run yet: needs `fit_perclass 25 0|1|2` and `fit_hflip 25 0` first) L4 the generator, at the chosen source, usage and guidance: per-class models (no guidance) on the three 25/class
