@@ -198,7 +198,7 @@ def _audit(run: Run, data: RunData, folder: Path, device, show_progress: bool, c
         tick = now
 
     settings = data.recipe.audit
-    read = read_synthetic(folder, run)
+    read = read_synthetic(folder, run, show_progress)
     synthetic, files = read.images, read.files
     lap("load")
 

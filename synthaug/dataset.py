@@ -239,7 +239,7 @@ class SyntheticImages:
         return bool((self.source_index >= 0).any())
 
 
-def read_synthetic(folder: str | Path, run: Run) -> SyntheticImages:
+def read_synthetic(folder: str | Path, run: Run, show_progress: bool = True) -> SyntheticImages:
     """A synthetic set generated from `run`'s models, decoded into memory and checked against the run.
     The one reader of `evaluate` and `audit`."""
     folder = Path(folder)
@@ -258,7 +258,7 @@ def read_synthetic(folder: str | Path, run: Run) -> SyntheticImages:
     unseen = sorted(set(synthetic.source_index[synthetic.source_index >= 0].tolist()) - set(info.train_indices))
     if unseen:
         raise UserError(f"{folder / 'metadata.csv'}: source_index {unseen[:5]} are not real images the run trained on")
-    reading = tqdm(range(len(synthetic)), desc="read synthetic", leave=False, disable=len(synthetic) < 2000)
+    reading = tqdm(range(len(synthetic)), desc="read synthetic", leave=False, disable=not show_progress or len(synthetic) < 2000)
     images = np.stack([_pixels(synthetic.image(i), synthetic.files[i], info.size, info.channels) for i in reading])
     order = np.lexsort(([p.name for p in synthetic.files], synthetic.labels))
     files = [synthetic.files[i].relative_to(folder).as_posix() for i in order]

@@ -216,7 +216,7 @@ def evaluate(
 
 def _evaluate(runs, recipes, cfg, arms, need_synthetic, device, out_dir, synthetic_dirs, force, show_progress, command, cache_dir) -> dict:
     began = time.perf_counter()
-    regimes = [load_regime(run, (synthetic_dirs or [None] * len(runs))[i], need_synthetic) for i, run in enumerate(runs)]
+    regimes = [load_regime(run, (synthetic_dirs or [None] * len(runs))[i], need_synthetic, show_progress) for i, run in enumerate(runs)]
     audits = [read_audit_summary(r.synthetic_dir) for r in regimes]  # a damaged audit.json stops us before any training
     data = load_eval_data(recipes[0], regimes[0].classes, device)
     jobs = [(r, a, s) for r in regimes for a in arms for s in cfg.seeds]

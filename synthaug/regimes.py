@@ -65,7 +65,7 @@ def regime_label(subset: SubsetConfig | None) -> str:
     return f"{subset.fraction * 100:g}%"
 
 
-def load_regime(run: Run, synthetic_dir: Path | None = None, need_synthetic: bool = True) -> Regime:
+def load_regime(run: Run, synthetic_dir: Path | None = None, need_synthetic: bool = True, show_progress: bool = True) -> Regime:
     """The real training images of `run.recipe.data` (the run's recipe, maybe overridden) and the run's synthetic
     set, after the leak guard: the real arms must see every real image the run's generators saw."""
     recipe, info = run.recipe, run.info
@@ -86,7 +86,7 @@ def load_regime(run: Run, synthetic_dir: Path | None = None, need_synthetic: boo
     pool = load_pool(recipe.data, classes, real_idx, train)
     _check_pool(run, pool)
     synthetic_dir = Path(synthetic_dir) if synthetic_dir else run.dir.synthetic
-    synthetic = read_synthetic(synthetic_dir, run) if need_synthetic else None
+    synthetic = read_synthetic(synthetic_dir, run, show_progress) if need_synthetic else None
     subset = recipe.data.subset
     return Regime(run.root, regime_label(subset), subset.seed if subset else 0, train.class_names, classes,
                   train.take(real_idx), real_idx, synthetic, synthetic_dir, pool)
