@@ -169,7 +169,7 @@ report)
   for r in $RUNS10 $RUNS25; do for f in $(ls -d $RUNS/$r/*/ | xargs -n1 basename); do
     [ -f $RUNS/$r/$f/audit.md ] && mkdir -p $DEST/audit/$r/$f && cp $RUNS/$r/$f/audit.{md,json} $RUNS/$r/$f/audit_*.png $DEST/audit/$r/$f/
   done; done
-  $LEVERS table $OUT classic source usage > $DEST/levers.md
+  $LEVERS table $OUT classic source usage guidance k > $DEST/levers.md
   cat $DEST/levers.md
   ;;
 *)
