@@ -4,7 +4,8 @@
 # Two jobs at a time, one CPU thread each (a 2-core machine); on a GPU run the same commands.
 # Runs, lever reports and the shared arm cache go to ../study-runs (outside the repository);
 # `report` copies the finished reports into reports/bloodmnist/.
-#   bash reports/bloodmnist/study.sh fit       # generators: class-conditional on every subset; per-class and hflip-only at 25/class
+#   bash reports/bloodmnist/study.sh fit       # generators: class-conditional on every subset
+#   bash reports/bloodmnist/study.sh fit-generator  # per-class (3 subsets) and hflip-only (subset 0) generators at 25/class
 #   bash reports/bloodmnist/study.sh levers    # levers at 25/class, each chosen on val: classical baseline, source, usage
 #   bash reports/bloodmnist/study.sh levers2   # guidance of the variations and K variations per image, at the choices above
 #   bash reports/bloodmnist/study.sh generator # the generator levers at the choices above: per-class vs class-conditional, augmentation
@@ -12,7 +13,7 @@
 #   bash reports/bloodmnist/study.sh report    # copy the reports into reports/bloodmnist/ and tabulate the levers
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-STAGE="${1:?usage: study.sh fit|levers|levers2|generator|final|report}"
+STAGE="${1:?usage: study.sh fit|fit-generator|levers|levers2|generator|final|report}"
 RECIPE=recipes/bloodmnist-study.yaml
 DATA_ROOT="${SYNTHAUG_DATA_ROOT:-../shared/data/medmnist}"
 export OMP_NUM_THREADS="${OMP_NUM_THREADS:-1}"
@@ -70,11 +71,16 @@ usage_amount() {  # generate amount a usage setting needs: variations per real i
 
 case "$STAGE" in
 fit)
-  # The class-conditional generator of each subset: three at 25/class, one at 10/class. The other two 10/class
-  # subsets (fit_regime 10 1, fit_regime 10 2) and the per-class and hflip-only generators of the `generator`
-  # stage (fit_perclass, fit_hflip) did not fit this session's CPU time.
-  ( fit_regime 25 0; fit_regime 25 1 ) > "$LOGS/fit-a.log" 2>&1 &
-  ( fit_regime 10 0; fit_regime 25 2 ) > "$LOGS/fit-b.log" 2>&1 &
+  # The class-conditional generator of each subset, three at 25/class and three at 10/class (10/class subsets 1 and 2
+  # were fitted in a later session).
+  ( fit_regime 25 0; fit_regime 25 1; fit_regime 10 1 ) > "$LOGS/fit-a.log" 2>&1 &
+  ( fit_regime 10 0; fit_regime 25 2; fit_regime 10 2 ) > "$LOGS/fit-b.log" 2>&1 &
+  wait
+  ;;
+fit-generator)
+  # The generators of the `generator` stage: per-class models on the three 25/class subsets, hflip-only on subset 0.
+  ( fit_perclass 25 0; fit_perclass 25 1; fit_perclass 25 2 ) > "$LOGS/fit-perclass.log" 2>&1 &
+  fit_hflip 25 0 > "$LOGS/fit-hflip.log" 2>&1 &
   wait
   ;;
 levers)
@@ -126,9 +132,10 @@ levers2)
   evaluate_runs levers/k-10 var-0.35-k10 $RUNS25 -- --set "$REP" --set evaluate.replace_p=[0.25] --set "$CS" --set "$SEED0"
   ;;
 generator)
-  # (not run yet: needs `fit_perclass 25 0|1|2` and `fit_hflip 25 0` first) L4 the generator, at the chosen source, usage and guidance: per-class models (no guidance) on the three 25/class
+  # (not run yet: needs `study.sh fit-generator` first) L4 the generator, at the chosen source, usage and guidance: per-class models (no guidance) on the three 25/class
   # subsets, and horizontal flips only instead of the 8 symmetries while training (subset 0).
-  S=$($LEVERS best $OUT source); U=$($LEVERS best $OUT usage); G=$($LEVERS best $OUT guidance); CS=$(classic_set)
+  # Guidance 1: levers2's guidance 2 did not beat it on val (levers/guidance-g2 holds g2 only, so `best` cannot choose).
+  S=$($LEVERS best $OUT source); U=$($LEVERS best $OUT usage); G=1; CS=$(classic_set)
   P25="bloodmnist-study-perclass-25pc-s0 bloodmnist-study-perclass-25pc-s1 bloodmnist-study-perclass-25pc-s2"
   evaluate_runs levers/generator-class_conditional $S-g$G $RUNS25 -- $(usage_flags $U) --set "$CS"
   ( gen_runs $S $P25 -- $(usage_amount $U) $(source_flags $S)
