@@ -13,9 +13,7 @@ from synthaug.audit import audit
 from synthaug.cli import main
 from synthaug.errors import UserError
 from synthaug.evaluate import evaluate
-from synthaug.gains import summarise
 from synthaug.generate import generate
-from synthaug.config import EvaluateConfig
 from synthaug.rundir import open_run
 
 
@@ -68,21 +66,6 @@ def test_reports_can_share_one_cache(eval_run, tmp_path):
     second = evaluate([run], tmp_path / "b", show_progress=False, cache_dir=cache)
     assert first["arms_from_cache"] == 0 and second["arms_from_cache"] == 2 and not (tmp_path / "b" / "cache").exists()
     assert [r["test_acc"] for r in second["rows"]] == [r["test_acc"] for r in first["rows"]]
-
-
-def test_best_baseline_is_chosen_on_val_never_on_test():
-    def row(arm, seed, val, test, kind=None):
-        return {"regime": "4/class", "arm": arm, "kind": kind or arm, "subset_seed": 0, "seed": seed, "n_real_used": 8,
-                "n_synthetic": 0, "steps": 6, "val_acc": val, "val_auc": val, "test_acc": test, "test_auc": test}
-
-    rows = [row("real", s, 0.60, 0.90) for s in (0, 1)] + [row("real+classic", s, 0.70, 0.50) for s in (0, 1)]
-    rows += [row("real+synthetic 1x", 0, 0.8, 0.62), row("real+synthetic 1x", 1, 0.8, 0.58), row("synthetic", 0, 0.5, 0.45), row("synthetic", 1, 0.5, 0.45)]
-    results = summarise(rows, EvaluateConfig(**{**TINY_EVAL, "select_on": "acc"}))
-    chosen = results["best_baseline"]["4/class"]
-    assert chosen["arm"] == "real+classic" and chosen["val"] == {"real": 0.60, "real+classic": 0.70}  # real tests better, but val decides
-    gain = next(g for g in results["gains"] if g.get("best_baseline") and g["arm"] == "real+synthetic 1x")
-    assert gain["vs"] == "real+classic" and gain["dacc"] == pytest.approx(0.10)
-    assert chosen["cas"]["ratio"] == pytest.approx(0.5) and chosen["cas"]["pairs"] == 2
 
 
 def test_too_few_synthetic_images_is_one_clear_error(eval_run, tmp_path):
