@@ -92,14 +92,19 @@ def arm_key(arm: Arm, cfg: EvaluateConfig, seed: int, train_digest: str, eval_di
     return hashlib.sha256(blob.encode()).hexdigest()[:20]
 
 
+def _key_of(arm: Arm, arm_set, cfg: EvaluateConfig, seed: int, data: EvalData) -> str:
+    """The cache key of an arm trained on `arm_set` (its images and labels, and any variations beside them)."""
+    extra = (arm_set.variations.images, arm_set.variation_start, arm_set.variation_count) if arm_set.variations is not None else ()
+    return arm_key(arm, cfg, seed, _digest(arm_set.images, arm_set.labels, *extra), data.digest)
+
+
 def run_arm(regime: Regime, arm: Arm, seed: int, cfg: EvaluateConfig, data: EvalData, cache: Path, force: bool,
             device, show_progress: bool) -> dict:
     """Train, select on val and test once: one row of results.csv (read from the cache when it is there)."""
     pool_probs = _teacher_probs(regime, arm, seed, cfg, data, cache, device, show_progress) if arm.pseudo_confidence else None
     arm_set = arm_data(regime, arm, pool_probs)
-    images, labels, n_synth = arm_set.images, arm_set.labels, arm_set.n_synthetic
-    extra = (arm_set.variations.images, arm_set.variation_start, arm_set.variation_count) if arm_set.variations is not None else ()
-    key = arm_key(arm, cfg, seed, _digest(images, labels, *extra), data.digest)
+    labels, n_synth = arm_set.labels, arm_set.n_synthetic
+    key = _key_of(arm, arm_set, cfg, seed, data)
     cached = cache / f"{key}.json"
     if cached.is_file() and not force:
         try:
@@ -144,7 +149,7 @@ def _teacher_probs(regime: Regime, arm: Arm, seed: int, cfg: EvaluateConfig, dat
         raise UserError(f"{regime.run}: the {arm.kind} arms label an unlabeled pool; give the recipe data.unlabeled")
     teacher = teacher_arm(arm)
     teacher_set = arm_data(regime, teacher)
-    key = arm_key(teacher, cfg, seed, _digest(teacher_set.images, teacher_set.labels), data.digest)
+    key = _key_of(teacher, teacher_set, cfg, seed, data)
     path = cache / f"{key}.pool-{_digest(regime.pool.images)[:16]}.npy"
     if path.is_file():
         try:

@@ -76,16 +76,17 @@ def make_jobs(recipe: Recipe, data: ImageSet, classes: list[int], pool: Pool | N
     images = to_model_tensor(data.images, device)
     conditional = recipe.model.conditioning == "class_conditional"
     steps, null = recipe.train.steps, len(data.class_names)
-    pool_images = to_model_tensor(pool.images, device) if pool is not None else None
+    pretrain = pool is not None and recipe.train.pretrain_steps > 0
+    mixes = pool is not None and conditional and recipe.train.labelled_share < 1
+    pool_images = to_model_tensor(pool.images, device) if pretrain or mixes else None  # only when a model uses it
     jobs, init_from = [], None
-    if pool is not None and recipe.train.pretrain_steps:
+    if pretrain:
         null_labels = torch.full((len(pool_images),), null, dtype=torch.int64, device=device) if conditional else None
         jobs.append(Job(POOL_MODEL_DIR, POOL_CLASS, pool_images, null_labels, recipe.train.pretrain_steps))
         init_from = POOL_MODEL_DIR
     if conditional:
         labels = torch.from_numpy(data.labels).to(device)
-        mixed = pool_images if recipe.train.labelled_share < 1 else None
-        return jobs + [Job(model_dir_name("class_conditional"), -1, images, labels, steps, mixed, init_from)]
+        return jobs + [Job(model_dir_name("class_conditional"), -1, images, labels, steps, pool_images if mixes else None, init_from)]
     return jobs + [
         Job(model_dir_name("per_class", c, data.class_names[c]), c, images[torch.from_numpy(data.labels == c).to(device)], None, steps,
             None, init_from)

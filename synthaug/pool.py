@@ -33,13 +33,13 @@ def load_pool(cfg: DataConfig, classes: list[int], labelled: np.ndarray, train: 
         rest = np.setdiff1d(np.flatnonzero(np.isin(train.labels, classes)), labelled)
         chosen = np.sort(_draw(rest, cfg, "images of the training split outside the labelled subset"))
         return Pool(train.images[chosen], {"source": "train split", "count": int(len(chosen)), "indices": chosen.tolist()})
-    files = _folder_files(Path(cfg.unlabeled.folder).expanduser())
+    root = Path(cfg.unlabeled.folder).expanduser()
+    files = _folder_files(root)
     picked = [files[i] for i in np.sort(_draw(np.arange(len(files)), cfg, f"images under {cfg.unlabeled.folder}"))]
     mode = "L" if train.channels == 1 else "RGB"
     images = np.stack([np.asarray(read_image(f, cfg.size).convert(mode)) for f in picked])
     images = images[..., None] if images.ndim == 3 else images
     _refuse_overlap(images, picked, cfg, classes, train.take(labelled))
-    root = Path(cfg.unlabeled.folder).expanduser()
     return Pool(images, {"source": str(root), "count": len(picked), "files": [str(f.relative_to(root)) for f in picked]})
 
 
