@@ -102,12 +102,14 @@ def _register_evaluate(sub) -> None:
 def _run_on_recipe(stage, args) -> None:
     """experiment and sweep: a recipe in, a report folder out."""
     recipe = _recipe_from_args(args)
-    stage(recipe, Path(args.out) if args.out else None, args.force, not args.no_progress, _command_line(args, [args.recipe]))
+    stage(recipe, Path(args.out) if args.out else None, args.force, not args.no_progress, _command_line(args, [args.recipe]),
+          cache_dir=Path(args.cache) if args.cache else None)
 
 
 def _add_report_args(parser: argparse.ArgumentParser, out_help: str) -> None:
     _add_recipe_args(parser)
     parser.add_argument("--out", metavar="DIR", help=out_help)
+    parser.add_argument("--cache", metavar="DIR", help="folder of finished classifier arms (default <out>/cache); reports may share one")
     parser.add_argument("--force", action="store_true", help="retrain classifier arms even when their cached result exists")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
 

@@ -3,14 +3,21 @@
 from __future__ import annotations
 
 import math
+import os
+import shutil
 from pathlib import Path
 
 from synthaug.errors import UserError
 from synthaug.evaluate import evaluate
 from synthaug.generate import generate
 from synthaug.config import SubsetConfig
+from synthaug.plan import class_targets, resolve_settings
 from synthaug.recipe import Recipe, recipe_from_dict
 from synthaug.regimes import expand_arms, top_ratio
+from synthaug.rundir import RunDir, SynthDir, open_run
+from synthaug.runtime import pick_device
+from synthaug.sampling import DEFAULT_STEPS
+from synthaug.synthset import model_sha256
 from synthaug.train import fit
 
 REPLACE_VARIATIONS = 5  # variations per real image that `experiment` makes for real+replace arms (DA-Fusion used 10)
@@ -44,17 +51,60 @@ def synthetic_amount(recipe: Recipe) -> dict:
     return {"ratio": ratio} if ratio else {}  # R x each class's real count
 
 
+def drawn_alike(recipe: Recipe, folder: str, amount: dict) -> Path | None:
+    """A complete PNG set already in the recipe's run, drawn on this kind of device from its present models with the
+    recipe's generate settings and `amount` per class, under another name than `folder`; else None."""
+    run = open_run(recipe)
+    settings = resolve_settings(recipe.generate)
+    steps = settings.steps or DEFAULT_STEPS[settings.sampler] or recipe.diffusion.num_train_timesteps
+    wanted = settings.model_copy(update={"steps": steps}).model_dump(mode="json")
+    counts = {str(t.class_idx): t.count for t in class_targets(run, None, amount.get("ratio"), False, None, amount.get("per_real"))}
+    for drawn in (SynthDir(d) for d in sorted(recipe.run_dir.iterdir()) if d.is_dir() and d.name != folder):
+        try:
+            manifest = drawn.read_manifest() or {}
+            provenance = manifest.get("provenance", {})
+            if (manifest.get("complete") and manifest.get("format") == "png" and manifest.get("recipe", {}).get("generate") == wanted
+                    and {c: e.get("count") for c, e in manifest.get("classes", {}).items()} == counts
+                    and provenance.get("device") == pick_device().type
+                    and provenance.get("model_sha256") == {m: model_sha256(RunDir(recipe.run_dir), m) for m in provenance.get("model_sha256", {})}):
+                return drawn.root
+        except UserError:  # a damaged manifest or a model gone: not a set to reuse
+            continue
+    return None
+
+
+def link_set(source: Path, dest: Path) -> None:
+    """`dest` as a copy of the set in `source`, its images hard-linked (copied where the file system cannot link)."""
+    tmp = dest.with_name(f".{dest.name}.linking")
+    shutil.rmtree(tmp, ignore_errors=True)
+    shutil.copytree(source, tmp, copy_function=_link_or_copy, ignore=shutil.ignore_patterns("audit*", ".*"))
+    tmp.rename(dest)
+
+
+def _link_or_copy(src: str, dst: str) -> None:
+    try:
+        os.link(src, dst)
+    except OSError:
+        shutil.copy2(src, dst)
+
+
 def experiment(recipe: Recipe, out_dir: Path | None = None, force: bool = False, show_progress: bool = True,
                command: str | None = None, cache_dir: Path | None = None, synthetic_folder: str = "synthetic") -> dict:
     """For every regime in `evaluate.regimes` (default: the recipe's own data.subset): fit its diffusion
     models on that subset only, generate as many synthetic images as the arms need into `<run>/<synthetic_folder>`,
-    then evaluate all regimes together into `out_dir` (default reports/<name>; finished arms cached in `cache_dir`)."""
+    then evaluate all regimes together into `out_dir` (default reports/<name>; finished arms cached in `cache_dir`).
+    A set already in the run drawn with the same settings and amount (by `generate --out`) is linked, not drawn again."""
     amount = synthetic_amount(recipe)
     runs = []
     for sub in regime_recipes(recipe):
         run = fit(sub, show_progress=show_progress)
         if amount:
-            generate(sub, out=run.root / synthetic_folder, **amount, show_progress=show_progress)
+            out = run.root / synthetic_folder
+            alike = None if out.exists() else drawn_alike(sub, synthetic_folder, amount)
+            if alike is not None:
+                print(f"{out}: the images of {alike.name} (drawn with the same settings), linked", flush=True)
+                link_set(alike, out)
+            generate(sub, out=out, **amount, show_progress=show_progress)
         runs.append(run.root)
     return evaluate(runs, Path(out_dir or f"reports/{recipe.name}"), [run / synthetic_folder for run in runs], force=force,
                     show_progress=show_progress, command=command, cache_dir=cache_dir)

@@ -4,8 +4,9 @@ Each lever in `sweep.order` is tried at every value, with the levers before it a
 at the recipe's; each try is an `experiment` into `<out>/levers/<lever>-<value>/`, and the chosen settings are
 evaluated once more into `<out>/final/`. What each try needs is made once and reused: generators are named by the fit
 levers that differ from the recipe (`runs/<name>[-conditioning-per_class]-<regime>`), synthetic sets by their generate
-settings (`<run>/synthetic-<hash>`), and classifier arms share one cache (`<out>/cache`). So a lever that only changes
-sampling never refits, one that only changes usage never redraws an image. A try whose results.json records the same
+settings (`<run>/synthetic-<hash>`), and classifier arms share one cache (`<out>/cache`, or `--cache`). So a lever that
+only changes sampling never refits, one that only changes usage never redraws an image (nor one the user drew by hand
+with the same settings: see `experiment`). A try whose results.json records the same
 runs, synthetic sets and evaluate settings is finished; the choices are recomputed from those files, so a rerun after
 Ctrl-C or kill -9 goes on where the sweep stopped.
 """
@@ -32,15 +33,16 @@ RECOMMENDED = "recommended.yaml"
 
 
 def sweep(recipe: Recipe, out_dir: Path | None = None, force: bool = False, show_progress: bool = True,
-          command: str | None = None) -> dict:
+          command: str | None = None, cache_dir: Path | None = None) -> dict:
     """Sweep the recipe's `sweep:` levers in order, each chosen on val, then evaluate the chosen settings and write
     sweep.md, sweep.json, recommended.yaml and val_by_lever.png into `out_dir` (default reports/<name>-sweep).
-    `force`: retrain every classifier arm (fitted generators and drawn images are still reused)."""
+    `force`: retrain every classifier arm (fitted generators and drawn images are still reused).
+    `cache_dir`: finished classifier arms (default `<out_dir>/cache`), which `evaluate --cache` may share."""
     if recipe.sweep is None:
         raise UserError(f"{recipe.name}: the recipe has no sweep: section (its levers and their values; see README, synthaug sweep)")
     out = Path(out_dir or f"reports/{recipe.name}-sweep")
     with FolderLock(out, "sweep"):
-        return _Sweep(recipe, out, force, show_progress, command).run()
+        return _Sweep(recipe, out, force, show_progress, command, Path(cache_dir or out / "cache")).run()
 
 
 def synthetic_folder(recipe: Recipe) -> str:
@@ -72,8 +74,9 @@ def sample_grids(run: Path) -> list[Path]:
 
 
 class _Sweep:
-    def __init__(self, recipe: Recipe, out: Path, force: bool, show_progress: bool, command: str | None):
+    def __init__(self, recipe: Recipe, out: Path, force: bool, show_progress: bool, command: str | None, cache: Path):
         self.recipe, self.out, self.force, self.show_progress, self.command = recipe, out, force, show_progress, command
+        self.cache = cache
         self.cfg, self.base, self.metric = recipe.sweep, base_dict(recipe), recipe.evaluate.select_on
         self.runs: dict[str, list[str]] = {}  # generator run -> its last sample grids, as links from sweep.md
 
@@ -101,7 +104,7 @@ class _Sweep:
         """The results of one candidate: read when this very try finished before, else fit, generate and evaluate what is missing."""
         results = None if self.force else finished_results(folder, recipe)
         if results is None:
-            results = experiment(recipe, folder, self.force, self.show_progress, self.command, self.out / "cache", synthetic_folder(recipe))
+            results = experiment(recipe, folder, self.force, self.show_progress, self.command, self.cache, synthetic_folder(recipe))
         for sub in regime_recipes(recipe):
             self.runs[self.link(sub.run_dir)] = [self.link(p) for p in sample_grids(sub.run_dir)]
         return results

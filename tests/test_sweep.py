@@ -17,6 +17,8 @@ from conftest import TINY_EVAL, tiny_recipe_dict
 
 import synthaug.experiment
 from synthaug.cli import main
+from synthaug.generate import generate
+from synthaug.train import fit
 from synthaug.recipe import load_recipe
 
 SWEEP = {"order": ["strength", "usage"], "strength": [0.3, 0.5],
@@ -149,6 +151,25 @@ def test_levers_that_only_sample_or_only_use_never_refit(tmp_path, breast_root, 
     assert counted["trained"] == [] and all(n == 0 for _, n in counted["drawn"])
     assert len(list((tmp_path / "out" / "cache").glob("*.json"))) == 2 * before
     assert json.loads((tmp_path / "out" / "final" / "results.json").read_text())["config"]["steps"] == 4
+
+
+def test_a_set_drawn_by_hand_with_the_same_settings_is_linked_not_drawn_again(tmp_path, breast_root, counted, capsys):
+    """The user drew 5 variations per image at strength 0.3 before sweeping: that set is reused; a set of 3 per image at
+    0.5 is not (another amount). Arms go to the --cache folder."""
+    recipe_path = write_recipe(tmp_path, breast_root, order=["strength"], usage=None)
+    recipe = load_recipe(recipe_path)
+    sub = synthaug.experiment.regime_recipes(recipe)[0]
+    run = fit(sub, show_progress=False).root
+    mine = generate(sub, out=run / "mine", per_real=5, from_real=True, strength=[0.3], show_progress=False)
+    generate(sub, out=run / "fewer", per_real=3, from_real=True, strength=[0.5], show_progress=False)
+    assert main(["sweep", str(recipe_path), "--out", str(tmp_path / "out"), "--cache", str(tmp_path / "arms"), "--no-progress"]) == 0
+    assert "the images of mine (drawn with the same settings), linked" in capsys.readouterr().out
+    strength = json.loads((tmp_path / "out" / "sweep.json").read_text())["levers"][0]["entries"]
+    assert counted["trained"] == [] and [n for _, n in counted["drawn"]][:2] == [0, 40]
+    reused = run / strength[0]["synthetic"]
+    assert sorted(p.name for p in reused.rglob("*.png")) == sorted(p.name for p in mine.rglob("*.png"))
+    assert all(p.stat().st_ino == (mine / p.relative_to(reused)).stat().st_ino for p in reused.rglob("*.png"))
+    assert len(list((tmp_path / "arms").glob("*.json"))) > 0 and not (tmp_path / "out" / "cache").exists()
 
 
 @pytest.mark.parametrize(

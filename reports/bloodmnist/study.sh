@@ -5,7 +5,7 @@
 # Runs, lever reports and the shared arm cache go to ../study-runs (outside the repository);
 # `report` copies the finished reports into reports/bloodmnist/.
 #   bash reports/bloodmnist/study.sh fit       # generators: class-conditional on every subset
-#   bash reports/bloodmnist/study.sh fit-generator  # per-class (3 subsets) and hflip-only (subset 0) generators at 25/class
+#   bash reports/bloodmnist/study.sh fit-generator  # per-class (3 subsets) and no-augmentation (subset 0) generators at 25/class
 #   bash reports/bloodmnist/study.sh levers    # levers at 25/class, each chosen on val: classical baseline, source, usage
 #   bash reports/bloodmnist/study.sh levers2   # guidance of the variations and K variations per image, at the choices above
 #   bash reports/bloodmnist/study.sh generator # the generator levers at the choices above: per-class vs class-conditional, augmentation
@@ -30,8 +30,8 @@ fit_regime() {  # per_class subset_seed [extra --set ...]
 fit_perclass() {  # per-class models at the same total budget: 8 models x 188 steps = 1504 steps
   fit_regime "$1" "$2" --set name="bloodmnist-study-perclass-$1pc-s$2" --set model.conditioning=per_class --set train.steps=188
 }
-fit_hflip() {  # the previous study's generator augmentation: horizontal flips only
-  fit_regime "$1" "$2" --set name="bloodmnist-study-hflip-$1pc-s$2" --set "train.augment=[hflip]"
+fit_noaug() {  # generator augmentation off: the real images only, as diffusers trains by default
+  fit_regime "$1" "$2" --set name="bloodmnist-study-noaug-$1pc-s$2" --set "train.augment=[]"
 }
 
 RUNS25="$(run_name 25 0) $(run_name 25 1) $(run_name 25 2)"
@@ -78,9 +78,9 @@ fit)
   wait
   ;;
 fit-generator)
-  # The generators of the `generator` stage: per-class models on the three 25/class subsets, hflip-only on subset 0.
-  ( fit_perclass 25 0; fit_perclass 25 1; fit_perclass 25 2 ) > "$LOGS/fit-perclass.log" 2>&1 &
-  fit_hflip 25 0 > "$LOGS/fit-hflip.log" 2>&1 &
+  # The generators of the `generator` stage: per-class models on the three 25/class subsets, no augmentation on subset 0.
+  ( fit_perclass 25 0; fit_perclass 25 2 ) > "$LOGS/fit-generator-a.log" 2>&1 &
+  ( fit_perclass 25 1; fit_noaug 25 0 ) > "$LOGS/fit-generator-b.log" 2>&1 &
   wait
   ;;
 levers)
@@ -140,9 +140,9 @@ generator)
   evaluate_runs levers/generator-class_conditional $S-g$G $RUNS25 -- $(usage_flags $U) --set "$CS"
   ( gen_runs $S $P25 -- $(usage_amount $U) $(source_flags $S)
     evaluate_runs levers/generator-per_class $S $P25 -- $(usage_flags $U) --set "$CS" ) > "$LOGS/levers-a.log" 2>&1 &
-  ( H=bloodmnist-study-hflip-25pc-s0; R0=$(run_name 25 0)
+  ( H=bloodmnist-study-noaug-25pc-s0; R0=$(run_name 25 0)
     gen_runs $S-g$G $H -- $(usage_amount $U) $(source_flags $S) --guidance-scale $G
-    evaluate_runs levers/augment-hflip $S-g$G $H -- $(usage_flags $U) --set "$CS"
+    evaluate_runs levers/augment-off $S-g$G $H -- $(usage_flags $U) --set "$CS"
     evaluate_runs levers/augment-dihedral $S-g$G $R0 -- $(usage_flags $U) --set "$CS" ) > "$LOGS/levers-b.log" 2>&1 &
   wait
   ;;
