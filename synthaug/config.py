@@ -225,6 +225,7 @@ class EvaluateConfig(_Strict):
     arms: list[Literal[ARMS]] = Field(default_factory=lambda: list(DEFAULT_ARMS), min_length=1)
     ratios: list[float] = Field(default_factory=lambda: [1.0, 5.0], min_length=1)
     replace_p: list[float] = Field(default_factory=lambda: [0.5], min_length=1)  # one real+replace arm per probability
+    replace_variations: int = Field(5, ge=1)  # K: variations of each real image `experiment` draws for the real+replace arms
     pseudo_confidence: list[float] = Field(default_factory=lambda: [0.9], min_length=1)  # one real+pseudo arm per threshold
     synthetic_weight: float = Field(1.0, gt=0, le=1)  # loss weight of a synthetic sample (a real one weighs 1)
     log_with: list[str] = Field(default_factory=list)  # Accelerate trackers: each arm's val curve
@@ -269,7 +270,8 @@ class AuditConfig(_Strict):
 
 
 # The levers of `synthaug sweep`, each a list of values (classic, source, usage: named settings), swept one at a time in `order`.
-SWEEP_LEVERS = ("conditioning", "augment", "classic", "source", "strength", "guidance_scale", "steps", "filter_confidence", "usage", "ratio")
+SWEEP_LEVERS = ("conditioning", "augment", "classic", "source", "strength", "guidance_scale", "steps", "filter_confidence", "usage", "ratio",
+                "replace_variations")
 USAGE_ARMS = ("real+synthetic", "real+synthetic+classic", "real+replace", "real+replace+classic")  # the arms that use synthetic images
 
 
@@ -305,6 +307,7 @@ class SweepConfig(_Strict):
     filter_confidence: list[Annotated[float, Field(gt=0, lt=1)] | None] | None = Field(None, min_length=1)  # null: no filter
     usage: dict[str, UsageConfig] | None = Field(None, min_length=1)
     ratio: list[Annotated[float, Field(gt=0)]] | None = Field(None, min_length=1)
+    replace_variations: list[Annotated[int, Field(ge=1)]] | None = Field(None, min_length=1)
 
     @model_validator(mode="before")
     @classmethod

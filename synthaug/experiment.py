@@ -20,8 +20,6 @@ from synthaug.sampling import DEFAULT_STEPS
 from synthaug.synthset import model_sha256
 from synthaug.train import fit
 
-REPLACE_VARIATIONS = 5  # variations per real image that `experiment` makes for real+replace arms (DA-Fusion used 10)
-
 
 def regime_recipe(recipe: Recipe, subset: SubsetConfig | None) -> Recipe:
     """The recipe of one regime: the same settings on that training subset, named `<name>-<regime>`."""
@@ -47,7 +45,8 @@ def synthetic_amount(recipe: Recipe) -> dict:
     if any(a.replace_p is not None for a in arms):
         if not recipe.generate.from_real:
             raise UserError("evaluate.arms: the real+replace arms need variations of the real images; set generate.from_real: true")
-        return {"per_real": max(REPLACE_VARIATIONS, math.ceil(ratio))}  # every variation serves the replace arms, the add arms the first of each
+        # every variation serves the replace arms (DA-Fusion drew 10 per image), the add arms the first of each
+        return {"per_real": max(recipe.evaluate.replace_variations, math.ceil(ratio))}
     return {"ratio": ratio} if ratio else {}  # R x each class's real count
 
 

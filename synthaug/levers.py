@@ -24,7 +24,7 @@ REPLACE_ARMS = ("real+replace", "real+replace+classic")
 # Where a plain lever's value goes in the recipe; classic, source, usage and ratio are set by `_apply`.
 FIELDS = {"conditioning": ("model", "conditioning"), "augment": ("train", "augment"), "strength": ("generate", "strength"),
           "guidance_scale": ("generate", "guidance_scale"), "steps": ("generate", "steps"),
-          "filter_confidence": ("generate", "filter_confidence")}
+          "filter_confidence": ("generate", "filter_confidence"), "replace_variations": ("evaluate", "replace_variations")}
 PAIR = ["regime", "subset_seed", "seed"]  # the units every mean and interval is taken over
 
 
@@ -109,6 +109,8 @@ def lever_skip_reason(lever: str, recipe: Recipe) -> str | None:
         return "applies to class_conditional generators; the chosen ones are per_class"
     if lever == "ratio" and not any(a in ADD_ARMS for a in recipe.evaluate.arms):
         return "applies to the real+synthetic arms; the chosen usage has none"
+    if lever == "replace_variations" and not any(a in REPLACE_ARMS for a in recipe.evaluate.arms):
+        return "applies to the real+replace arms; the chosen usage has none"
     return None
 
 

@@ -118,10 +118,14 @@ class _Sweep:
             current, _ = candidate(self.base, chosen)
             skipped = lever_skip_reason(lever, current)
             entries = [] if skipped else [self.try_value(chosen, value) for value in lever_values(self.cfg, lever)]
+            failures = [e["error"] for e in entries if "error" in e]
+            if entries and len(failures) == len(entries):  # not one value's problem: the recipe's, the data's or the disk's
+                raise failures[0]
             pick = choose(entries)
             if pick is not None:
                 chosen.append(next(v for v in lever_values(self.cfg, lever) if v.name == pick["value"]))
                 pick["chosen"] = True
+            entries = [{k: v for k, v in e.items() if k != "error"} for e in entries]
             levers.append({"lever": lever, "entries": entries, "chosen": pick["value"] if pick else None,
                            "skipped": skipped or (None if pick else "no value applies at the settings chosen so far")})
             self.write(levers, None)
@@ -142,7 +146,11 @@ class _Sweep:
         if why:
             return {"value": value.name, "skipped": why}
         folder = self.folder(value)
-        results = self.evaluate(recipe, folder)
+        try:
+            results = self.evaluate(recipe, folder)
+        except UserError as exc:  # e.g. a filter that rejects every candidate: the other values still get their night
+            print(f"sweep.{value.lever} {value.name!r}: not tried: {exc}", flush=True)
+            return {"value": value.name, "skipped": f"failed: {exc}", "error": exc}
         return {"value": value.name, **score(results["rows"], self.metric, value.lever), "report": self.link(folder / "report.md"),
                 "generators": recipe.name, "synthetic": None if value.lever == "classic" else synthetic_folder(recipe), "chosen": False}
 

@@ -6,6 +6,7 @@ import pytest
 
 from synthaug.config import SweepConfig
 from synthaug.errors import UserError
+from synthaug.experiment import synthetic_amount
 from synthaug.levers import Value, base_dict, candidate, choose, generator_name, lever_skip_reason, lever_values, recommend, score
 
 SWEEP = {"order": ["conditioning", "augment", "classic", "source", "strength", "guidance_scale", "usage", "ratio"],
@@ -14,7 +15,7 @@ SWEEP = {"order": ["conditioning", "augment", "classic", "source", "strength", "
          "source": {"noise-g4": {"from_real": False, "guidance_scale": 4}, "var-0.35": {"from_real": True, "strength": [0.35]}},
          "strength": [0.35, [0.2, 0.5]], "guidance_scale": [1.0, 4.0],
          "usage": {"add": {"arms": ["real+synthetic+classic"]}, "replace-p0.25": {"arms": ["real+replace+classic"], "replace_p": [0.25]}},
-         "ratio": [1, 5]}
+         "ratio": [1, 5], "replace_variations": [5, 10]}
 
 
 def values(lever: str) -> dict[str, Value]:
@@ -78,6 +79,17 @@ def test_levers_that_would_change_nothing_are_not_swept(base):
     replace, _ = candidate(base, [values("usage")["replace-p0.25"]])
     assert "real+synthetic" in lever_skip_reason("ratio", replace)
     assert lever_skip_reason("strength", replace) is None and lever_skip_reason("ratio", noise) is None
+    add, _ = candidate(base, [values("usage")["add"]])
+    assert "real+replace" in lever_skip_reason("replace_variations", add) and lever_skip_reason("replace_variations", replace) is None
+
+
+def test_k_variations_per_real_image_is_what_experiment_draws_for_the_replace_arms(base):
+    recipe, _ = candidate(base, [values("usage")["replace-p0.25"], values("replace_variations")["10"]])
+    assert recipe.evaluate.replace_variations == 10 and synthetic_amount(recipe) == {"per_real": 10}
+    recipe, _ = candidate(base, [values("replace_variations")["10"], values("ratio")["5"]])
+    assert synthetic_amount(recipe) == {"per_real": 10}  # the add arms take the first 5 of each
+    recipe, _ = candidate(base, [values("usage")["add"], values("ratio")["5"]])
+    assert synthetic_amount(recipe) == {"ratio": 5.0}
 
 
 def rows(val: dict[str, list[float]], test: dict[str, list[float]] | None = None) -> list[dict]:

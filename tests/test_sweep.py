@@ -17,6 +17,7 @@ from conftest import TINY_EVAL, tiny_recipe_dict
 
 import synthaug.experiment
 from synthaug.cli import main
+from synthaug.errors import UserError
 from synthaug.generate import generate
 from synthaug.train import fit
 from synthaug.recipe import load_recipe
@@ -170,6 +171,30 @@ def test_a_set_drawn_by_hand_with_the_same_settings_is_linked_not_drawn_again(tm
     assert sorted(p.name for p in reused.rglob("*.png")) == sorted(p.name for p in mine.rglob("*.png"))
     assert all(p.stat().st_ino == (mine / p.relative_to(reused)).stat().st_ino for p in reused.rglob("*.png"))
     assert len(list((tmp_path / "arms").glob("*.json"))) > 0 and not (tmp_path / "out" / "cache").exists()
+
+
+def test_a_value_whose_images_cannot_be_made_is_marked_not_tried_and_the_sweep_goes_on(tmp_path, breast_root, monkeypatch, capsys):
+    generate_images = synthaug.experiment.generate
+
+    def failing_at(strengths):
+        def generate_or_fail(recipe, **kwargs):
+            if recipe.generate.strength in strengths:
+                raise UserError("generate: the confidence filter rejected every candidate of class 0 (malignant)")
+            return generate_images(recipe, **kwargs)
+        return generate_or_fail
+
+    monkeypatch.setattr(synthaug.experiment, "generate", failing_at([[0.5]]))
+    recipe = write_recipe(tmp_path, breast_root, order=["strength"], usage=None)
+    assert sweep_cli(recipe, tmp_path / "out") == 0
+    entries = json.loads((tmp_path / "out" / "sweep.json").read_text())["levers"][0]["entries"]
+    assert entries[0]["chosen"] and entries[1] == {"value": "0.5", "skipped": "failed: generate: the confidence filter rejected every "
+                                                   "candidate of class 0 (malignant)"}
+    assert "| strength | 0.5 | — | — | not tried: failed: generate: the confidence filter" in (tmp_path / "out" / "sweep.md").read_text()
+    # When every value fails the problem is not one value's: the sweep stops with the error, one line, exit 2.
+    monkeypatch.setattr(synthaug.experiment, "generate", failing_at([[0.3], [0.5]]))
+    capsys.readouterr()
+    assert sweep_cli(write_recipe(tmp_path, breast_root, runs="other", order=["strength"], usage=None), tmp_path / "out2") == 2
+    assert capsys.readouterr().err.strip().endswith("the confidence filter rejected every candidate of class 0 (malignant)")
 
 
 @pytest.mark.parametrize(
