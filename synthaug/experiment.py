@@ -14,9 +14,8 @@ from synthaug.config import SubsetConfig
 from synthaug.plan import class_targets, resolve_settings
 from synthaug.recipe import Recipe, recipe_from_dict
 from synthaug.regimes import expand_arms, top_ratio
-from synthaug.rundir import RunDir, SynthDir, open_run
+from synthaug.rundir import SynthDir, open_run
 from synthaug.runtime import pick_device
-from synthaug.sampling import DEFAULT_STEPS
 from synthaug.synthset import model_sha256
 from synthaug.train import fit
 
@@ -54,21 +53,19 @@ def drawn_alike(recipe: Recipe, folder: str, amount: dict) -> Path | None:
     """A complete PNG set already in the recipe's run, drawn on this kind of device from its present models with the
     recipe's generate settings and `amount` per class, under another name than `folder`; else None."""
     run = open_run(recipe)
-    settings = resolve_settings(recipe.generate)
-    steps = settings.steps or DEFAULT_STEPS[settings.sampler] or recipe.diffusion.num_train_timesteps
-    wanted = settings.model_copy(update={"steps": steps}).model_dump(mode="json")
+    wanted = resolve_settings(recipe.generate, recipe.diffusion.num_train_timesteps).model_dump(mode="json")
     counts = {str(t.class_idx): t.count for t in class_targets(run, None, amount.get("ratio"), False, None, amount.get("per_real"))}
     for drawn in (SynthDir(d) for d in sorted(recipe.run_dir.iterdir()) if d.is_dir() and d.name != folder):
         try:
             manifest = drawn.read_manifest() or {}
             provenance = manifest.get("provenance", {})
-            if (manifest.get("complete") and manifest.get("format") == "png" and manifest.get("recipe", {}).get("generate") == wanted
-                    and {c: e.get("count") for c, e in manifest.get("classes", {}).items()} == counts
-                    and provenance.get("device") == pick_device().type
-                    and provenance.get("model_sha256") == {m: model_sha256(RunDir(recipe.run_dir), m) for m in provenance.get("model_sha256", {})}):
-                return drawn.root
+            same_models = provenance.get("model_sha256") == {m: model_sha256(run.dir, m) for m in provenance.get("model_sha256", {})}
         except UserError:  # a damaged manifest or a model gone: not a set to reuse
             continue
+        if (manifest.get("complete") and manifest.get("format") == "png" and manifest.get("recipe", {}).get("generate") == wanted
+                and {c: e.get("count") for c, e in manifest.get("classes", {}).items()} == counts
+                and provenance.get("device") == pick_device().type and same_models):
+            return drawn.root
     return None
 
 

@@ -32,7 +32,7 @@ from synthaug.config import GenerateConfig
 from synthaug.recipe import Recipe
 from synthaug.rundir import Run, RunDir, SynthDir, open_run
 from synthaug.runtime import on_cpu
-from synthaug.sampling import DEFAULT_STEPS, denoise, image_generator, sampling_scheduler, variation_start
+from synthaug.sampling import denoise, image_generator, sampling_scheduler, variation_start
 from synthaug.synthnpz import npz_name, npz_up_to_date, write_npz
 from synthaug.synthset import (
     WORK_DIR,
@@ -207,7 +207,7 @@ def generate(
     device = state.device
     run = open_run(run)
     recipe = run.recipe
-    settings = resolve_settings(recipe.generate, sampler=sampler, steps=steps, guidance_scale=guidance_scale, batch_size=batch_size, seed=seed, format=format, reject_copies=reject_copies,
+    settings = resolve_settings(recipe.generate, recipe.diffusion.num_train_timesteps, sampler=sampler, steps=steps, guidance_scale=guidance_scale, batch_size=batch_size, seed=seed, format=format, reject_copies=reject_copies,
                                 filter_confidence=filter_confidence, from_real=from_real, strength=list(strength) if strength is not None else None)
     if settings.guidance_scale != 1.0 and run.info.conditioning != "class_conditional":
         raise UserError(f"--guidance-scale: applies to class_conditional runs only; {run.root} has one model per class")
@@ -219,7 +219,6 @@ def generate(
     images_root = out.root / WORK_DIR if settings.format == "npz" else out.root
     block = BLOCK_SIZE if device.type == "cpu" else BLOCK_SIZE * math.ceil(settings.batch_size / BLOCK_SIZE)
     train_steps = recipe.diffusion.num_train_timesteps
-    settings = settings.model_copy(update={"steps": settings.steps or DEFAULT_STEPS[settings.sampler] or train_steps})
     if settings.steps > train_steps:
         raise UserError(f"--steps: at most the run's diffusion.num_train_timesteps ({train_steps}), got {settings.steps}")
     filters = list(candidate_filters)

@@ -19,13 +19,15 @@ from synthaug.errors import UserError
 from synthaug.config import GenerateConfig
 from synthaug.rundir import ClassesInfo, Run, safe_name
 from synthaug.runtime import seeded_generator
+from synthaug.sampling import DEFAULT_STEPS
 from synthaug.synthset import ClassTarget
 
 VARIATION_STREAM = -2  # the first key of every variation's generator: never a class index, so no stream is shared
 
 
-def resolve_settings(defaults: GenerateConfig, **flags) -> GenerateConfig:
-    """The recipe's generate section with the given flags (None: not given) applied; `steps` resolved to a number.
+def resolve_settings(defaults: GenerateConfig, train_steps: int, **flags) -> GenerateConfig:
+    """The recipe's generate section with the given flags (None: not given) applied; `steps` resolved to a number
+    (the sampler's default, or every one of the `train_steps` training timesteps for DDPM).
 
     Steps in the recipe belong to the recipe's sampler: another sampler without --steps gets its own default.
     """
@@ -43,7 +45,7 @@ def resolve_settings(defaults: GenerateConfig, **flags) -> GenerateConfig:
             field, msg = msg.split(": ", 1)
             raise UserError(f"--{field.replace('_', '-')}: {msg}") from None
         raise UserError(f"--{field.replace('_', '-')}: {msg} (got {err.get('input')!r})") from None
-    return settings
+    return settings.model_copy(update={"steps": settings.steps or DEFAULT_STEPS[settings.sampler] or train_steps})
 
 
 def pick_classes(requested, info: ClassesInfo) -> list[int]:
