@@ -125,6 +125,12 @@ def generator_name(base: dict, raw: dict) -> str:
     return "-".join(parts)
 
 
+def tie_key(mean: float) -> float:
+    """A mean as choices compare it: means of the same accuracies summed in another order differ in the last bits
+    (0.8689641744548285 against ...288), and such a tie must go to the first value, not to rounding noise."""
+    return round(mean, 9)
+
+
 def _val_means(rows: list[dict], metric: str) -> tuple[pd.DataFrame, pd.Series]:
     table = pd.DataFrame([{k: v for k, v in r.items() if k != "curve"} for r in rows])
     return table, table.groupby("arm", sort=False)[f"val_{metric}"].mean()
@@ -135,7 +141,7 @@ def score(rows: list[dict], metric: str, lever: str) -> dict:
     table, val = _val_means(rows, metric)
     kinds = table.groupby("arm", sort=False)["kind"].first()
     arms = ["real+classic"] if lever == "classic" else [a for a in val.index if kinds[a] in USAGE_ARMS]
-    arm = max(arms, key=lambda a: val[a])  # ties: the first arm
+    arm = max(arms, key=lambda a: tie_key(val[a]))  # ties: the first arm
     mean, lo, hi = paired_bootstrap_ci(table.loc[table["arm"] == arm, f"val_{metric}"].to_numpy())
     return {"arm": arm, "val": mean, "val_lo": lo, "val_hi": hi, "pairs": int((table["arm"] == arm).sum())}
 
@@ -143,7 +149,7 @@ def score(rows: list[dict], metric: str, lever: str) -> dict:
 def choose(entries: list[dict]) -> dict | None:
     """The scored entry with the highest val (ties: the first in the sweep's order); None when none was scored."""
     scored = [e for e in entries if "val" in e]
-    return max(scored, key=lambda e: e["val"]) if scored else None
+    return max(scored, key=lambda e: tie_key(e["val"])) if scored else None
 
 
 def _paired(table: pd.DataFrame, arm: str, other: str, column: str, n_boot: int) -> dict:
@@ -158,8 +164,8 @@ def recommend(rows: list[dict], metric: str, n_boot: int) -> dict:
     The choice is the synthetic arm only when its mean val gain is positive; test: that choice's numbers alone."""
     table, val = _val_means(rows, metric)
     kinds = table.groupby("arm", sort=False)["kind"].first()
-    synthetic = max((a for a in val.index if kinds[a] in USAGE_ARMS), key=lambda a: val[a])  # ties: the first arm
-    baseline = max((a for a in val.index if kinds[a] not in USAGE_ARMS), key=lambda a: val[a])
+    synthetic = max((a for a in val.index if kinds[a] in USAGE_ARMS), key=lambda a: tie_key(val[a]))  # ties: the first arm
+    baseline = max((a for a in val.index if kinds[a] not in USAGE_ARMS), key=lambda a: tie_key(val[a]))
     gain = _paired(table, synthetic, baseline, f"val_{metric}", n_boot)
     helps = gain["mean"] > 0
     choice = table[table["arm"] == (synthetic if helps else baseline)]

@@ -115,6 +115,13 @@ def test_a_value_is_scored_by_its_best_synthetic_arm_on_val_and_ties_go_to_the_f
     assert choose([{"value": "b", "skipped": "x"}]) is None
 
 
+def test_a_tie_in_val_up_to_summation_noise_goes_to_the_first_value():
+    # The BloodMNIST sweep's strength 0.35 and [0.2, 0.5]: the same val accuracies, summed in another order.
+    entries = [{"value": "0.35", "val": 0.8689641744548285}, {"value": "0.2+0.5", "val": 0.8689641744548288}]
+    assert choose(entries)["value"] == "0.35"
+    assert choose(entries + [{"value": "0.5", "val": 0.869}])["value"] == "0.5"
+
+
 def test_recommend_picks_synthetic_only_when_it_beats_the_best_baseline_on_val():
     # synthetic wins on val (+0.05 on every pair); test says it loses, and test never enters the choice
     helps = recommend(rows({"real": [0.80] * 4, "real+classic": [0.85] * 4, "real+synthetic+classic 1x": [0.90] * 4},
