@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 import shutil
@@ -55,11 +56,12 @@ def drawn_alike(recipe: Recipe, folder: str, amount: dict) -> Path | None:
     run = open_run(recipe)
     wanted = resolve_settings(recipe.generate, recipe.diffusion.num_train_timesteps).model_dump(mode="json")
     counts = {str(t.class_idx): t.count for t in class_targets(run, None, amount.get("ratio"), False, None, amount.get("per_real"))}
+    weights_sha256 = functools.cache(lambda model_dir: model_sha256(run.dir, model_dir))  # each model read once, not once per set
     for drawn in (SynthDir(d) for d in sorted(recipe.run_dir.iterdir()) if d.is_dir() and d.name != folder):
         try:
             manifest = drawn.read_manifest() or {}
             provenance = manifest.get("provenance", {})
-            same_models = provenance.get("model_sha256") == {m: model_sha256(run.dir, m) for m in provenance.get("model_sha256", {})}
+            same_models = provenance.get("model_sha256") == {m: weights_sha256(m) for m in provenance.get("model_sha256", {})}
         except UserError:  # a damaged manifest or a model gone: not a set to reuse
             continue
         if (manifest.get("complete") and manifest.get("format") == "png" and manifest.get("recipe", {}).get("generate") == wanted
