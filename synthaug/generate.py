@@ -207,7 +207,8 @@ def generate(
     device = state.device
     run = open_run(run)
     recipe = run.recipe
-    settings = resolve_settings(recipe.generate, recipe.diffusion.num_train_timesteps, sampler=sampler, steps=steps, guidance_scale=guidance_scale, batch_size=batch_size, seed=seed, format=format, reject_copies=reject_copies,
+    train_steps = recipe.diffusion.num_train_timesteps
+    settings = resolve_settings(recipe.generate, train_steps, sampler=sampler, steps=steps, guidance_scale=guidance_scale, batch_size=batch_size, seed=seed, format=format, reject_copies=reject_copies,
                                 filter_confidence=filter_confidence, from_real=from_real, strength=list(strength) if strength is not None else None)
     if settings.guidance_scale != 1.0 and run.info.conditioning != "class_conditional":
         raise UserError(f"--guidance-scale: applies to class_conditional runs only; {run.root} has one model per class")
@@ -218,7 +219,6 @@ def generate(
     out = SynthDir(Path(out) if out is not None else run.dir.synthetic)
     images_root = out.root / WORK_DIR if settings.format == "npz" else out.root
     block = BLOCK_SIZE if device.type == "cpu" else BLOCK_SIZE * math.ceil(settings.batch_size / BLOCK_SIZE)
-    train_steps = recipe.diffusion.num_train_timesteps
     if settings.steps > train_steps:
         raise UserError(f"--steps: at most the run's diffusion.num_train_timesteps ({train_steps}), got {settings.steps}")
     filters = list(candidate_filters)
