@@ -15,8 +15,8 @@ import time
 import numpy as np
 import torch
 
-from synthaug.metrics import nearest_by_correlation
-from synthaug.runtime import pick_device
+from synthaug.reference.metrics import nearest_by_correlation
+from synthaug.core.runtime import pick_device
 
 
 def main() -> None:

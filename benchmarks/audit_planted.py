@@ -5,7 +5,7 @@
 Writes a synthetic-set folder OUT holding, per class, `--per-class` real val images (new patients:
 they should be flagged about as often as 1 - audit.copy_quantile), 5 exact copies of the run's
 training images, and 5 copies each with Gaussian pixel noise of sigma 5 and 10 grey levels (and 5
-mirrored copies when the run trained with flips); runs `synthaug.audit.audit` on it and prints how
+mirrored copies when the run trained with flips); runs `synthaug.auditing.audit.audit` on it and prints how
 many of each kind were flagged. The val images are also the audit's out-of-sample check, so their
 line restates that number on this draw.
 """
@@ -19,9 +19,9 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
-from synthaug.audit import audit
-from synthaug.reference import load_run_data
-from synthaug.rundir import open_run, safe_name
+from synthaug.auditing.audit import audit
+from synthaug.reference.realdata import load_run_data
+from synthaug.storage.rundir import open_run, safe_name
 
 
 def main() -> None:

@@ -1,3 +1,5 @@
+"""Byte-identity of two reduced pipeline runs (benchmarks/reduced_pipeline.sh BEFORE, then AFTER a change):
+    python benchmarks/compare_runs.py BEFORE AFTER"""
 import hashlib
 import json
 import sys
@@ -6,7 +8,7 @@ from pathlib import Path
 a, b = Path(sys.argv[1]), Path(sys.argv[2])
 def tree(root, pattern):
     return {p.relative_to(root).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(root.glob(pattern)) if p.is_file()}
-for pat in ("quickstart/synthetic/*/*.png", "quickstart/models/*/unet/*.safetensors", "quickstart/samples/*/*.png"):
+for pat in ("quickstart/synthetic/*/*.png", "quickstart/variations/*/*.png", "quickstart/models/*/unet/*.safetensors", "quickstart/samples/*/*.png"):
     ta, tb = tree(a, pat), tree(b, pat)
     same = ta == tb
     print(f"{pat}: {len(ta)} files before, {len(tb)} after, identical bytes: {same}")

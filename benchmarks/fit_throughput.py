@@ -25,11 +25,11 @@ from diffusers.training_utils import EMAModel
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
-from synthaug.data import load_split
-from synthaug.models import build_noise_scheduler, build_unet
-from synthaug.recipe import recipe_from_dict
-from synthaug.runtime import pick_device
-from synthaug.train import fit
+from synthaug.data.images import load_split
+from synthaug.diffusion.unet import build_noise_scheduler, build_unet
+from synthaug.recipe.recipe import recipe_from_dict
+from synthaug.core.runtime import pick_device
+from synthaug.diffusion.training import fit
 
 
 class PILImages(Dataset):

@@ -22,20 +22,20 @@ from pathlib import Path
 import torch
 from diffusers import DDPMPipeline
 
-from synthaug.files import atomic_write_json, atomic_write_text
-from synthaug.generate import BLOCK_SIZE, generate, load_model
-from synthaug.recipe import load_recipe
-from synthaug.rundir import RunDir, model_dir_name
-from synthaug.runtime import pick_device
-from synthaug.sampling import sampling_scheduler
+from synthaug.storage.files import atomic_write_json, atomic_write_text
+from synthaug.generation.generate import BLOCK_SIZE, generate, load_model
+from synthaug.recipe.recipe import load_recipe
+from synthaug.storage.rundir import RunDir, model_dir_name
+from synthaug.core.runtime import pick_device
+from synthaug.diffusion.sampling import sampling_scheduler
 
 SAMPLERS = [("dpm-solver++", 20), ("ddim", 50), ("ddpm", 1000)]
 
 
 def untrained_run(folder: Path) -> RunDir:
     """A one-class run holding the quickstart architecture with untrained weights."""
-    from synthaug.models import build_noise_scheduler, build_unet
-    from synthaug.recipe import recipe_to_yaml
+    from synthaug.diffusion.unet import build_noise_scheduler, build_unet
+    from synthaug.recipe.recipe import recipe_to_yaml
 
     recipe = load_recipe(Path(__file__).parent.parent / "recipes/quickstart.yaml", [f"output_dir={folder}", "name=bench", "model.conditioning=per_class"])
     run = RunDir(recipe.run_dir)

@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 
 from synthaug import SynthDataset
-from synthaug.synthset import provenance_png
+from synthaug.storage.synthset import provenance_png
 
 
 def build(folder: Path, n: int, classes: int = 8) -> None:

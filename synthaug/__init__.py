@@ -1,14 +1,45 @@
-"""synthaug: grow small labelled medical image sets with diffusion models, and measure whether it helps."""
+"""synthaug: grow small labelled medical image sets with diffusion models, and measure whether it helps.
 
-__version__ = "0.1.0"
+The public API (each name is imported on first use, so that `import synthaug` does not load torch):
 
-__all__ = ["SynthDataset", "mix_real_synthetic", "__version__"]
+- `load_recipe(path, overrides)`, `open_run(run)`: a validated recipe, an opened run directory;
+- `fit(recipe)`, `generate(run, ...)`, `evaluate(runs, ...)`, `audit(run, ...)`, `experiment(recipe)`, `sweep(recipe)`:
+  the stages of the `synthaug` command, same names and options;
+- `SynthDataset`, `mix_real_synthetic`: a synthetic folder as a PyTorch dataset, and mixed with real data.
+"""
+
+from synthaug.core.version import __version__
+
+# public name -> the module that defines it; no subpackage shares a name with a public function, so importing a
+# subpackage never rebinds one of these attributes
+_PUBLIC = {
+    "Recipe": "synthaug.recipe.recipe",
+    "load_recipe": "synthaug.recipe.recipe",
+    "open_run": "synthaug.storage.rundir",
+    "fit": "synthaug.diffusion.training",
+    "generate": "synthaug.generation.generate",
+    "GenerateOptions": "synthaug.generation.generate",
+    "evaluate": "synthaug.evaluation.evaluate",
+    "audit": "synthaug.auditing.audit",
+    "experiment": "synthaug.study.experiment",
+    "sweep": "synthaug.study.sweep",
+    "SynthDataset": "synthaug.data.synthetic",
+    "mix_real_synthetic": "synthaug.data.synthetic",
+    "UserError": "synthaug.core.errors",
+}
+
+__all__ = [*_PUBLIC, "__version__"]
 
 
 def __getattr__(name: str):
-    # Imported on first use, so that `import synthaug` (the CLI's --version) does not load torch.
-    if name in ("SynthDataset", "mix_real_synthetic"):
-        from synthaug import dataset
+    if name in _PUBLIC:
+        import importlib
 
-        return getattr(dataset, name)
+        value = getattr(importlib.import_module(_PUBLIC[name]), name)
+        globals()[name] = value  # later lookups skip this function
+        return value
     raise AttributeError(f"module 'synthaug' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(__all__)

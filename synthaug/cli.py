@@ -12,7 +12,7 @@ import sys
 import warnings
 from pathlib import Path
 
-from synthaug.errors import UserError
+from synthaug.core.errors import UserError
 
 
 def _overrides(args) -> list[str]:
@@ -21,7 +21,7 @@ def _overrides(args) -> list[str]:
 
 
 def _recipe_from_args(args):
-    from synthaug.recipe import load_recipe
+    from synthaug.recipe.recipe import load_recipe
 
     return load_recipe(args.recipe, _overrides(args))
 
@@ -33,14 +33,14 @@ def _add_recipe_args(parser: argparse.ArgumentParser) -> None:
 
 
 def cmd_fit(args) -> None:
-    from synthaug.train import fit
+    from synthaug.diffusion.training import fit
 
     recipe = _recipe_from_args(args)
     fit(recipe, show_progress=not args.no_progress, wait=args.wait)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from synthaug import __version__
+    from synthaug.core.version import __version__
 
     parser = argparse.ArgumentParser(prog="synthaug", description="Grow small labelled medical image sets with diffusion models, and measure whether it helps.")
     parser.add_argument("--version", action="version", version=f"synthaug {__version__}")
@@ -76,8 +76,8 @@ def _command_line(args, positional: list[str]) -> str:
 
 
 def cmd_evaluate(args) -> None:
-    from synthaug.evaluate import evaluate
-    from synthaug.rundir import open_run
+    from synthaug.evaluation.evaluate import evaluate
+    from synthaug.storage.rundir import open_run
 
     runs = [open_run(Path(run), _overrides(args)) for run in args.runs]
     out = args.out or f"reports/{Path(args.runs[0]).name}"
@@ -115,7 +115,7 @@ def _add_report_args(parser: argparse.ArgumentParser, out_help: str) -> None:
 
 
 def cmd_experiment(args) -> None:
-    from synthaug.experiment import experiment
+    from synthaug.study.experiment import experiment
 
     _run_on_recipe(experiment, args)
 
@@ -127,7 +127,7 @@ def _register_experiment(sub) -> None:
 
 
 def cmd_sweep(args) -> None:
-    from synthaug.sweep import sweep
+    from synthaug.study.sweep import sweep
 
     _run_on_recipe(sweep, args)
 
@@ -142,9 +142,9 @@ _REGISTRARS += [_register_evaluate, _register_experiment, _register_sweep]
 
 
 def cmd_audit(args) -> None:
-    from synthaug.audit import audit, check_audit_overrides
-    from synthaug.rundir import open_run
-    from synthaug.runtime import pick_device
+    from synthaug.auditing.audit import audit, check_audit_overrides
+    from synthaug.storage.rundir import open_run
+    from synthaug.core.runtime import pick_device
 
     device = pick_device(args.device)
     overrides = _overrides(args)
@@ -169,8 +169,8 @@ _REGISTRARS.append(_register_audit)
 
 
 def cmd_generate(args) -> None:
-    from synthaug.generate import generate
-    from synthaug.rundir import open_run
+    from synthaug.generation.generate import generate
+    from synthaug.storage.rundir import open_run
 
     run = open_run(Path(args.run) if args.run else None, _overrides(args))
     generate(

@@ -17,10 +17,10 @@ import torch
 from diffusers import DDPMPipeline
 from PIL import Image
 
-from synthaug.models import build_noise_scheduler, build_unet
-from synthaug.recipe import Recipe, recipe_from_dict, recipe_to_yaml
-from synthaug.rundir import ClassesInfo, RunDir, model_dir_name, safe_name
-from synthaug.fitdata import prepare_run
+from synthaug.diffusion.unet import build_noise_scheduler, build_unet
+from synthaug.recipe.recipe import Recipe, recipe_from_dict, recipe_to_yaml
+from synthaug.storage.rundir import ClassesInfo, RunDir, model_dir_name, safe_name
+from synthaug.diffusion.jobs import prepare_run
 
 # Tiny models are dominated by per-op overhead; a second thread only adds contention (measured: a
 # [8, 16] UNet forward took 2.4 s with 2 threads on a busy 2-core machine, 43 ms with 1).

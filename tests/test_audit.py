@@ -13,10 +13,10 @@ import pytest
 from conftest import BLOB_NAMES, BLOB_SIZE, planted_set, run_train_images, write_synthetic
 from PIL import Image
 
-from synthaug.audit import audit, read_audit_summary
+from synthaug.auditing.audit import audit, read_audit_summary
 from synthaug.cli import main
-from synthaug.errors import UserError
-from synthaug.rundir import open_run
+from synthaug.core.errors import UserError
+from synthaug.storage.rundir import open_run
 
 
 def test_audit_flags_planted_copies_only_and_names_them(blob_run, tmp_path, monkeypatch):
@@ -43,7 +43,7 @@ def test_audit_flags_planted_copies_only_and_names_them(blob_run, tmp_path, monk
 
     # The classifier and the real features are cached per run: a second audit does not train again.
     assert (blob_run / "audit" / "features.pt").is_file()
-    monkeypatch.setattr("synthaug.reference.train_classifier", lambda *a, **k: pytest.fail("retrained"))
+    monkeypatch.setattr("synthaug.reference.realdata.train_classifier", lambda *a, **k: pytest.fail("retrained"))
     again = audit(blob_run, folder, show_progress=False)
     assert again["fidelity"] == report["fidelity"] and again["memorization"] == report["memorization"]
 
@@ -142,7 +142,7 @@ def test_variations_are_checked_against_the_other_training_images(blob_run, tmp_
 def test_copies_of_unlabeled_pool_images_are_flagged_apart(tmp_path):
     from conftest import BLOB_CLASSIFIER, blob_images, make_run, tiny_recipe_dict, write_blob_npz
 
-    from synthaug.recipe import recipe_from_dict
+    from synthaug.recipe.recipe import recipe_from_dict
 
     write_blob_npz(tmp_path / "data", (40, 20, 60))
     data = {"medmnist": "breastmnist", "root": str(tmp_path / "data"), "subset": {"per_class": 20, "seed": 0}, "unlabeled": {}}

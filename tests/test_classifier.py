@@ -6,8 +6,8 @@ import numpy as np
 import torch
 from conftest import TINY_EVAL, make_images
 
-from synthaug.classifier import Replacement, classic_augment, train_classifier
-from synthaug.config import ClassicAugConfig, EvaluateConfig
+from synthaug.classifier.harness import Replacement, classic_augment, train_classifier
+from synthaug.recipe.sections import ClassicAugConfig, EvaluateConfig
 
 
 def test_same_seed_same_numbers_other_seed_other_weights():

@@ -4,16 +4,11 @@ import numpy as np
 import pytest
 from conftest import write_class_folders, write_medmnist_npz
 
-from synthaug.data import (
-    class_names,
-    load_split,
-    resolve_classes,
-    subset_indices,
-    to_model_tensor,
-    to_uint8,
-)
-from synthaug.errors import UserError
-from synthaug.config import DataConfig, SubsetConfig
+from synthaug.data.images import class_names, load_split, resolve_classes
+from synthaug.data.subsets import subset_indices
+from synthaug.storage.pixels import to_model_tensor, to_uint8
+from synthaug.core.errors import UserError
+from synthaug.recipe.sections import DataConfig, SubsetConfig
 
 
 def test_medmnist_npz_grayscale_and_rgb(breast_root, blood_root):
@@ -45,7 +40,7 @@ def test_missing_file_without_network_says_where_to_put_it(tmp_path, monkeypatch
     def offline(*args, **kwargs):
         raise OSError("network unreachable")
 
-    monkeypatch.setattr("synthaug.data.urllib.request.urlopen", offline)
+    monkeypatch.setattr("synthaug.data.images.urllib.request.urlopen", offline)
     with pytest.raises(UserError) as err:
         load_split(DataConfig(medmnist="dermamnist", root=tmp_path), "train")
     message = str(err.value)
@@ -61,7 +56,7 @@ def test_download_is_md5_checked_and_saved(tmp_path, monkeypatch):
     write_medmnist_npz(tmp_path / "src", "organsmnist", classes=11, channels=1, per_class=(1, 1, 1))
     payload = (tmp_path / "src" / "organsmnist.npz").read_bytes()
     monkeypatch.setitem(medmnist.INFO["organsmnist"], "MD5", hashlib.md5(payload).hexdigest())
-    monkeypatch.setattr("synthaug.data.urllib.request.urlopen", lambda url, timeout: io.BytesIO(payload))
+    monkeypatch.setattr("synthaug.data.images.urllib.request.urlopen", lambda url, timeout: io.BytesIO(payload))
     data = load_split(DataConfig(medmnist="organsmnist", root=tmp_path / "dl"), "train")
     assert (tmp_path / "dl" / "organsmnist.npz").read_bytes() == payload
     assert data.counts() == [1] * 11

@@ -14,9 +14,9 @@ from PIL import Image
 from torch.utils.data import ConcatDataset, DataLoader, Dataset
 
 from synthaug import SynthDataset, mix_real_synthetic
-from synthaug.dataset import to_tensor
-from synthaug.errors import UserError
-from synthaug.generate import generate
+from synthaug.data.synthetic import to_tensor
+from synthaug.core.errors import UserError
+from synthaug.generation.generate import generate
 
 SHARED_PNEUMONIA = Path("/work/shared/data/medmnist/pneumoniamnist.npz")
 

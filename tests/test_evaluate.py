@@ -9,12 +9,12 @@ import pandas as pd
 import pytest
 from conftest import TINY_EVAL, make_run
 
-from synthaug.audit import audit
+from synthaug.auditing.audit import audit
 from synthaug.cli import main
-from synthaug.errors import UserError
-from synthaug.evaluate import evaluate
-from synthaug.generate import generate
-from synthaug.rundir import open_run
+from synthaug.core.errors import UserError
+from synthaug.evaluation.evaluate import evaluate
+from synthaug.generation.generate import generate
+from synthaug.storage.rundir import open_run
 
 
 def test_end_to_end_arms_regimes_seeds_and_files(eval_run, tmp_path):
@@ -156,7 +156,7 @@ def pooled_run(tmp_path, name="pooled", **evaluate_cfg):
     """A run whose generator learned from the rest of the training split (12 px folders, 4 labelled per class)."""
     from conftest import EVAL_NAMES, tiny_recipe_dict, write_class_folders
 
-    from synthaug.recipe import recipe_from_dict
+    from synthaug.recipe.recipe import recipe_from_dict
 
     data = write_class_folders(tmp_path / "images", EVAL_NAMES, n=12, size=12, channels=1, splits=True)
     raw = tiny_recipe_dict({"folder": str(data), "size": 12, "subset": {"per_class": 4}, "unlabeled": {}}, tmp_path / "runs", name,
@@ -166,7 +166,7 @@ def pooled_run(tmp_path, name="pooled", **evaluate_cfg):
 
 
 def test_the_pseudo_label_arm_self_trains_on_the_pool_and_may_be_the_best_baseline(tmp_path, monkeypatch):
-    import synthaug.evaluate as evaluate_module
+    import synthaug.evaluation.evaluate as evaluate_module
 
     run, out = pooled_run(tmp_path, pseudo_confidence=[0.0001, 0.9999]), tmp_path / "report"
     trained = []

@@ -8,9 +8,9 @@ import pandas as pd
 import pytest
 from conftest import TINY_EVAL, tiny_recipe_dict
 
-from synthaug.errors import UserError
-from synthaug.experiment import experiment
-from synthaug.recipe import recipe_from_dict
+from synthaug.core.errors import UserError
+from synthaug.study.experiment import experiment
+from synthaug.recipe.recipe import recipe_from_dict
 
 
 def test_experiment_fits_generates_and_evaluates_every_regime(tmp_path, breast_root):

@@ -7,8 +7,8 @@ import stat
 
 import pytest
 
-from synthaug.errors import UserError
-from synthaug.files import FolderLock, atomic_write_json, read_json
+from synthaug.core.errors import UserError
+from synthaug.storage.files import FolderLock, atomic_write_json, read_json
 
 
 def mode(path) -> int:
@@ -19,7 +19,7 @@ def mode(path) -> int:
 def test_written_files_and_folders_honour_the_umask(tmp_path, umask):
     import importlib
 
-    import synthaug.files as files_module
+    import synthaug.storage.files as files_module
 
     old = os.umask(umask)
     try:

@@ -23,13 +23,13 @@ from conftest import (
 )
 from PIL import Image
 
-from synthaug.classifier import weights_sha256
+from synthaug.classifier.harness import weights_sha256
 from synthaug.cli import main
-from synthaug.errors import UserError
-from synthaug.filters import confidence_filter, copy_filter
-from synthaug.generate import generate
-from synthaug.recipe import recipe_from_dict
-from synthaug.rundir import RunDir, open_run
+from synthaug.core.errors import UserError
+from synthaug.reference.filters import confidence_filter, copy_filter
+from synthaug.generation.generate import generate
+from synthaug.recipe.recipe import recipe_from_dict
+from synthaug.storage.rundir import RunDir, open_run
 
 
 def untrained_blob_run(tmp_path: Path, name: str, **sections) -> tuple[RunDir, dict[str, np.ndarray], Path]:
@@ -116,7 +116,7 @@ def test_confidence_filter_keeps_confident_images_and_rejects_wrong_labels(blob_
     assert 1 <= described["selected_step"] <= BLOB_CLASSIFIER["steps"] and described["val"]["acc"] > 0.9
     assert len(described["weights_sha256"]) == 64 and "wall" not in json.dumps(described)
     # A second build loads the cached classifier (no training) and describes itself identically: same generation_id.
-    monkeypatch.setattr("synthaug.reference.train_classifier", lambda *a, **k: pytest.fail("retrained"))
+    monkeypatch.setattr("synthaug.reference.realdata.train_classifier", lambda *a, **k: pytest.fail("retrained"))
     again = confidence_filter(open_run(blob_run), 0.5, show_progress=False)
     assert json.dumps(again.describe(), sort_keys=True) == json.dumps(described, sort_keys=True)
     assert strict.describe()["weights_sha256"] == described["weights_sha256"] and strict.describe() != described

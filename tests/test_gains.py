@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 from conftest import TINY_EVAL
 
-from synthaug.config import EvaluateConfig
-from synthaug.gains import summarise
+from synthaug.recipe.sections import EvaluateConfig
+from synthaug.evaluation.summary import summarise
 
 
 def row(arm, seed, val, test, kind=None):

@@ -19,15 +19,15 @@ import pytest
 from conftest import make_run, untrained_run
 from PIL import Image
 
-import synthaug.generate as generate_module
+import synthaug.generation.generate as generate_module
 from synthaug import SynthDataset
 from synthaug.cli import main
-from synthaug.data import load_split
-from synthaug.files import FolderLock
-from synthaug.metrics import paired_correlation
-from synthaug.errors import UserError
-from synthaug.generate import BLOCK_SIZE, class_targets, generate
-from synthaug.rundir import RunDir, latest_run, open_run
+from synthaug.data.images import load_split
+from synthaug.storage.files import FolderLock
+from synthaug.reference.metrics import paired_correlation
+from synthaug.core.errors import UserError
+from synthaug.generation.generate import BLOCK_SIZE, class_targets, generate
+from synthaug.storage.rundir import RunDir, latest_run, open_run
 
 
 @pytest.fixture
@@ -356,7 +356,7 @@ def test_two_generates_started_together_never_leave_a_lying_folder(run, tmp_path
 def test_a_full_disk_is_one_line_and_the_rerun_finishes(run, tmp_path, capsys, monkeypatch):
     import errno
 
-    import synthaug.synthset as synthset
+    import synthaug.storage.synthset as synthset
 
     real_write = synthset.atomic_write_bytes
     written = []

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from synthaug.config import SweepConfig
-from synthaug.errors import UserError
-from synthaug.experiment import synthetic_amount
-from synthaug.levers import Value, base_dict, candidate, choose, generator_name, lever_skip_reason, lever_values, recommend, score
+from synthaug.recipe.sections import SweepConfig
+from synthaug.core.errors import UserError
+from synthaug.study.experiment import synthetic_amount
+from synthaug.study.levers import Value, base_dict, candidate, choose, generator_name, lever_skip_reason, lever_values, recommend, score
 
 SWEEP = {"order": ["conditioning", "augment", "classic", "source", "strength", "guidance_scale", "usage", "ratio"],
          "conditioning": ["class_conditional", "per_class"], "augment": [["hflip", "rot90"], []],

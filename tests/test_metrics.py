@@ -8,15 +8,10 @@ import pytest
 import torch
 from conftest import blob_images
 
-import synthaug.metrics as metrics_module
-from synthaug.classifier import extract_features
-from synthaug.metrics import (
-    frechet_distance,
-    knn_distances,
-    nearest_by_correlation,
-    prdc,
-)
-from synthaug.models import SmallCNN
+import synthaug.reference.metrics as metrics_module
+from synthaug.classifier.harness import extract_features
+from synthaug.reference.metrics import frechet_distance, knn_distances, nearest_by_correlation, prdc
+from synthaug.classifier.networks import SmallCNN
 
 
 def test_frechet_distance_is_zero_on_itself_and_matches_gaussians():

@@ -2,12 +2,12 @@
 
 import torch
 
-from synthaug.objective import augment_batch, min_snr_weight
+from synthaug.diffusion.objective import augment_batch, min_snr_weight
 
 
 def test_min_snr_weights_cap_the_easy_timesteps():
-    from synthaug.models import build_noise_scheduler
-    from synthaug.config import DiffusionConfig
+    from synthaug.diffusion.unet import build_noise_scheduler
+    from synthaug.recipe.sections import DiffusionConfig
 
     scheduler = build_noise_scheduler(DiffusionConfig())
     t = torch.tensor([0, 100, 500, 999])

@@ -8,10 +8,11 @@ from conftest import tiny_recipe_dict
 from PIL import Image
 
 from synthaug.cli import main
-from synthaug.data import load_split, resolve_classes, subset_indices
-from synthaug.errors import UserError
-from synthaug.pool import load_pool
-from synthaug.recipe import recipe_from_dict
+from synthaug.data.images import load_split, resolve_classes
+from synthaug.data.subsets import subset_indices
+from synthaug.core.errors import UserError
+from synthaug.data.pool import load_pool
+from synthaug.recipe.recipe import recipe_from_dict
 
 pytestmark = pytest.mark.filterwarnings("ignore:.*MD5 differs")
 

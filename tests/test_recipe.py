@@ -7,8 +7,8 @@ import yaml
 from conftest import tiny_recipe_dict
 
 from synthaug.cli import main
-from synthaug.errors import UserError
-from synthaug.recipe import load_recipe, parse_overrides, recipe_from_dict
+from synthaug.core.errors import UserError
+from synthaug.recipe.recipe import load_recipe, parse_overrides, recipe_from_dict
 
 RECIPES = sorted(Path(__file__).resolve().parents[1].joinpath("recipes").glob("*.yaml"))
 BASE = {"name": "x", "data": {"medmnist": "pneumoniamnist"}, "train": {"steps": 10}}

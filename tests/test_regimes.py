@@ -5,11 +5,11 @@ from __future__ import annotations
 import pytest
 from conftest import EVAL_NAMES, eval_synthetic, write_synthetic
 
-from synthaug.errors import UserError
-from synthaug.evaluate import evaluate
-from synthaug.config import EvaluateConfig
-from synthaug.regimes import expand_arms, load_regime
-from synthaug.rundir import RunDir, open_run
+from synthaug.core.errors import UserError
+from synthaug.evaluation.evaluate import evaluate
+from synthaug.recipe.sections import EvaluateConfig
+from synthaug.evaluation.regimes import expand_arms, load_regime
+from synthaug.storage.rundir import RunDir, open_run
 
 
 def test_leak_guard_refuses_real_arms_that_saw_less_than_the_generator(eval_run, tmp_path):

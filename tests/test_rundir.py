@@ -7,14 +7,8 @@ import json
 import pytest
 from conftest import untrained_run
 
-from synthaug.errors import UserError
-from synthaug.rundir import (
-    ClassesInfo,
-    RunDir,
-    checkpoint_name,
-    checkpoint_step,
-    open_run,
-)
+from synthaug.core.errors import UserError
+from synthaug.storage.rundir import ClassesInfo, RunDir, checkpoint_name, checkpoint_step, open_run
 
 INFO = ClassesInfo(
     class_names=["normal", "pneumonia", "covid"], classes=[0, 2], conditioning="per_class",

@@ -7,9 +7,9 @@ import pytest
 import torch
 from conftest import TINY_MODEL
 
-from synthaug.models import build_noise_scheduler, build_unet
-from synthaug.config import DiffusionConfig, ModelConfig
-from synthaug.sampling import denoise, image_generator, image_grid, sampling_scheduler
+from synthaug.diffusion.unet import build_noise_scheduler, build_unet
+from synthaug.recipe.sections import DiffusionConfig, ModelConfig
+from synthaug.diffusion.sampling import denoise, image_generator, image_grid, sampling_scheduler
 
 TRAIN_SCHEDULER = build_noise_scheduler(DiffusionConfig(num_train_timesteps=50))
 

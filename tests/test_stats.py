@@ -7,7 +7,7 @@ import itertools
 import numpy as np
 import pytest
 
-from synthaug.stats import paired_bootstrap_ci
+from synthaug.evaluation.intervals import paired_bootstrap_ci
 
 
 def test_paired_bootstrap_ci_known_cases():

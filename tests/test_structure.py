@@ -1,4 +1,5 @@
-"""The package's shape: modules import only downwards (no cycle, at parse time or at import time) and stay small."""
+"""The package's shape: subpackages in layers, each importing only its own layer's modules and the layers below it,
+no import cycle between modules (at parse time or at import time), and a public API that is the functions."""
 
 from __future__ import annotations
 
@@ -11,17 +12,23 @@ from pathlib import Path
 import pytest
 
 PACKAGE = Path(__file__).resolve().parents[1] / "synthaug"
-MAX_LINES = 350
+# Bottom first. A module may import from its own subpackage and from the ones before it, never from one after it.
+LAYERS = ["core", "recipe", "storage", "data", "classifier", "reference", "diffusion", "generation", "auditing",
+          "evaluation", "study", "cli"]
+PUBLIC = ("fit", "generate", "evaluate", "audit", "experiment", "sweep")
 
 
-def module_name(path: Path) -> str:
-    return "synthaug" if path.name == "__init__.py" else f"synthaug.{path.stem}"
+def module_name(path: Path, package: Path = PACKAGE) -> str:
+    parts = list(path.relative_to(package.parent).with_suffix("").parts)
+    if parts[-1] == "__init__":
+        parts.pop()
+    return ".".join(parts)
 
 
 def synthaug_imports(tree: ast.Module, modules: set[str]) -> set[str]:
-    """The synthaug modules a module imports, at top level or inside functions: `import synthaug.x`,
-    `from synthaug.x import y`, `from synthaug import x` (synthaug.x when x is one of `modules`, else the package)
-    and `import synthaug`. Imports inside a module-level `__getattr__` (the package's lazy re-export) are left out."""
+    """The synthaug modules a module imports, at top level or inside functions: `import synthaug.x.y`,
+    `from synthaug.x.y import z`, `from synthaug.x import y` (synthaug.x.y when that is a module, else synthaug.x) and
+    `import synthaug`. Imports inside a module-level `__getattr__` (the package's lazy public API) are left out."""
     found: set[str] = set()
 
     def visit(node: ast.AST) -> None:
@@ -31,10 +38,8 @@ def synthaug_imports(tree: ast.Module, modules: set[str]) -> set[str]:
             found.update(alias.name for alias in node.names if alias.name.split(".")[0] == "synthaug")
         elif isinstance(node, ast.ImportFrom) and node.level > 0:
             raise AssertionError(f"relative import at line {node.lineno}: write `from synthaug.x import ...`")
-        elif isinstance(node, ast.ImportFrom) and node.module == "synthaug":
-            found.update(f"synthaug.{a.name}" if f"synthaug.{a.name}" in modules else "synthaug" for a in node.names)
         elif isinstance(node, ast.ImportFrom) and node.module and node.module.split(".")[0] == "synthaug":
-            found.add(node.module)
+            found.update(f"{node.module}.{a.name}" if f"{node.module}.{a.name}" in modules else node.module for a in node.names)
         for child in ast.iter_child_nodes(node):
             visit(child)
 
@@ -44,9 +49,10 @@ def synthaug_imports(tree: ast.Module, modules: set[str]) -> set[str]:
 
 def import_graph(package: Path = PACKAGE) -> dict[str, set[str]]:
     """Module -> the synthaug modules it imports (itself left out)."""
-    paths = sorted(package.glob("*.py"))
-    modules = {module_name(p) for p in paths}
-    return {module_name(p): synthaug_imports(ast.parse(p.read_text(), str(p)), modules) - {module_name(p)} for p in paths}
+    paths = sorted(package.rglob("*.py"))
+    modules = {module_name(p, package) for p in paths}
+    return {module_name(p, package): synthaug_imports(ast.parse(p.read_text(), str(p)), modules) - {module_name(p, package)}
+            for p in paths}
 
 
 def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
@@ -58,43 +64,80 @@ def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
     return None
 
 
-def test_the_import_graph_has_no_cycle():
+def layer_of(module: str) -> int | None:
+    """The layer of a module (synthaug.<layer>...); None for the package's own __init__ and __main__."""
+    parts = module.split(".")
+    return LAYERS.index(parts[1]) if len(parts) > 1 and parts[1] in LAYERS else None
+
+
+def upward_imports(graph: dict[str, set[str]]) -> list[str]:
+    """`a -> b` for every import of a module from a higher layer than the importer's (or of the top package)."""
+    bad = []
+    for module, deps in graph.items():
+        mine = layer_of(module)
+        if mine is None:
+            continue
+        for dep in deps:
+            theirs = layer_of(dep)
+            if (dep == "synthaug" and module != "synthaug.cli") or (theirs is not None and theirs > mine):
+                bad.append(f"{module} -> {dep}")
+    return sorted(bad)
+
+
+def test_every_subpackage_is_a_layer_with_a_docstring():
+    folders = sorted(p.name for p in PACKAGE.iterdir() if p.is_dir() and (p / "__init__.py").exists())
+    assert sorted(folders + ["cli"]) == sorted(LAYERS), "a new subpackage needs its place in LAYERS"
+    for folder in folders:
+        assert ast.get_docstring(ast.parse((PACKAGE / folder / "__init__.py").read_text())), f"{folder}/__init__.py: say what it owns"
+    # a subpackage named like a public function would be rebound to the module whenever it is imported
+    assert not set(folders) & set(PUBLIC)
+
+
+def test_imports_point_down_with_no_cycle():
     graph = import_graph()
     unknown = sorted(f"{m} -> {d}" for m, deps in graph.items() for d in deps if d not in graph)
     assert not unknown, f"imports of modules that do not exist: {unknown}"
     cycle = find_cycle(graph)
     assert cycle is None, f"import cycle: {' -> '.join(cycle)} (each module imports the next)"
-    # The bottom layers import no stage.
-    stages = {"synthaug.train", "synthaug.generate", "synthaug.evaluate", "synthaug.audit", "synthaug.experiment", "synthaug.cli"}
-    assert graph["synthaug.errors"] == set()
-    assert not (graph["synthaug.config"] | graph["synthaug.recipe"] | graph["synthaug.rundir"] | graph["synthaug.runtime"]) & stages
+    assert upward_imports(graph) == [], "imports from a higher layer"
+    assert graph["synthaug.core.errors"] == set()
 
 
-def test_the_import_parser_sees_every_form_and_reports_a_planted_cycle(tmp_path):
-    modules = {"synthaug", "synthaug.dataset", "synthaug.audit", "synthaug.metrics", "synthaug.evaluate"}
+def test_the_checks_see_every_import_form_and_fail_on_a_planted_cycle_and_an_upward_import(tmp_path):
+    modules = {"synthaug", "synthaug.data", "synthaug.data.synthetic", "synthaug.auditing.audit", "synthaug.reference.metrics"}
     tree = ast.parse(
         "import numpy, synthaug\n"
-        "from synthaug import dataset, __version__\n"
-        "def f():\n    import synthaug.audit\n    from synthaug.metrics import prdc\n"
-        "def __getattr__(name):\n    from synthaug import evaluate\n"
+        "from synthaug.data import synthetic, __doc__\n"
+        "def f():\n    import synthaug.auditing.audit\n    from synthaug.reference.metrics import prdc\n"
+        "def __getattr__(name):\n    from synthaug.evaluation import evaluate\n"
     )
-    assert synthaug_imports(tree, modules) == {"synthaug", "synthaug.dataset", "synthaug.audit", "synthaug.metrics"}
+    assert synthaug_imports(tree, modules) == {"synthaug", "synthaug.data.synthetic", "synthaug.data",
+                                               "synthaug.auditing.audit", "synthaug.reference.metrics"}
     package = tmp_path / "synthaug"
-    package.mkdir()
-    (package / "__init__.py").write_text("def __getattr__(name):\n    from synthaug import a\n    return a\n")
-    (package / "a.py").write_text("from synthaug.b import x\n")
-    (package / "b.py").write_text("from synthaug.errors import UserError\n\ndef x():\n    from synthaug import c\n")
-    (package / "c.py").write_text("import synthaug.a\n")
-    (package / "errors.py").write_text("class UserError(Exception):\n    pass\n")
-    cycle = find_cycle(import_graph(package))
+    for folder in ("core", "data", "study"):
+        (package / folder).mkdir(parents=True)
+        (package / folder / "__init__.py").write_text('"""x"""\n')
+    (package / "__init__.py").write_text("def __getattr__(name):\n    from synthaug.study import a\n    return a\n")
+    (package / "study" / "a.py").write_text("from synthaug.data.b import x\n")
+    (package / "data" / "b.py").write_text("from synthaug.core.errors import UserError\n\ndef x():\n    from synthaug.data import c\n")
+    (package / "data" / "c.py").write_text("import synthaug.study.a\n")  # data -> study: upward, and closes a cycle
+    (package / "core" / "errors.py").write_text("class UserError(Exception):\n    pass\n")
+    graph = import_graph(package)
+    cycle = find_cycle(graph)
     assert cycle is not None and len(cycle) == 4 and cycle[0] == cycle[-1]
-    assert " -> ".join(cycle) in " -> ".join(["synthaug.a", "synthaug.b", "synthaug.c"] * 3)
+    assert " -> ".join(cycle) in " -> ".join(["synthaug.study.a", "synthaug.data.b", "synthaug.data.c"] * 3)
+    assert upward_imports(graph) == ["synthaug.data.c -> synthaug.study.a"]
+    assert upward_imports(import_graph()) == []
 
 
-def test_no_module_is_too_long():
-    lengths = {p.name: len(p.read_text().splitlines()) for p in sorted(PACKAGE.glob("*.py"))}
-    too_long = {name: n for name, n in lengths.items() if n > MAX_LINES}
-    assert not too_long, f"over {MAX_LINES} lines: {too_long}; split the module by what it does"
+def test_the_public_api_is_the_functions():
+    import synthaug
+
+    for name in PUBLIC:
+        assert callable(getattr(synthaug, name)) and not isinstance(getattr(synthaug, name), type(synthaug)), name
+    import synthaug.generation.generate  # noqa: F401  importing the module must not rebind the public name
+
+    assert synthaug.generate.__module__ == "synthaug.generation.generate" and callable(synthaug.generate)
 
 
 @pytest.mark.slow
@@ -104,7 +147,7 @@ def test_every_module_imports_on_its_own_in_a_fresh_interpreter():
     graph = import_graph()
     try:
         order = list(TopologicalSorter(graph).static_order())[::-1]  # dependents before their dependencies
-    except CycleError:  # reported by test_the_import_graph_has_no_cycle; still try every module
+    except CycleError:  # reported by test_imports_point_down_with_no_cycle; still try every module
         order = sorted(graph)
     order.remove("synthaug.__main__")
     script = (

@@ -15,12 +15,12 @@ import pytest
 import yaml
 from conftest import TINY_EVAL, tiny_recipe_dict
 
-import synthaug.experiment
+import synthaug.study.experiment
 from synthaug.cli import main
-from synthaug.errors import UserError
-from synthaug.generate import generate
-from synthaug.train import fit
-from synthaug.recipe import load_recipe
+from synthaug.core.errors import UserError
+from synthaug.generation.generate import generate
+from synthaug.diffusion.training import fit
+from synthaug.recipe.recipe import load_recipe
 
 SWEEP = {"order": ["strength", "usage"], "strength": [0.3, 0.5],
          "usage": {"add": {"arms": ["real+synthetic+classic"]}, "replace": {"arms": ["real+replace+classic"]}}}
@@ -43,7 +43,7 @@ def write_recipe(tmp_path: Path, data_root: Path, runs: str = "runs", **sweep) -
 def counted(monkeypatch):
     """Counts what the sweep's experiments really do: models newly trained by each fit, images newly drawn by each generate."""
     work = {"trained": [], "drawn": []}
-    fit, generate = synthaug.experiment.fit, synthaug.experiment.generate
+    fit, generate = synthaug.study.experiment.fit, synthaug.study.experiment.generate
 
     def counting_fit(recipe, **kwargs):
         before = set((recipe.run_dir / "models").glob("*/model_index.json"))
@@ -57,8 +57,8 @@ def counted(monkeypatch):
         work["drawn"].append((folder.name, len(list(folder.rglob("*.png"))) - before))
         return folder
 
-    monkeypatch.setattr(synthaug.experiment, "fit", counting_fit)
-    monkeypatch.setattr(synthaug.experiment, "generate", counting_generate)
+    monkeypatch.setattr(synthaug.study.experiment, "fit", counting_fit)
+    monkeypatch.setattr(synthaug.study.experiment, "generate", counting_generate)
     return work
 
 
@@ -159,7 +159,7 @@ def test_a_set_drawn_by_hand_with_the_same_settings_is_linked_not_drawn_again(tm
     0.5 is not (another amount). Arms go to the --cache folder."""
     recipe_path = write_recipe(tmp_path, breast_root, order=["strength"], usage=None)
     recipe = load_recipe(recipe_path)
-    sub = synthaug.experiment.regime_recipes(recipe)[0]
+    sub = synthaug.study.experiment.regime_recipes(recipe)[0]
     run = fit(sub, show_progress=False).root
     mine = generate(sub, out=run / "mine", per_real=5, from_real=True, strength=[0.3], show_progress=False)
     generate(sub, out=run / "fewer", per_real=3, from_real=True, strength=[0.5], show_progress=False)
@@ -174,7 +174,7 @@ def test_a_set_drawn_by_hand_with_the_same_settings_is_linked_not_drawn_again(tm
 
 
 def test_a_value_whose_images_cannot_be_made_is_marked_not_tried_and_the_sweep_goes_on(tmp_path, breast_root, monkeypatch, capsys):
-    generate_images = synthaug.experiment.generate
+    generate_images = synthaug.study.experiment.generate
 
     def failing_at(strengths):
         def generate_or_fail(recipe, **kwargs):
@@ -183,7 +183,7 @@ def test_a_value_whose_images_cannot_be_made_is_marked_not_tried_and_the_sweep_g
             return generate_images(recipe, **kwargs)
         return generate_or_fail
 
-    monkeypatch.setattr(synthaug.experiment, "generate", failing_at([[0.5]]))
+    monkeypatch.setattr(synthaug.study.experiment, "generate", failing_at([[0.5]]))
     recipe = write_recipe(tmp_path, breast_root, order=["strength"], usage=None)
     assert sweep_cli(recipe, tmp_path / "out") == 0
     entries = json.loads((tmp_path / "out" / "sweep.json").read_text())["levers"][0]["entries"]
@@ -191,7 +191,7 @@ def test_a_value_whose_images_cannot_be_made_is_marked_not_tried_and_the_sweep_g
                                                    "candidate of class 0 (malignant)"}
     assert "| strength | 0.5 | — | — | not tried: failed: generate: the confidence filter" in (tmp_path / "out" / "sweep.md").read_text()
     # When every value fails the problem is not one value's: the sweep stops with the error, one line, exit 2.
-    monkeypatch.setattr(synthaug.experiment, "generate", failing_at([[0.3], [0.5]]))
+    monkeypatch.setattr(synthaug.study.experiment, "generate", failing_at([[0.3], [0.5]]))
     capsys.readouterr()
     assert sweep_cli(write_recipe(tmp_path, breast_root, runs="other", order=["strength"], usage=None), tmp_path / "out2") == 2
     assert capsys.readouterr().err.strip().endswith("the confidence filter rejected every candidate of class 0 (malignant)")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from synthaug.sweepreport import render_sweep_markdown, val_by_lever_png
+from synthaug.study.sweepreport import render_sweep_markdown, val_by_lever_png
 
 GAIN = {"mean": -0.01, "lo": -0.03, "hi": 0.01, "pairs": 6}
 CLASSIC = {"hflip": True, "vflip": True, "rot90": True, "rotate_deg": 0.0, "shift": 0.0, "brightness": 0.0, "contrast": 0.0}

@@ -17,12 +17,12 @@ from conftest import tiny_recipe_dict, write_class_folders
 from diffusers import DDPMPipeline
 from safetensors.torch import load_file
 
-import synthaug.train as train_module
-from synthaug.errors import UserError
-from synthaug.files import FolderLock
-from synthaug.recipe import recipe_from_dict
-from synthaug.rundir import RunDir
-from synthaug.train import fit
+import synthaug.diffusion.training as train_module
+from synthaug.core.errors import UserError
+from synthaug.storage.files import FolderLock
+from synthaug.recipe.recipe import recipe_from_dict
+from synthaug.storage.rundir import RunDir
+from synthaug.diffusion.training import fit
 
 pytestmark = pytest.mark.filterwarnings("ignore:.*MD5 differs")
 

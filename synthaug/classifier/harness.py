@@ -1,0 +1,222 @@
+"""The downstream classifier harness: classical augmentation, training with val selection, prediction, features.
+
+Used by `evaluate` (every arm), by `audit` (its feature space) and by generate's confidence filter.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import math
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from sklearn.metrics import accuracy_score, recall_score, roc_auc_score
+from torch import nn
+from tqdm.auto import tqdm
+
+from synthaug.storage.pixels import to_model_tensor
+from synthaug.core.errors import UserError
+from synthaug.classifier.networks import build_classifier
+from synthaug.recipe.sections import ClassicAugConfig, EvaluateConfig
+from synthaug.core.runtime import seeded_generator
+
+PREDICT_BATCH = 512
+FEATURE_BATCH = 512
+# The evaluate settings that decide a classifier's weights (arms, ratios, seeds... do not).
+CLASSIFIER_FIELDS = {"classifier", "width", "steps", "batch_size", "lr", "weight_decay", "milestones", "gamma", "eval_every", "select_on"}
+
+@dataclass
+class TrainInfo:
+    """What training a classifier did: the val-selected step and the val curve."""
+
+    steps: int
+    best_step: int
+    val: dict  # metrics of the selected checkpoint on the val split
+    curve: list[dict] = field(default_factory=list)  # {"step", "loss", "val_acc", "val_auc"} at every evaluation
+    wall_s: float = 0.0
+
+
+def classic_augment(x: torch.Tensor, cfg: ClassicAugConfig, gen: torch.Generator) -> torch.Tensor:
+    """Random flips, rotation, shift (one affine warp), brightness and contrast of a batch in [-1, 1]."""
+    n, device = x.shape[0], x.device
+
+    def uniform(scale: float) -> torch.Tensor:  # in [-scale, scale], drawn on the CPU generator
+        return ((torch.rand(n, generator=gen) * 2 - 1) * scale).to(device)
+
+    if cfg.hflip:
+        x = torch.where((torch.rand(n, generator=gen) < 0.5).to(device)[:, None, None, None], x.flip(-1), x)
+    if cfg.vflip:
+        x = torch.where((torch.rand(n, generator=gen) < 0.5).to(device)[:, None, None, None], x.flip(-2), x)
+    if cfg.rot90 and x.shape[-1] == x.shape[-2]:
+        quarter = torch.randint(4, (n,), generator=gen).to(device)[:, None, None, None]
+        for k in (1, 2, 3):
+            x = torch.where(quarter == k, x.rot90(k, (-2, -1)), x)
+    if cfg.rotate_deg or cfg.shift:
+        angle = uniform(math.radians(cfg.rotate_deg))
+        shift_x, shift_y = uniform(2 * cfg.shift), uniform(2 * cfg.shift)  # affine_grid spans [-1, 1]: width 2
+        cos, sin = torch.cos(angle), torch.sin(angle)
+        theta = torch.stack([torch.stack([cos, -sin, shift_x], 1), torch.stack([sin, cos, shift_y], 1)], 1)
+        grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+        x = F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
+    if cfg.brightness:
+        x = x + 2 * uniform(cfg.brightness)[:, None, None, None]
+    if cfg.contrast:
+        mean = x.mean(dim=(1, 2, 3), keepdim=True)
+        x = (x - mean) * (1 + uniform(cfg.contrast))[:, None, None, None] + mean
+    return x.clamp(-1, 1)
+
+
+@torch.no_grad()
+def predict(model: nn.Module, images: torch.Tensor, batch_size: int = PREDICT_BATCH) -> np.ndarray:
+    """Class probabilities (N, K) of float images (N, C, H, W) in [-1, 1], in eval mode."""
+    was_training = model.training
+    model.eval()
+    probs = [torch.softmax(model(images[i : i + batch_size]).float(), 1).cpu() for i in range(0, len(images), batch_size)]
+    model.train(was_training)
+    return torch.cat(probs).numpy()
+
+
+def classification_metrics(labels: np.ndarray, probs: np.ndarray) -> dict:
+    """ACC, AUC (binary, or macro one-vs-rest for several classes) and the recall of each class."""
+    labels = np.asarray(labels)
+    num_classes = probs.shape[1]
+    pred = probs.argmax(1)
+    present = np.unique(labels)
+    if len(present) < 2:
+        auc = float("nan")  # AUC is undefined when the split holds one class
+    elif num_classes == 2:
+        auc = roc_auc_score(labels, probs[:, 1])
+    else:
+        # Renormalise over the classes present so sklearn's OvR sees probabilities that sum to 1.
+        sub = probs[:, present] / np.clip(probs[:, present].sum(1, keepdims=True), 1e-12, None)
+        auc = roc_auc_score(labels, sub, multi_class="ovr", average="macro", labels=present)
+    recall = recall_score(labels, pred, labels=list(range(num_classes)), average=None, zero_division=0)
+    return {"acc": float(accuracy_score(labels, pred)), "auc": float(auc), "recall": [float(r) for r in recall]}
+
+
+@dataclass
+class Replacement:
+    """DA-Fusion's use of variations: each drawn training image is swapped, with probability `p`, for one of its
+    own variations (uniformly), which then weighs `weight` in the loss.
+
+    `images` holds the variations grouped by the training image they vary: those of image i are
+    `images[start[i] : start[i] + count[i]]` (count 0: never swapped).
+    """
+
+    p: float
+    images: torch.Tensor  # float (V, C, H, W) in [-1, 1], on the training device
+    start: torch.Tensor  # int64 (N,)
+    count: torch.Tensor  # int64 (N,)
+    weight: float = 1.0
+
+    def apply(self, idx: torch.Tensor, x: torch.Tensor, gen: torch.Generator, weight: torch.Tensor | None):
+        n = len(idx)
+        swap = (torch.rand(n, generator=gen) < self.p).to(x.device) & (self.count[idx] > 0)
+        pick = (torch.rand(n, generator=gen).to(x.device) * self.count[idx]).long()
+        source = (self.start[idx] + pick).clamp(max=max(len(self.images) - 1, 0))
+        if len(self.images):
+            x = torch.where(swap[:, None, None, None], self.images[source], x)
+        if self.weight != 1.0:
+            base = torch.ones(n, device=x.device) if weight is None else weight
+            weight = torch.where(swap, torch.full_like(base, self.weight), base)
+        return x, weight
+
+
+def _batches(n: int, batch_size: int, gen: torch.Generator):
+    """Endless shuffled epochs of indices (the last partial batch of an epoch is dropped)."""
+    size = min(batch_size, n)
+    while True:
+        order = torch.randperm(n, generator=gen)
+        for start in range(0, n - size + 1, size):
+            yield order[start : start + size]
+
+
+def train_classifier(
+    train_images: torch.Tensor,
+    train_labels: torch.Tensor,
+    val_images: torch.Tensor,
+    val_labels: torch.Tensor,
+    cfg: EvaluateConfig,
+    seed: int,
+    num_classes: int | None = None,
+    augment: ClassicAugConfig | None = None,
+    stream: int = 0,
+    show_progress: bool = True,
+    desc: str = "classifier",
+    sample_weight: torch.Tensor | None = None,
+    replace: Replacement | None = None,
+) -> tuple[nn.Module, TrainInfo]:
+    """Train `cfg.classifier` for `cfg.steps` steps (Adam, x`gamma` at each milestone) and return the
+    checkpoint with the best val `select_on` metric, with its TrainInfo.
+
+    Images are float (N, C, H, W) in [-1, 1] on the training device, labels int64. The initial weights
+    depend on `seed` alone (so arms of one seed start alike); batch order and augmentation on
+    (`seed`, `stream`). `augment` applies `classic_augment` to every batch. `sample_weight` (N,) weighs each
+    training image's loss (a weighted mean over the batch); `replace` swaps drawn images for their variations.
+    """
+    if len(train_images) == 0:
+        raise UserError("evaluate: an arm has no training images")
+    device = train_images.device
+    num_classes = num_classes or int(max(train_labels.max(), val_labels.max())) + 1
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(int(seeded_generator(seed, 7).initial_seed()))
+        model = build_classifier(cfg, train_images.shape[1], num_classes).to(device)
+    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    milestones = sorted({max(1, int(m * cfg.steps)) for m in cfg.milestones})
+    schedule = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones, gamma=cfg.gamma)
+    gen = seeded_generator(seed, stream)
+    eval_every = cfg.eval_every or max(1, cfg.steps // 10)
+    val_np = val_labels.cpu().numpy()
+    best_score, best_state, best_step, best_val, curve = None, None, 0, {}, []
+    began = time.perf_counter()
+    batches = _batches(len(train_images), cfg.batch_size, gen)
+    model.train()
+    for step in tqdm(range(1, cfg.steps + 1), desc=desc, disable=not show_progress, leave=False, unit="step"):
+        idx = next(batches).to(device)
+        x, y = train_images[idx], train_labels[idx]
+        weight = None if sample_weight is None else sample_weight[idx]
+        if replace is not None:
+            x, weight = replace.apply(idx, x, gen, weight)
+        if augment is not None:
+            x = classic_augment(x, augment, gen)
+        if weight is None:
+            loss = F.cross_entropy(model(x), y)
+        else:
+            loss = (F.cross_entropy(model(x), y, reduction="none") * weight).sum() / weight.sum()
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        schedule.step()
+        if step % eval_every == 0 or step == cfg.steps:
+            val = classification_metrics(val_np, predict(model, val_images))
+            curve.append({"step": step, "loss": float(loss.detach()), "val_acc": val["acc"], "val_auc": val["auc"]})
+            other = "acc" if cfg.select_on == "auc" else "auc"
+            score = tuple(-1.0 if math.isnan(val[k]) else val[k] for k in (cfg.select_on, other))
+            if best_score is None or score > best_score:  # ties keep the earlier checkpoint
+                best_score, best_step, best_val = score, step, val
+                best_state = copy.deepcopy(model.state_dict())
+    model.load_state_dict(best_state)
+    model.eval()
+    return model, TrainInfo(cfg.steps, best_step, best_val, curve, round(time.perf_counter() - began, 2))
+
+
+@torch.inference_mode()
+def extract_features(model: torch.nn.Module, images: np.ndarray, device: torch.device) -> torch.Tensor:
+    """Penultimate-layer features (`model.features`) of uint8 (N, H, W, C) images, float32 (N, F) on the CPU."""
+    model.eval().to(device)
+    out = [model.features(to_model_tensor(images[i : i + FEATURE_BATCH], device)).float().cpu() for i in range(0, len(images), FEATURE_BATCH)]
+    return torch.cat(out)
+
+
+def weights_sha256(model: torch.nn.Module) -> str:
+    """SHA-256 of a model's state dict (names, dtypes, shapes and bytes, in name order): the same weights, the same hash."""
+    digest = hashlib.sha256()
+    for name, tensor in sorted(model.state_dict().items()):
+        tensor = tensor.detach().cpu().contiguous()
+        digest.update(f"{name}|{tensor.dtype}|{tuple(tensor.shape)}|".encode())
+        digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()

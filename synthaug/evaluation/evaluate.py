@@ -1,0 +1,294 @@
+"""`synthaug evaluate`: does adding synthetic images help a classifier on the real test set, and by how much?
+
+In every regime (`regimes`) each arm trains the same classifier for the same number of steps from
+the same initialisation (per seed), selects its checkpoint on the real val split, and is scored once
+on the real test split. Gains over `real` and over `real+classic` come with a 95 % paired bootstrap
+confidence interval: the units are (subset, seed) pairs, so every arm of one unit shares the real
+data, the initialisation and the batch-order seed. Every finished arm is cached under `<out>/cache/`
+by a hash of everything that decides its numbers; re-running skips it unless `force`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import time
+import warnings
+import zlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from accelerate import Accelerator
+from tqdm.auto import tqdm
+
+from synthaug.auditing.audit import read_audit_summary
+from synthaug.classifier.harness import CLASSIFIER_FIELDS, Replacement, classification_metrics, predict, train_classifier
+from synthaug.data.images import load_split
+from synthaug.storage.pixels import to_model_tensor
+from synthaug.core.errors import UserError
+from synthaug.core.version import __version__
+from synthaug.storage.files import FolderLock, atomic_write_bytes, atomic_write_json, atomic_write_text, read_json
+from synthaug.evaluation.plots import accuracy_vs_size_png, real_beside_synthetic_png
+from synthaug.recipe.sections import EvaluateConfig
+from synthaug.recipe.recipe import Recipe
+from synthaug.evaluation.summary import summarise
+from synthaug.evaluation.regimes import Arm, Regime, arm_data, check_synthetic, expand_arms, load_regime, teacher_arm
+from synthaug.evaluation.report import grid_name, render_evaluate_report
+from synthaug.storage.rundir import Run, SynthDir, open_run
+from synthaug.core.runtime import hardware, pick_device
+from synthaug.core.tracking import check_trackers, finish, flat_config, log_curve
+
+
+@dataclass
+class EvalData:
+    """The real val and test splits, as tensors on the training device."""
+
+    val_images: torch.Tensor
+    val_labels: torch.Tensor
+    test_images: torch.Tensor
+    test_labels: np.ndarray
+    digest: str
+    sizes: dict
+
+
+def load_eval_data(recipe: Recipe, classes: list[int], device) -> EvalData:
+    parts = {}
+    for split in ("val", "test"):
+        data = load_split(recipe.data, split)
+        keep = np.isin(data.labels, classes)
+        parts[split] = data.take(np.flatnonzero(keep))
+        if not len(parts[split].labels):
+            raise UserError(f"data: the {split} split has no images of the chosen classes")
+    val, test = parts["val"], parts["test"]
+    return EvalData(
+        to_model_tensor(val.images, device), torch.from_numpy(val.labels).to(device),
+        to_model_tensor(test.images, device), test.labels,
+        _digest(val.images, val.labels, test.images, test.labels),
+        {"val": len(val.labels), "test": len(test.labels), "val_per_class": val.counts(), "test_per_class": test.counts()},
+    )
+
+
+def _digest(*arrays: np.ndarray) -> str:
+    h = hashlib.sha256()
+    for a in arrays:
+        h.update(str(a.shape).encode())
+        h.update(np.ascontiguousarray(a).tobytes())
+    return h.hexdigest()
+
+
+def arm_key(arm: Arm, cfg: EvaluateConfig, seed: int, train_digest: str, eval_digest: str) -> str:
+    """Hash of everything that decides an arm's numbers: data, classifier settings, arm and seed."""
+    settings = cfg.model_dump(mode="json", include=CLASSIFIER_FIELDS)
+    if arm.classic:
+        settings["classic"] = cfg.classic.model_dump(mode="json", exclude={"rot90"} if not cfg.classic.rot90 else None)
+    if arm.synthetic and arm.kind != "synthetic" and cfg.synthetic_weight != 1.0:
+        settings["synthetic_weight"] = cfg.synthetic_weight
+    blob = json.dumps({"v": __version__, "arm": arm.name, "seed": seed, "cfg": settings,
+                       "train": train_digest, "eval": eval_digest}, sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:20]
+
+
+def _key_of(arm: Arm, arm_set, cfg: EvaluateConfig, seed: int, data: EvalData) -> str:
+    """The cache key of an arm trained on `arm_set` (its images and labels, and any variations beside them)."""
+    extra = (arm_set.variations.images, arm_set.variation_start, arm_set.variation_count) if arm_set.variations is not None else ()
+    return arm_key(arm, cfg, seed, _digest(arm_set.images, arm_set.labels, *extra), data.digest)
+
+
+def run_arm(regime: Regime, arm: Arm, seed: int, cfg: EvaluateConfig, data: EvalData, cache: Path, force: bool,
+            device, show_progress: bool) -> dict:
+    """Train, select on val and test once: one row of results.csv (read from the cache when it is there)."""
+    pool_probs = _teacher_probs(regime, arm, seed, cfg, data, cache, device, show_progress) if arm.pseudo_confidence else None
+    arm_set = arm_data(regime, arm, pool_probs)
+    labels, n_synth = arm_set.labels, arm_set.n_synthetic
+    key = _key_of(arm, arm_set, cfg, seed, data)
+    cached = cache / f"{key}.json"
+    if cached.is_file() and not force:
+        try:
+            row = read_json(cached, "cached arm")
+        except UserError as exc:  # a damaged entry is trained again, never trusted
+            warnings.warn(f"{exc}; training the arm again")
+        else:
+            row.update(cached=True, run=str(regime.run))  # a shared cache may hold it from another run on the same data
+            return row
+    model, info = _train_arm(regime, arm, arm_set, seed, cfg, data, device, show_progress)
+    test = classification_metrics(data.test_labels, predict(model, data.test_images))  # the one look at test
+    row = {
+        "regime": regime.label, "n_real": int(len(regime.train.labels)), "subset_seed": regime.subset_seed,
+        "run": str(regime.run), "arm": arm.name, "kind": arm.kind, "ratio": arm.ratio, "replace_p": arm.replace_p, "seed": seed,
+        "n_real_used": 0 if arm.kind == "synthetic" else int(len(regime.train.labels)),
+        "classifier": cfg.classifier, "steps": info.steps, "batch_size": cfg.batch_size, "n_synthetic": n_synth,
+        "n_pseudo": int(len(labels) - len(regime.train.labels)) if arm.pseudo_confidence else 0,
+        "best_step": info.best_step, "val_acc": info.val["acc"], "val_auc": info.val["auc"],
+        "test_acc": test["acc"], "test_auc": test["auc"],
+        **{f"recall_{c}": test["recall"][c] for c in regime.classes},
+        "wall_s": info.wall_s, "key": key, "curve": info.curve,
+    }
+    atomic_write_json(cached, row)
+    row["cached"] = False
+    return row
+
+
+def _train_arm(regime: Regime, arm: Arm, arm_set, seed: int, cfg: EvaluateConfig, data: EvalData, device, show_progress: bool):
+    return train_classifier(
+        to_model_tensor(arm_set.images, device), torch.from_numpy(arm_set.labels).to(device), data.val_images, data.val_labels, cfg,
+        seed, num_classes=len(regime.class_names), augment=cfg.classic if arm.classic else None,
+        stream=zlib.crc32(arm.name.encode()), show_progress=show_progress, desc=f"{regime.label} {arm.name} seed {seed}",
+        **_usage(arm_set, arm, cfg, device),
+    )
+
+
+def _teacher_probs(regime: Regime, arm: Arm, seed: int, cfg: EvaluateConfig, data: EvalData, cache: Path, device,
+                   show_progress: bool) -> np.ndarray:
+    """The pool's class probabilities under the teacher (the real[+classic] arm of this seed, trained the same way, so
+    the same model), cached beside the arms: every confidence threshold reuses one teacher."""
+    if regime.pool is None:
+        raise UserError(f"{regime.run}: the {arm.kind} arms label an unlabeled pool; give the recipe data.unlabeled")
+    teacher = teacher_arm(arm)
+    teacher_set = arm_data(regime, teacher)
+    key = _key_of(teacher, teacher_set, cfg, seed, data)
+    path = cache / f"{key}.pool-{_digest(regime.pool.images)[:16]}.npy"
+    if path.is_file():
+        try:
+            return np.load(path)
+        except (OSError, ValueError) as exc:  # damaged: labelled again, never trusted
+            warnings.warn(f"{path}: unreadable ({type(exc).__name__}); labelling the pool again")
+    model, _ = _train_arm(regime, teacher, teacher_set, seed, cfg, data, device, show_progress)
+    probs = predict(model, to_model_tensor(regime.pool.images, device))
+    buffer = io.BytesIO()
+    np.save(buffer, probs)
+    atomic_write_bytes(path, buffer.getvalue())
+    return probs
+
+
+def _usage(arm_set, arm: Arm, cfg: EvaluateConfig, device) -> dict:
+    """How an arm uses its synthetic images: loss weights of added ones, or the replacement of real images by variations."""
+    if arm.replace_p is not None:
+        return {"replace": Replacement(arm.replace_p, to_model_tensor(arm_set.variations.images, device),
+                                       torch.from_numpy(arm_set.variation_start).to(device), torch.from_numpy(arm_set.variation_count).to(device),
+                                       cfg.synthetic_weight)}
+    if arm_set.synthetic_mask is not None and cfg.synthetic_weight != 1.0:
+        weight = np.where(arm_set.synthetic_mask, cfg.synthetic_weight, 1.0).astype(np.float32)
+        return {"sample_weight": torch.from_numpy(weight).to(device)}
+    return {}
+
+
+def _merge_config(recipes: list[Recipe]) -> EvaluateConfig:
+    first = recipes[0].evaluate
+    for recipe in recipes[1:]:
+        ours, theirs = (r.evaluate.model_dump(mode="json", exclude={"regimes"}) for r in (recipes[0], recipe))  # regimes: experiment's
+        differ = sorted(k for k in ours if ours[k] != theirs[k])
+        if differ:
+            raise UserError(f"evaluate: the runs' recipes disagree on evaluate.{', evaluate.'.join(differ)}; "
+                            f"set them alike with --set evaluate.FIELD=VALUE")
+    keys = {(r.data.medmnist, str(r.data.folder), r.data.size, r.data.channels) for r in recipes}
+    if len(keys) > 1:
+        raise UserError("evaluate: the runs were trained on different data sources; compare runs of one dataset")
+    return first
+
+
+def evaluate(
+    runs: Sequence[Run | Recipe | str | Path],
+    out_dir: Path,
+    synthetic_dirs: list[Path] | None = None,
+    force: bool = False,
+    show_progress: bool = True,
+    command: str | None = None,
+    cache_dir: Path | None = None,
+    wait: bool = False,
+) -> dict:
+    """Train and test every arm x seed of every run (regime), then write report.md, results.json,
+    results.csv and the plots into `out_dir`. Each run is a `Run` (`rundir.open_run(path, overrides)`), a
+    Recipe or a folder. `cache_dir` (default `out_dir/cache`) may be shared by several reports: an arm's key
+    covers all it depends on."""
+    if not runs:
+        raise UserError("evaluate: give at least one run directory")
+    if synthetic_dirs and len(synthetic_dirs) != len(runs):
+        raise UserError(f"--synthetic: given {len(synthetic_dirs)} time(s) for {len(runs)} run(s); give one per run, in order")
+    runs = [open_run(run) for run in runs]
+    recipes = [run.recipe for run in runs]
+    cfg = _merge_config(recipes)
+    arms = expand_arms(cfg)
+    need_synthetic = any(a.synthetic for a in arms)
+    device = pick_device()
+    out_dir = Path(out_dir)
+    with FolderLock(out_dir, "evaluate", wait):
+        return _evaluate(runs, recipes, cfg, arms, need_synthetic, device, out_dir, synthetic_dirs, force, show_progress, command, cache_dir)
+
+
+def _evaluate(runs, recipes, cfg, arms, need_synthetic, device, out_dir, synthetic_dirs, force, show_progress, command, cache_dir) -> dict:
+    began = time.perf_counter()
+    regimes = [load_regime(run, (synthetic_dirs or [None] * len(runs))[i], need_synthetic, show_progress) for i, run in enumerate(runs)]
+    audits = [read_audit_summary(r.synthetic_dir) for r in regimes]  # a damaged audit.json stops us before any training
+    data = load_eval_data(recipes[0], regimes[0].classes, device)
+    jobs = [(r, a, s) for r in regimes for a in arms for s in cfg.seeds]
+    for regime in regimes:  # fail before any training if a synthetic set is too small
+        if need_synthetic:
+            check_synthetic(regime, arms)
+    rows = []
+    cache = Path(cache_dir or out_dir / "cache")
+    trackers = check_trackers(cfg.log_with, "evaluate.log_with")
+    tracker = Accelerator(cpu=device.type == "cpu", log_with=trackers, project_dir=str(out_dir / "logs")) if trackers else None
+    if tracker is not None:
+        tracker.init_trackers("evaluate", config=flat_config(cfg.model_dump(mode="json")))
+    bar = tqdm(jobs, desc="evaluate", unit="arm", disable=not show_progress)
+    for regime, arm, seed in bar:
+        bar.set_postfix_str(f"{regime.label} {arm.name} seed {seed}")
+        rows.append(run_arm(regime, arm, seed, cfg, data, cache, force, device, show_progress))
+        if tracker is not None:
+            log_curve(tracker, f"{regime.label} s{regime.subset_seed}/{arm.name}/seed {seed}", rows[-1]["curve"])
+    bar.close()
+    if tracker is not None:
+        finish(tracker)
+    results = summarise(rows, cfg)
+    results.update({
+        "commands": [command] if command else [],
+        "config": cfg.model_dump(mode="json"),
+        "data": {"source": recipes[0].data.medmnist or Path(recipes[0].data.folder).name, "size": recipes[0].data.size,
+                 "class_names": regimes[0].class_names, **data.sizes,
+                 "regimes": [{"regime": r.label, "run": str(r.run), "subset_seed": r.subset_seed,
+                              "real_train": len(r.train.labels), "real_per_class": r.train.counts(),
+                              "synthetic_available": r.synthetic.images.counts() if r.synthetic is not None else None,
+                              "synthetic_dir": str(r.synthetic_dir), "generator": generator_summary(run, r.synthetic_dir),
+                              "audit": a} for r, run, a in zip(regimes, runs, audits)]},
+        "hardware": hardware(device),
+        "wall_s_this_run": round(time.perf_counter() - began, 1),
+        "wall_s_arms": round(sum(r["wall_s"] for r in rows), 1),
+        "arms_from_cache": sum(r["cached"] for r in rows),
+    })
+    write_report(out_dir, results, regimes)
+    return results
+
+
+def generator_summary(run: Run, synthetic_dir: Path) -> str:
+    """The run's diffusion models in a few words: size, steps, fit wall time, and how its synthetic set was sampled."""
+    try:
+        models = run.dir.read_summary().get("models", {})
+        sampler = ((SynthDir(synthetic_dir).read_manifest() or {}).get("recipe", {})).get("generate", {})
+    except UserError:
+        return "?"
+    recipe = run.recipe
+    wall = sum(m.get("wall_s") or 0 for m in models.values())
+    return (f"{recipe.model.conditioning} UNet {recipe.model.block_out_channels}, {recipe.train.steps} steps x batch "
+            f"{recipe.train.batch_size}, fit {wall:.0f} s; {sampler.get('sampler', '?')} {sampler.get('steps', '')} steps"
+            + (f", variations of the real images at strength {sampler.get('strength')}" if sampler.get("from_real") else "")
+            + (f", guidance {sampler.get('guidance_scale'):g}" if sampler.get("guidance_scale", 1) != 1 else ""))
+
+
+def write_report(out_dir: Path, results: dict, regimes: list[Regime]) -> None:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    rows = pd.DataFrame([{k: v for k, v in r.items() if k not in ("curve", "cached")} for r in results["rows"]])
+    atomic_write_text(out_dir / "results.csv", rows.to_csv(index=False))
+    atomic_write_json(out_dir / "results.json", results)
+    atomic_write_bytes(out_dir / "accuracy_vs_size.png", accuracy_vs_size_png(results))
+    for regime in regimes:
+        if regime.synthetic is not None:
+            title = f"{regime.label}: real training images (left) | synthetic (right)"
+            grid = real_beside_synthetic_png(regime.train, regime.synthetic.images, regime.classes, regime.class_names, title)
+            atomic_write_bytes(out_dir / grid_name(str(regime.run)), grid)
+    notes = out_dir / "notes.md"
+    atomic_write_text(out_dir / "report.md", render_evaluate_report(results, notes.read_text() if notes.is_file() else None))

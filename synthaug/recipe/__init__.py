@@ -1,0 +1,1 @@
+"""The recipe: one YAML file validated once into a typed `Recipe` (one strict section per stage) that every stage receives."""

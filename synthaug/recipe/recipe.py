@@ -1,0 +1,134 @@
+"""Recipes: one YAML file, validated once into a typed `Recipe` that every stage receives.
+
+Nothing else in synthaug reads YAML or environment settings for a run; `load_recipe` is the only
+entry point, and every problem it finds is a `UserError` naming the field path.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+import yaml
+from pydantic import Field, ValidationError, model_validator
+
+from synthaug.recipe.sections import AuditConfig, DataConfig, DiffusionConfig, EvaluateConfig, GenerateConfig, ModelConfig, SweepConfig, TrainConfig, _Strict
+from synthaug.core.errors import UserError
+
+
+class Recipe(_Strict):
+    name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+    output_dir: Path = Path("runs")
+    data: DataConfig
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    diffusion: DiffusionConfig = Field(default_factory=DiffusionConfig)
+    train: TrainConfig
+    generate: GenerateConfig = Field(default_factory=GenerateConfig)
+    audit: AuditConfig = Field(default_factory=AuditConfig)
+    evaluate: EvaluateConfig = Field(default_factory=EvaluateConfig)
+    sweep: SweepConfig | None = None  # `synthaug sweep` only
+
+    @model_validator(mode="after")
+    def _consistent(self):
+        size = self.data.size
+        if self.model.sample_size is None:
+            self.model.__dict__["sample_size"] = size
+        elif self.model.sample_size != size:
+            raise ValueError(f"model.sample_size ({self.model.sample_size}) must equal data.size ({size})")
+        if self.data.unlabeled is not None and self.model.conditioning == "per_class" and not self.train.pretrain_steps:
+            raise ValueError("train.pretrain_steps: per-class models learn from data.unlabeled only by starting from a model "
+                             "pretrained on it; set train.pretrain_steps > 0 (or model.conditioning: class_conditional)")
+        factor = 2 ** (len(self.model.block_out_channels) - 1)
+        if size % factor:
+            raise ValueError(
+                f"model.block_out_channels: {len(self.model.block_out_channels)} levels halve the image "
+                f"{len(self.model.block_out_channels) - 1} times, so data.size must be divisible by {factor}; got {size}"
+            )
+        return self
+
+    @property
+    def run_dir(self) -> Path:
+        return self.output_dir / self.name
+
+
+def _describe(err: dict) -> str:
+    loc = ".".join(str(p) for p in err["loc"])
+    kind = err["type"]
+    if kind == "extra_forbidden":
+        return f"{loc}: unknown key"
+    if kind == "missing":
+        return f"{loc}: required field is missing"
+    msg = err["msg"].removeprefix("Value error, ")
+    field = re.match(r"^([\w.]+): (.*)$", msg) if kind == "value_error" else None
+    if field:  # validators name their field first: "size: must be ..."
+        loc, msg = ".".join(p for p in (loc, field.group(1)) if p), field.group(2)
+    got = err.get("input")
+    shown = "" if kind.startswith("value_error") or isinstance(got, dict) else f" (got {got!r})"
+    return f"{loc + ': ' if loc else ''}{msg}{shown}"
+
+
+def parse_overrides(pairs: list[str]) -> dict:
+    """Turn `["train.steps=200", "model.block_out_channels=[8,16]"]` into a nested dict (values parsed as YAML)."""
+    nested: dict = {}
+    for pair in pairs:
+        key, sep, raw = pair.partition("=")
+        if not sep or not key or any(not part for part in key.split(".")):
+            raise UserError(f"--set {pair!r}: expected FIELD.PATH=VALUE, e.g. train.steps=200")
+        node = nested
+        *parents, leaf = key.split(".")
+        for part in parents:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise UserError(f"--set {pair!r}: {part} is set twice")
+        try:
+            node[leaf] = yaml.safe_load(raw) if raw != "" else None
+        except yaml.YAMLError:
+            raise UserError(f"--set {pair!r}: the value is not valid YAML (quote it, e.g. {key}='[1, 2]')") from None
+    return nested
+
+
+def _merge(base: dict, over: dict) -> dict:
+    out = dict(base)
+    for key, value in over.items():
+        out[key] = _merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
+
+
+def recipe_from_dict(raw: dict, source: str = "recipe") -> Recipe:
+    """Validate a plain dict into a Recipe; the first problem becomes a one-line UserError."""
+    if not isinstance(raw, dict):
+        raise UserError(f"{source}: expected a YAML mapping at the top level")
+    try:
+        recipe = Recipe.model_validate(raw)
+    except ValidationError as exc:
+        raise UserError(f"{source}: {_describe(exc.errors()[0])}") from None
+    if recipe.data.root is None and os.environ.get("SYNTHAUG_DATA_ROOT"):
+        recipe.data.root = Path(os.environ["SYNTHAUG_DATA_ROOT"])
+    return recipe
+
+
+def load_recipe(path: str | Path, overrides: list[str] | None = None) -> Recipe:
+    """Read a recipe YAML file, apply `--set` overrides, and validate it."""
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise UserError(f"{path}: recipe file not found") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UserError(f"{path}: cannot read recipe ({exc})") from None
+    except yaml.YAMLError as exc:
+        where = getattr(exc, "problem_mark", None)
+        line = f" at line {where.line + 1}" if where else ""
+        raise UserError(f"{path}: not valid YAML{line}") from None
+    if raw is None:
+        raw = {}
+    if overrides:
+        if not isinstance(raw, dict):
+            raise UserError(f"{path}: expected a YAML mapping at the top level")
+        raw = _merge(raw, parse_overrides(overrides))
+    return recipe_from_dict(raw, str(path))
+
+
+def recipe_to_yaml(recipe: Recipe) -> str:
+    return yaml.safe_dump(recipe.model_dump(mode="json"), sort_keys=False)

@@ -1,0 +1,338 @@
+"""The recipe's sections: one strict pydantic class per stage (data, model, diffusion, train, generate,
+audit, evaluate). `synthaug.recipe` assembles them into the `Recipe` and loads it; validators name
+their field first ("size: must be ..."), which the loader turns into the field path of a one-line error.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from synthaug.core.errors import UserError
+
+MEDMNIST_SIZES = (28, 64, 128, 224)
+
+
+def medmnist_info() -> dict:
+    """medmnist.INFO (flags, class names, URLs, MD5s); medmnist is installed without its dependencies."""
+    try:
+        import medmnist
+    except ImportError:
+        raise UserError("medmnist is not installed: run `pip install --no-deps medmnist` (see README, Set-up)") from None
+    return medmnist.INFO
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class SubsetConfig(_Strict):
+    """A stratified subset of the real training split, for low-data regimes."""
+
+    fraction: float | None = Field(None, gt=0, le=1)
+    per_class: int | None = Field(None, gt=0)
+    seed: int = 0
+
+    @model_validator(mode="after")
+    def _one_of(self):
+        if (self.fraction is None) == (self.per_class is None):
+            raise ValueError("fraction: give exactly one of 'fraction' or 'per_class'")
+        return self
+
+
+class UnlabeledConfig(_Strict):
+    """Images without labels that the generator may learn the data's appearance from (`data.unlabeled`).
+
+    Default: the rest of the MedMNIST training split (every image of the chosen classes outside the labelled
+    subset) with its labels discarded; `count` or `fraction` draw part of it with `seed`. `folder`: every image
+    under a folder instead, classes ignored. Val and test never enter the pool.
+    """
+
+    folder: Path | None = None
+    count: int | None = Field(None, gt=0)
+    fraction: float | None = Field(None, gt=0, le=1)
+    seed: int = 0
+
+    @model_validator(mode="after")
+    def _amount(self):
+        if self.count is not None and self.fraction is not None:
+            raise ValueError("count: give at most one of 'count' or 'fraction' (neither: the whole pool)")
+        return self
+
+
+class DataConfig(_Strict):
+    medmnist: str | None = None
+    folder: Path | None = None
+    size: int = 28
+    root: Path | None = None
+    channels: Literal[1, 3] | None = None
+    classes: list[int | str] | None = None
+    subset: SubsetConfig | None = None
+    unlabeled: UnlabeledConfig | None = None
+
+    @model_validator(mode="after")
+    def _source(self):
+        if (self.medmnist is None) == (self.folder is None):
+            raise ValueError("medmnist: give exactly one of 'medmnist' (a MedMNIST flag) or 'folder' (a directory)")
+        if self.medmnist is not None:
+            info = medmnist_info()
+            flag = self.medmnist.lower()
+            flags_2d = sorted(k for k in info if not k.endswith("3d"))
+            if flag not in flags_2d:
+                raise ValueError(f"medmnist: unknown MedMNIST 2D flag {self.medmnist!r}; expected one of {', '.join(flags_2d)}")
+            if "multi-label" in info[flag]["task"]:
+                raise ValueError(f"medmnist: {flag} is multi-label; synthaug needs one label per image")
+            self.__dict__["medmnist"] = flag
+            if self.size not in MEDMNIST_SIZES:
+                raise ValueError(f"size: must be one of {MEDMNIST_SIZES} for MedMNIST, got {self.size}")
+        if self.size < 8:
+            raise ValueError(f"size: must be at least 8, got {self.size}")
+        if self.unlabeled is not None and self.unlabeled.folder is None and self.subset is None:
+            raise ValueError("unlabeled: the rest of the training split is empty without data.subset; "
+                             "label a subset (data.subset) or give unlabeled.folder")
+        return self
+
+
+class ModelConfig(_Strict):
+    sample_size: int | None = None
+    block_out_channels: list[int] = Field(default_factory=lambda: [32, 64, 64], min_length=1)
+    layers_per_block: int = Field(2, ge=1)
+    attention_levels: list[bool] | None = None
+    norm_num_groups: int = Field(32, ge=1)
+    conditioning: Literal["per_class", "class_conditional"] = "per_class"
+    cfg_dropout: float = Field(0.1, ge=0, lt=1)
+
+    @model_validator(mode="after")
+    def _shape(self):
+        levels = len(self.block_out_channels)
+        if self.attention_levels is None:
+            self.__dict__["attention_levels"] = [i == 1 for i in range(levels)] if levels > 1 else [False]
+        if len(self.attention_levels) != levels:
+            raise ValueError(
+                f"attention_levels: has {len(self.attention_levels)} entries, expected one per block_out_channels entry ({levels})"
+            )
+        for ch in self.block_out_channels:
+            if ch <= 0 or ch % self.norm_num_groups:
+                raise ValueError(f"block_out_channels: entry {ch} must be a positive multiple of norm_num_groups ({self.norm_num_groups})")
+        return self
+
+
+class DiffusionConfig(_Strict):
+    # Defaults from the BloodMNIST studies (reports/bloodmnist): the cosine schedule with v-prediction (and min-SNR
+    # weighting, train.snr_gamma) kept the colours of small pixel-space models that diffusers' linear/epsilon defaults lost.
+    num_train_timesteps: int = Field(1000, ge=2)
+    beta_schedule: Literal["linear", "scaled_linear", "squaredcos_cap_v2"] = "squaredcos_cap_v2"
+    prediction_type: Literal["epsilon", "v_prediction"] = "v_prediction"
+
+
+GENERATOR_AUGMENTS = ("hflip", "vflip", "rot90")
+
+
+class TrainConfig(_Strict):
+    steps: int = Field(gt=0)
+    batch_size: int = Field(64, gt=0)
+    lr: float = Field(3e-4, gt=0)
+    weight_decay: float = Field(0.0, ge=0)
+    warmup_steps: int = Field(0, ge=0)
+    ema_decay: float = Field(0.999, ge=0, lt=1)
+    mixed_precision: Literal["no", "fp16", "bf16"] = "no"
+    gradient_accumulation_steps: int = Field(1, gt=0)
+    checkpoint_every: int = Field(500, gt=0)
+    sample_every: int = Field(0, ge=0)
+    # Label-preserving transforms of the generator's training batches; hflip + rot90 give all 8 dihedral
+    # symmetries, for data with no orientation (blood cells, pathology, dermatology). Chest X-rays: none.
+    augment: list[Literal[GENERATOR_AUGMENTS]] = Field(default_factory=lambda: ["hflip"])
+    snr_gamma: float | None = Field(5.0, gt=0)  # min-SNR-gamma loss weighting (Hang et al. 2023); null: plain MSE
+    log_with: list[str] = Field(default_factory=list)  # Accelerate trackers (tensorboard, wandb, ...): loss, lr, images/s, grids
+    # With data.unlabeled: the share of each batch drawn from the labelled images (the rest from the pool, with the
+    # null class), and the steps of a first model trained on the pool alone that every model then starts from.
+    labelled_share: float = Field(0.5, gt=0, le=1)
+    pretrain_steps: int = Field(0, ge=0)
+    seed: int = 0
+
+    @model_validator(mode="before")
+    @classmethod
+    def _legacy_hflip(cls, raw):  # runs made before train.augment stored `hflip: true|false`: augment [hflip] or []
+        if isinstance(raw, dict) and "hflip" in raw:
+            raw, hflip = {k: v for k, v in raw.items() if k != "hflip"}, raw["hflip"]
+            if "augment" in raw or not isinstance(hflip, bool):
+                raise ValueError("hflip: replaced by train.augment; give only augment (e.g. [hflip, rot90])")
+            raw["augment"] = ["hflip"] if hflip else []
+        return raw
+
+    @model_validator(mode="after")
+    def _unique_augments(self):
+        if len(set(self.augment)) != len(self.augment):
+            raise ValueError(f"augment: has repeated entries {self.augment}")
+        return self
+
+
+class GenerateConfig(_Strict):
+    """Defaults for `synthaug generate`; its flags override them."""
+
+    sampler: Literal["dpm-solver++", "ddim", "ddpm"] = "dpm-solver++"
+    steps: int | None = Field(None, gt=0)
+    guidance_scale: float = Field(1.0, ge=0)
+    batch_size: int = Field(256, gt=0)
+    seed: int = 0
+    format: Literal["png", "npz", "both"] = "png"
+    reject_copies: bool = False  # redraw near-copies of training images (synthaug.auditing.audit.copy_filter, audit.copy_quantile)
+    # Redraw candidates the audit's feature classifier (evaluate.* settings, trained on the run's real training
+    # images) does not assign to their own class with at least this probability (synthaug.auditing.audit.confidence_filter).
+    filter_confidence: float | None = Field(None, gt=0, lt=1)
+    # Variations of the run's real training images (SDEdit) instead of images drawn from noise: each is noised to a
+    # strength drawn uniformly from [lo, hi] (one number: fixed) and denoised over the last strength x steps steps.
+    from_real: bool = False
+    strength: list[float] = Field(default_factory=lambda: [0.5], min_length=1, max_length=2)
+
+    @model_validator(mode="after")
+    def _strength(self):
+        if any(not 0 < s < 1 for s in self.strength) or self.strength != sorted(self.strength):
+            raise ValueError(f"strength: one number or LO,HI with 0 < LO <= HI < 1, got {self.strength}")
+        if self.from_real and self.reject_copies:
+            raise ValueError("reject_copies: not with from_real (a variation resembles its own source by design; "
+                             "`synthaug audit` measures its distance to the other training images)")
+        return self
+
+
+# real+replace: each drawn real image is swapped for one of its own variations (generate --from-real) with
+# probability p (DA-Fusion's way of using them); the others add synthetic images to the real ones.
+# real+pseudo: the real images and the unlabeled pool's images that the real-only classifier (same seed, same
+# augmentation) labels with at least a confidence of evaluate.pseudo_confidence (self-training, non-synthetic).
+ARMS = ("real", "real+classic", "real+synthetic", "real+synthetic+classic", "synthetic", "real+replace", "real+replace+classic",
+        "real+pseudo", "real+pseudo+classic")
+DEFAULT_ARMS = ARMS[:5]
+
+
+class ClassicAugConfig(_Strict):
+    """Classical augmentation of the `+classic` arms (torch ops): flips, rotation, shift, brightness, contrast."""
+
+    hflip: bool = True
+    vflip: bool = False
+    rot90: bool = False  # random quarter turns: with the flips, all 8 dihedral symmetries (data with no orientation)
+    rotate_deg: float = Field(10.0, ge=0, le=180)
+    shift: float = Field(0.1, ge=0, lt=0.5)
+    brightness: float = Field(0.1, ge=0, lt=1)
+    contrast: float = Field(0.1, ge=0, lt=1)
+
+
+class EvaluateConfig(_Strict):
+    """`synthaug evaluate` / `experiment`: arms, regimes and the downstream classifier (MedMNIST v2 protocol defaults)."""
+
+    regimes: list[SubsetConfig] = Field(default_factory=list)
+    arms: list[Literal[ARMS]] = Field(default_factory=lambda: list(DEFAULT_ARMS), min_length=1)
+    ratios: list[float] = Field(default_factory=lambda: [1.0, 5.0], min_length=1)
+    replace_p: list[float] = Field(default_factory=lambda: [0.5], min_length=1)  # one real+replace arm per probability
+    replace_variations: int = Field(5, ge=1)  # K: variations of each real image `experiment` draws for the real+replace arms
+    pseudo_confidence: list[float] = Field(default_factory=lambda: [0.9], min_length=1)  # one real+pseudo arm per threshold
+    synthetic_weight: float = Field(1.0, gt=0, le=1)  # loss weight of a synthetic sample (a real one weighs 1)
+    log_with: list[str] = Field(default_factory=list)  # Accelerate trackers: each arm's val curve
+    classifier: Literal["small_cnn", "resnet18"] = "resnet18"
+    width: int = Field(32, gt=0)
+    steps: int = Field(2000, gt=0)
+    batch_size: int = Field(128, gt=0)
+    lr: float = Field(1e-3, gt=0)
+    weight_decay: float = Field(0.0, ge=0)
+    milestones: list[float] = Field(default_factory=lambda: [0.5, 0.75])
+    gamma: float = Field(0.1, gt=0, le=1)
+    eval_every: int | None = Field(None, gt=0)
+    select_on: Literal["auc", "acc"] = "auc"
+    seeds: list[int] = Field(default_factory=lambda: [0, 1, 2], min_length=1)
+    classic: ClassicAugConfig = Field(default_factory=ClassicAugConfig)
+    bootstrap: int = Field(10000, ge=100)
+
+    @model_validator(mode="after")
+    def _lists(self):
+        if any(not 0 < p < 1 for p in self.pseudo_confidence):
+            raise ValueError(f"pseudo_confidence: thresholds in (0, 1), got {self.pseudo_confidence}")
+        if any(not 0 < p <= 1 for p in self.replace_p):
+            raise ValueError(f"replace_p: probabilities in (0, 1], got {self.replace_p}")
+        if any(r <= 0 for r in self.ratios):
+            raise ValueError(f"ratios: every ratio of synthetic to real images must be > 0, got {self.ratios}")
+        if any(not 0 < m < 1 for m in self.milestones):
+            raise ValueError(f"milestones: fractions of the steps strictly between 0 and 1, got {self.milestones}")
+        for name, values in (("seeds", self.seeds), ("arms", self.arms), ("ratios", self.ratios), ("replace_p", self.replace_p),
+                             ("pseudo_confidence", self.pseudo_confidence)):
+            if len(set(values)) != len(values):
+                raise ValueError(f"{name}: has repeated entries {values}")
+        return self
+
+
+class AuditConfig(_Strict):
+    """Settings of `synthaug audit` and of the copy filter (`generate --reject-copies`); the audit's flags override them."""
+
+    k: int = Field(5, ge=1)
+    copy_quantile: float = Field(0.99, gt=0, lt=1)
+    closest_pairs: int = Field(16, ge=1)
+    seed: int = 0
+
+
+# The levers of `synthaug sweep`, each a list of values (classic, source, usage: named settings), swept one at a time in `order`.
+SWEEP_LEVERS = ("conditioning", "augment", "classic", "source", "strength", "guidance_scale", "steps", "filter_confidence", "usage", "ratio",
+                "replace_variations")
+USAGE_ARMS = ("real+synthetic", "real+synthetic+classic", "real+replace", "real+replace+classic")  # the arms that use synthetic images
+
+
+class SourceConfig(_Strict):
+    """A generation mode of the `source` lever: drawn from noise or varied from the real images, with its own sampling."""
+
+    from_real: bool
+    strength: list[float] | None = Field(None, min_length=1, max_length=2)
+    guidance_scale: float | None = Field(None, ge=0)
+    steps: int | None = Field(None, gt=0)
+
+
+class UsageConfig(_Strict):
+    """A usage mode of the `usage` lever: its synthetic arms (beside the real ones) and how they use the images."""
+
+    arms: list[Literal[USAGE_ARMS]] = Field(min_length=1)
+    ratios: list[float] | None = Field(None, min_length=1)
+    replace_p: list[float] | None = Field(None, min_length=1)
+    synthetic_weight: float | None = Field(None, gt=0, le=1)
+
+
+class SweepConfig(_Strict):
+    """`synthaug sweep`: each lever in `order` is tried at every value, with the levers before it at their chosen values."""
+
+    order: list[Literal[SWEEP_LEVERS]] = Field(min_length=1)
+    conditioning: list[Literal["per_class", "class_conditional"]] | None = Field(None, min_length=1)
+    augment: list[list[Literal[GENERATOR_AUGMENTS]]] | None = Field(None, min_length=1)
+    classic: dict[str, ClassicAugConfig] | None = Field(None, min_length=1)
+    source: dict[str, SourceConfig] | None = Field(None, min_length=1)  # or a list of modes: [noise, variations]
+    strength: list[list[float]] | None = Field(None, min_length=1)  # each one number or [LO, HI]
+    guidance_scale: list[Annotated[float, Field(ge=0)]] | None = Field(None, min_length=1)
+    steps: list[Annotated[int, Field(gt=0)]] | None = Field(None, min_length=1)
+    filter_confidence: list[Annotated[float, Field(gt=0, lt=1)] | None] | None = Field(None, min_length=1)  # null: no filter
+    usage: dict[str, UsageConfig] | None = Field(None, min_length=1)
+    ratio: list[Annotated[float, Field(gt=0)]] | None = Field(None, min_length=1)
+    replace_variations: list[Annotated[int, Field(ge=1)]] | None = Field(None, min_length=1)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _shorthands(cls, raw):  # source: [noise, variations] and strength: [0.35, [0.2, 0.5]]
+        if not isinstance(raw, dict):
+            return raw
+        source, strength = raw.get("source"), raw.get("strength")
+        if isinstance(source, list):
+            if not all(mode in ("noise", "variations") for mode in source):
+                raise ValueError(f"source: a list of the modes noise and variations, or named settings {{NAME: {{from_real: ...}}}}; got {source}")
+            raw = {**raw, "source": {mode: {"from_real": mode == "variations"} for mode in source}}
+        if isinstance(strength, list):
+            raw = {**raw, "strength": [s if isinstance(s, list) else [s] for s in strength]}
+        return raw
+
+    @model_validator(mode="after")
+    def _levers(self):
+        if len(set(self.order)) != len(self.order):
+            raise ValueError(f"order: has repeated entries {self.order}")
+        for lever in SWEEP_LEVERS:  # a lever with values that `order` leaves out keeps the recipe's value
+            values = getattr(self, lever)
+            if values is None and lever in self.order:
+                raise ValueError(f"{lever}: listed in sweep.order but given no values")
+            if isinstance(values, list) and len({repr(v) for v in values}) != len(values):
+                raise ValueError(f"{lever}: has repeated entries {values}")
+        if any(not 1 <= len(s) <= 2 or s != sorted(s) or not 0 < s[0] <= s[-1] < 1 for s in self.strength or []):
+            raise ValueError(f"strength: each value one number or [LO, HI] with 0 < LO <= HI < 1, got {self.strength}")
+        return self

@@ -1,0 +1,108 @@
+"""`synthaug experiment`: fit -> generate -> evaluate over every regime of a recipe."""
+
+from __future__ import annotations
+
+import functools
+import math
+import os
+import shutil
+from pathlib import Path
+
+from synthaug.core.errors import UserError
+from synthaug.evaluation.evaluate import evaluate
+from synthaug.generation.generate import generate
+from synthaug.recipe.sections import SubsetConfig
+from synthaug.generation.plan import class_targets, resolve_settings
+from synthaug.recipe.recipe import Recipe, recipe_from_dict
+from synthaug.evaluation.regimes import expand_arms, top_ratio
+from synthaug.storage.rundir import SynthDir, open_run
+from synthaug.core.runtime import pick_device
+from synthaug.storage.synthset import model_sha256
+from synthaug.diffusion.training import fit
+
+
+def regime_recipe(recipe: Recipe, subset: SubsetConfig | None) -> Recipe:
+    """The recipe of one regime: the same settings on that training subset, named `<name>-<regime>`."""
+    if subset is None or (subset.fraction == 1.0):
+        slug = "full"
+    else:
+        slug = (f"{subset.per_class}pc" if subset.per_class is not None else f"f{subset.fraction:g}") + f"-s{subset.seed}"
+    raw = recipe.model_dump(mode="json")
+    raw["name"] = f"{recipe.name}-{slug}"
+    raw["data"]["subset"] = subset.model_dump() if subset is not None else None
+    return recipe_from_dict(raw, f"{recipe.name} regime {slug}")
+
+
+def regime_recipes(recipe: Recipe) -> list[Recipe]:
+    """The recipe of every regime in `evaluate.regimes` (default: the recipe's own data.subset)."""
+    return [regime_recipe(recipe, subset) for subset in recipe.evaluate.regimes or [recipe.data.subset]]
+
+
+def synthetic_amount(recipe: Recipe) -> dict:
+    """What `generate` must draw for the recipe's arms: {"per_real": K}, {"ratio": R}, or {} when no arm uses synthetic images."""
+    arms = expand_arms(recipe.evaluate)
+    ratio = top_ratio(arms)
+    if any(a.replace_p is not None for a in arms):
+        if not recipe.generate.from_real:
+            raise UserError("evaluate.arms: the real+replace arms need variations of the real images; set generate.from_real: true")
+        # every variation serves the replace arms (DA-Fusion drew 10 per image), the add arms the first of each
+        return {"per_real": max(recipe.evaluate.replace_variations, math.ceil(ratio))}
+    return {"ratio": ratio} if ratio else {}  # R x each class's real count
+
+
+def drawn_alike(recipe: Recipe, folder: str, amount: dict) -> Path | None:
+    """A complete PNG set already in the recipe's run, drawn on this kind of device from its present models with the
+    recipe's generate settings and `amount` per class, under another name than `folder`; else None."""
+    run = open_run(recipe)
+    wanted = resolve_settings(recipe.generate, recipe.diffusion.num_train_timesteps).model_dump(mode="json")
+    counts = {str(t.class_idx): t.count for t in class_targets(run, None, amount.get("ratio"), False, None, amount.get("per_real"))}
+    weights_sha256 = functools.cache(lambda model_dir: model_sha256(run.dir, model_dir))  # each model read once, not once per set
+    for drawn in (SynthDir(d) for d in sorted(recipe.run_dir.iterdir()) if d.is_dir() and d.name != folder):
+        try:
+            manifest = drawn.read_manifest() or {}
+            provenance = manifest.get("provenance", {})
+            same_models = provenance.get("model_sha256") == {m: weights_sha256(m) for m in provenance.get("model_sha256", {})}
+        except UserError:  # a damaged manifest or a model gone: not a set to reuse
+            continue
+        if (manifest.get("complete") and manifest.get("format") == "png" and manifest.get("recipe", {}).get("generate") == wanted
+                and {c: e.get("count") for c, e in manifest.get("classes", {}).items()} == counts
+                and provenance.get("device") == pick_device().type and same_models):
+            return drawn.root
+    return None
+
+
+def link_set(source: Path, dest: Path) -> None:
+    """`dest` as a copy of the set in `source`, its images hard-linked (copied where the file system cannot link)."""
+    tmp = dest.with_name(f".{dest.name}.linking")
+    shutil.rmtree(tmp, ignore_errors=True)
+    shutil.copytree(source, tmp, copy_function=_link_or_copy, ignore=shutil.ignore_patterns("audit*", ".*"))
+    tmp.rename(dest)
+
+
+def _link_or_copy(src: str, dst: str) -> None:
+    try:
+        os.link(src, dst)
+    except OSError:
+        shutil.copy2(src, dst)
+
+
+def experiment(recipe: Recipe, out_dir: Path | None = None, force: bool = False, show_progress: bool = True,
+               command: str | None = None, cache_dir: Path | None = None, synthetic_folder: str = "synthetic") -> dict:
+    """For every regime in `evaluate.regimes` (default: the recipe's own data.subset): fit its diffusion
+    models on that subset only, generate as many synthetic images as the arms need into `<run>/<synthetic_folder>`,
+    then evaluate all regimes together into `out_dir` (default reports/<name>; finished arms cached in `cache_dir`).
+    A set already in the run drawn with the same settings and amount (by `generate --out`) is linked, not drawn again."""
+    amount = synthetic_amount(recipe)
+    runs = []
+    for sub in regime_recipes(recipe):
+        run = fit(sub, show_progress=show_progress)
+        if amount:
+            out = run.root / synthetic_folder
+            alike = None if out.exists() else drawn_alike(sub, synthetic_folder, amount)
+            if alike is not None:
+                print(f"{out}: the images of {alike.name} (drawn with the same settings), linked", flush=True)
+                link_set(alike, out)
+            generate(sub, out=out, **amount, show_progress=show_progress)
+        runs.append(run.root)
+    return evaluate(runs, Path(out_dir or f"reports/{recipe.name}"), [run / synthetic_folder for run in runs], force=force,
+                    show_progress=show_progress, command=command, cache_dir=cache_dir)

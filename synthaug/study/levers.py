@@ -1,0 +1,176 @@
+"""The levers of `synthaug sweep`: what each value sets in a recipe, when a lever has no effect, and the choices on val.
+
+A *candidate* is the recipe with the levers chosen so far and one value of the lever being swept. Every lever
+value is scored by the mean val metric (`evaluate.select_on`) of its best arm over every (regime, subset, seed)
+pair: the best arm that uses synthetic images, or for `classic` the `real+classic` arm. Test never enters a choice.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+
+import pandas as pd
+
+from synthaug.recipe.sections import USAGE_ARMS, SweepConfig
+from synthaug.recipe.recipe import Recipe, recipe_from_dict
+from synthaug.evaluation.regimes import BASELINES
+from synthaug.storage.rundir import safe_name
+from synthaug.evaluation.intervals import paired_bootstrap_ci
+
+FIT_LEVERS = ("conditioning", "augment")  # a new value needs new generators; the others only resample or reuse them
+ADD_ARMS = ("real+synthetic", "real+synthetic+classic")
+REPLACE_ARMS = ("real+replace", "real+replace+classic")
+# Where a plain lever's value goes in the recipe; classic, source, usage and ratio are set by `_apply`.
+FIELDS = {"conditioning": ("model", "conditioning"), "augment": ("train", "augment"), "strength": ("generate", "strength"),
+          "guidance_scale": ("generate", "guidance_scale"), "steps": ("generate", "steps"),
+          "filter_confidence": ("generate", "filter_confidence"), "replace_variations": ("evaluate", "replace_variations")}
+PAIR = ["regime", "subset_seed", "seed"]  # the units every mean and interval is taken over
+
+
+@dataclass(frozen=True)
+class Value:
+    """One value of a lever: its name (table rows, report folders) and its setting as the sweep section gives it."""
+
+    lever: str
+    name: str
+    setting: object
+
+
+def value_name(setting) -> str:
+    if setting is None:
+        return "off"
+    if isinstance(setting, list):
+        return "+".join(value_name(s) for s in setting) or "none"
+    return f"{setting:g}" if isinstance(setting, float) else str(setting)
+
+
+def lever_values(cfg: SweepConfig, lever: str) -> list[Value]:
+    values = getattr(cfg, lever)
+    if isinstance(values, dict):
+        return [Value(lever, name, setting) for name, setting in values.items()]
+    return [Value(lever, value_name(setting), setting) for setting in values]
+
+
+def base_dict(recipe: Recipe) -> dict:
+    """The recipe as the sweep starts from it: the real and real+classic arms always, the synthetic-only arm (CAS) left out."""
+    raw = recipe.model_dump(mode="json")
+    arms = raw["evaluate"]["arms"]
+    raw["evaluate"]["arms"] = list(BASELINES) + [a for a in arms if a not in BASELINES and a != "synthetic"]
+    return raw
+
+
+def _apply(raw: dict, value: Value) -> None:
+    lever, setting, evaluate = value.lever, value.setting, raw["evaluate"]
+    if lever in FIELDS:
+        section, field = FIELDS[lever]
+        raw[section][field] = setting
+    elif lever == "classic":
+        evaluate["classic"] = setting.model_dump(mode="json")
+    elif lever == "source":
+        raw["generate"].update(setting.model_dump(mode="json", exclude_none=True))
+    elif lever == "usage":
+        evaluate["arms"] = [a for a in evaluate["arms"] if a not in USAGE_ARMS] + list(setting.arms)
+        evaluate.update(setting.model_dump(mode="json", exclude={"arms"}, exclude_none=True))
+    elif lever == "ratio":
+        evaluate["ratios"] = [setting]
+
+
+def candidate(base: dict, values: list[Value], baseline_only: bool = False) -> tuple[Recipe | None, str | None]:
+    """The base recipe with `values` applied in order, made consistent; or (None, why) when it has no arm to score.
+
+    Consistent: per-class generators sample without guidance (it needs a class-conditional model), and images
+    drawn from noise leave the real+replace arms out (they swap real images for variations of themselves).
+    `baseline_only`: the arms without synthetic images alone (the classic lever tunes the baseline).
+    """
+    raw = copy.deepcopy(base)
+    for value in values:
+        _apply(raw, value)
+    if raw["model"]["conditioning"] == "per_class":
+        raw["generate"]["guidance_scale"] = 1.0
+    arms = raw["evaluate"]["arms"]
+    if not raw["generate"]["from_real"]:
+        arms = [a for a in arms if a not in REPLACE_ARMS]
+    if baseline_only:
+        arms = [a for a in arms if a not in USAGE_ARMS]
+    elif not any(a in USAGE_ARMS for a in arms):
+        return None, "no arm left that uses synthetic images (the real+replace arms need variations: a source with from_real)"
+    raw["evaluate"]["arms"] = arms
+    raw["name"] = generator_name(base, raw)
+    where = ", ".join(f"sweep.{v.lever} {v.name!r}" for v in values) or "sweep"
+    return recipe_from_dict(raw, where), None
+
+
+def lever_skip_reason(lever: str, recipe: Recipe) -> str | None:
+    """Why sweeping `lever` at these settings would change nothing (None: it applies)."""
+    if lever == "strength" and not recipe.generate.from_real:
+        return "applies to variations of the real images; the chosen source draws from noise"
+    if lever == "guidance_scale" and recipe.model.conditioning != "class_conditional":
+        return "applies to class_conditional generators; the chosen ones are per_class"
+    if lever == "ratio" and not any(a in ADD_ARMS for a in recipe.evaluate.arms):
+        return "applies to the real+synthetic arms; the chosen usage has none"
+    if lever == "replace_variations" and not any(a in REPLACE_ARMS for a in recipe.evaluate.arms):
+        return "applies to the real+replace arms; the chosen usage has none"
+    return None
+
+
+def generator_name(base: dict, raw: dict) -> str:
+    """The recipe name of a candidate's generators: the base name, with each fit lever whose value differs from the
+    base recipe's, e.g. `blood-conditioning-per_class` (runs then `blood-conditioning-per_class-25pc-s0`)."""
+    parts = [base["name"]]
+    for lever in FIT_LEVERS:
+        section, field = FIELDS[lever]
+        if raw[section][field] != base[section][field]:
+            parts.append(f"{lever}-{safe_name(value_name(raw[section][field]))}")
+    return "-".join(parts)
+
+
+def tie_key(mean: float) -> float:
+    """A mean as choices compare it: means of the same accuracies summed in another order differ in the last bits
+    (0.8689641744548285 against ...288), and such a tie must go to the first value, not to rounding noise."""
+    return round(mean, 9)
+
+
+def _val_means(rows: list[dict], metric: str) -> tuple[pd.DataFrame, pd.Series]:
+    table = pd.DataFrame([{k: v for k, v in r.items() if k != "curve"} for r in rows])
+    return table, table.groupby("arm", sort=False)[f"val_{metric}"].mean()
+
+
+def score(rows: list[dict], metric: str, lever: str) -> dict:
+    """A lever value's score: its best arm (real+classic for `classic`) and that arm's mean val metric with a 95 % CI."""
+    table, val = _val_means(rows, metric)
+    kinds = table.groupby("arm", sort=False)["kind"].first()
+    arms = ["real+classic"] if lever == "classic" else [a for a in val.index if kinds[a] in USAGE_ARMS]
+    arm = max(arms, key=lambda a: tie_key(val[a]))  # ties: the first arm
+    mean, lo, hi = paired_bootstrap_ci(table.loc[table["arm"] == arm, f"val_{metric}"].to_numpy())
+    return {"arm": arm, "val": mean, "val_lo": lo, "val_hi": hi, "pairs": int((table["arm"] == arm).sum())}
+
+
+def choose(entries: list[dict]) -> dict | None:
+    """The scored entry with the highest val (ties: the first in the sweep's order); None when none was scored."""
+    scored = [e for e in entries if "val" in e]
+    return max(scored, key=lambda e: tie_key(e["val"])) if scored else None
+
+
+def _paired(table: pd.DataFrame, arm: str, other: str, column: str, n_boot: int) -> dict:
+    mine, theirs = (table[table["arm"] == a].set_index(PAIR)[column] for a in (arm, other))
+    units = mine.index.intersection(theirs.index)
+    mean, lo, hi = paired_bootstrap_ci((mine[units] - theirs[units]).to_numpy(), n_boot)
+    return {"mean": mean, "lo": lo, "hi": hi, "pairs": len(units)}
+
+
+def recommend(rows: list[dict], metric: str, n_boot: int) -> dict:
+    """The best arm with synthetic images against the best without (both chosen on val), and the val gain with its CI.
+    The choice is the synthetic arm only when its mean val gain is positive; test: that choice's numbers alone."""
+    table, val = _val_means(rows, metric)
+    kinds = table.groupby("arm", sort=False)["kind"].first()
+    synthetic = max((a for a in val.index if kinds[a] in USAGE_ARMS), key=lambda a: tie_key(val[a]))  # ties: the first arm
+    baseline = max((a for a in val.index if kinds[a] not in USAGE_ARMS), key=lambda a: tie_key(val[a]))
+    gain = _paired(table, synthetic, baseline, f"val_{metric}", n_boot)
+    helps = gain["mean"] > 0
+    choice = table[table["arm"] == (synthetic if helps else baseline)]
+    test = {"arm": choice["arm"].iloc[0], "acc": float(choice["test_acc"].mean()), "auc": float(choice["test_auc"].mean()), "pairs": len(choice)}
+    if helps:  # the gain of the one choice over the baseline it was chosen against
+        test.update({f"gain_{m}": _paired(table, synthetic, baseline, f"test_{m}", n_boot) for m in ("acc", "auc")})
+    return {"helps": bool(helps), "metric": metric, "synthetic_arm": synthetic, "baseline_arm": baseline,
+            "val_synthetic": float(val[synthetic]), "val_baseline": float(val[baseline]), "val_gain": gain, "test": test}

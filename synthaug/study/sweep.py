@@ -1,0 +1,177 @@
+"""`synthaug sweep`: should synthetic images be added to this data set, and how? Levers chosen one at a time on val.
+
+Each lever in `sweep.order` is tried at every value, with the levers before it at their chosen values and the others
+at the recipe's; each try is an `experiment` into `<out>/levers/<lever>-<value>/`, and the chosen settings are
+evaluated once more into `<out>/final/`. What each try needs is made once and reused: generators are named by the fit
+levers that differ from the recipe (`runs/<name>[-conditioning-per_class]-<regime>`), synthetic sets by their generate
+settings (`<run>/synthetic-<hash>`), and classifier arms share one cache (`<out>/cache`, or `--cache`). So a lever that
+only changes sampling never refits, one that only changes usage never redraws an image (nor one the user drew by hand
+with the same settings: see `experiment`). A try whose results.json records the same
+runs, synthetic sets and evaluate settings is finished; the choices are recomputed from those files, so a rerun after
+Ctrl-C or kill -9 goes on where the sweep stopped.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+
+import yaml
+
+from synthaug.core.errors import UserError
+from synthaug.study.experiment import experiment, regime_recipes
+from synthaug.storage.files import FolderLock, atomic_write_bytes, atomic_write_json, atomic_write_text, read_json
+from synthaug.study.levers import Value, base_dict, candidate, choose, lever_skip_reason, lever_values, recommend, score
+from synthaug.recipe.recipe import Recipe
+from synthaug.evaluation.report import grid_name
+from synthaug.storage.rundir import checkpoint_step, safe_name
+from synthaug.study.sweepreport import render_sweep_markdown, val_by_lever_png
+
+RECOMMENDED = "recommended.yaml"
+
+
+def sweep(recipe: Recipe, out_dir: Path | None = None, force: bool = False, show_progress: bool = True,
+          command: str | None = None, cache_dir: Path | None = None) -> dict:
+    """Sweep the recipe's `sweep:` levers in order, each chosen on val, then evaluate the chosen settings and write
+    sweep.md, sweep.json, recommended.yaml and val_by_lever.png into `out_dir` (default reports/<name>-sweep).
+    `force`: retrain every classifier arm (fitted generators and drawn images are still reused).
+    `cache_dir`: finished classifier arms (default `<out_dir>/cache`), which `evaluate --cache` may share."""
+    if recipe.sweep is None:
+        raise UserError(f"{recipe.name}: the recipe has no sweep: section (its levers and their values; see README, synthaug sweep)")
+    out = Path(out_dir or f"reports/{recipe.name}-sweep")
+    with FolderLock(out, "sweep"):
+        return _Sweep(recipe, out, force, show_progress, command, Path(cache_dir or out / "cache")).run()
+
+
+def synthetic_folder(recipe: Recipe) -> str:
+    """The synthetic set of a candidate's generators, named by everything that decides its images."""
+    settings = json.dumps(recipe.generate.model_dump(mode="json"), sort_keys=True)
+    return f"synthetic-{hashlib.sha256(settings.encode()).hexdigest()[:10]}"
+
+
+def finished_results(folder: Path, recipe: Recipe) -> dict | None:
+    """The results.json of an earlier try of this very candidate (same runs, synthetic sets, evaluate settings), else None."""
+    try:
+        results = read_json(folder / "results.json", "results.json")
+    except (FileNotFoundError, UserError):  # not finished, or damaged: evaluate writes it again
+        return None
+    runs = [sub.run_dir for sub in regime_recipes(recipe)]
+    recorded = [(r.get("run"), r.get("synthetic_dir")) for r in results.get("data", {}).get("regimes", [])]
+    if results.get("config") != recipe.evaluate.model_dump(mode="json"):
+        return None
+    return results if recorded == [(str(run), str(run / synthetic_folder(recipe))) for run in runs] else None
+
+
+def sample_grids(run: Path) -> list[Path]:
+    """The last sample grid `fit` drew of each model of a run (`samples/<model>/step_N.png`)."""
+    grids = []
+    for model in sorted(p for p in (run / "samples").glob("*") if p.is_dir()):
+        drawn = sorted((checkpoint_step(Path(p.stem)) or -1, p) for p in model.glob("step_*.png"))
+        grids += [drawn[-1][1]] if drawn else []
+    return grids
+
+
+class _Sweep:
+    def __init__(self, recipe: Recipe, out: Path, force: bool, show_progress: bool, command: str | None, cache: Path):
+        self.recipe, self.out, self.force, self.show_progress, self.command = recipe, out, force, show_progress, command
+        self.cache = cache
+        self.cfg, self.base, self.metric = recipe.sweep, base_dict(recipe), recipe.evaluate.select_on
+        self.runs: dict[str, list[str]] = {}  # generator run -> its last sample grids, as links from sweep.md
+
+    def link(self, path: Path) -> str:
+        return os.path.relpath(path, self.out)
+
+    def check(self) -> None:
+        """Every lever value makes a valid recipe, and no two share a report folder, before any work starts."""
+        _, why = candidate(self.base, [])
+        if why:
+            raise UserError(f"evaluate.arms: {why}")
+        for lever in self.cfg.order:
+            folders = {}
+            for value in lever_values(self.cfg, lever):
+                candidate(self.base, [value], lever == "classic")
+                folder = self.folder(value).name
+                if folder in folders:
+                    raise UserError(f"sweep.{lever}: the values {folders[folder]!r} and {value.name!r} share the report folder {folder}; rename one")
+                folders[folder] = value.name
+
+    def folder(self, value: Value) -> Path:
+        return self.out / "levers" / f"{value.lever}-{safe_name(value.name)}"
+
+    def evaluate(self, recipe: Recipe, folder: Path) -> dict:
+        """The results of one candidate: read when this very try finished before, else fit, generate and evaluate what is missing."""
+        results = None if self.force else finished_results(folder, recipe)
+        if results is None:
+            results = experiment(recipe, folder, self.force, self.show_progress, self.command, self.cache, synthetic_folder(recipe))
+        for sub in regime_recipes(recipe):
+            self.runs[self.link(sub.run_dir)] = [self.link(p) for p in sample_grids(sub.run_dir)]
+        return results
+
+    def run(self) -> dict:
+        self.check()
+        (self.out / RECOMMENDED).unlink(missing_ok=True)  # until this sweep's own answer is written
+        chosen: list[Value] = []
+        levers = []
+        for lever in self.cfg.order:
+            current, _ = candidate(self.base, chosen)
+            skipped = lever_skip_reason(lever, current)
+            entries = [] if skipped else [self.try_value(chosen, value) for value in lever_values(self.cfg, lever)]
+            failures = [e["error"] for e in entries if "error" in e]
+            if entries and len(failures) == len(entries):  # not one value's problem: the recipe's, the data's or the disk's
+                raise failures[0]
+            pick = choose(entries)
+            if pick is not None:
+                chosen.append(next(v for v in lever_values(self.cfg, lever) if v.name == pick["value"]))
+                pick["chosen"] = True
+            entries = [{k: v for k, v in e.items() if k != "error"} for e in entries]
+            levers.append({"lever": lever, "entries": entries, "chosen": pick["value"] if pick else None,
+                           "skipped": skipped or (None if pick else "no value applies at the settings chosen so far")})
+            self.write(levers, None)
+        final, _ = candidate(self.base, chosen)
+        results = self.evaluate(final, self.out / "final")
+        answer = recommend(results["rows"], self.metric, self.recipe.evaluate.bootstrap)
+        answer.update(report=self.link(self.out / "final" / "report.md"), classic=final.evaluate.classic.model_dump(mode="json"),
+                      classic_name=next((v.name for v in chosen if v.lever == "classic"), None),
+                      sets=[{"run": self.link(Path(r["run"])), "synthetic": Path(r["synthetic_dir"]).name,
+                             "grid": self.link(self.out / "final" / grid_name(r["run"]))} for r in results["data"]["regimes"]])
+        recipe_yaml = self.recommended_yaml(final, chosen, answer)
+        self.write(levers, answer, recipe_yaml)
+        atomic_write_text(self.out / RECOMMENDED, recipe_yaml)
+        return read_json(self.out / "sweep.json", "sweep.json")
+
+    def try_value(self, chosen: list[Value], value: Value) -> dict:
+        recipe, why = candidate(self.base, chosen + [value], value.lever == "classic")
+        if why:
+            return {"value": value.name, "skipped": why}
+        folder = self.folder(value)
+        try:
+            results = self.evaluate(recipe, folder)
+        except UserError as exc:  # e.g. a filter that rejects every candidate: the other values still get their night
+            print(f"sweep.{value.lever} {value.name!r}: not tried: {exc}", flush=True)
+            return {"value": value.name, "skipped": f"failed: {exc}", "error": exc}
+        return {"value": value.name, **score(results["rows"], self.metric, value.lever), "report": self.link(folder / "report.md"),
+                "generators": recipe.name, "synthetic": None if value.lever == "classic" else synthetic_folder(recipe), "chosen": False}
+
+    def write(self, levers: list[dict], answer: dict | None, recipe_yaml: str | None = None) -> None:
+        summary = {"recipe": self.recipe.name, "commands": [self.command] if self.command else [], "metric": self.metric,
+                   "order": self.cfg.order, "levers": levers, "generators": self.runs, "recommendation": answer,
+                   "recommended_recipe": RECOMMENDED if answer else None}
+        atomic_write_json(self.out / "sweep.json", summary)
+        atomic_write_bytes(self.out / "val_by_lever.png", val_by_lever_png(levers, self.metric))
+        atomic_write_text(self.out / "sweep.md", render_sweep_markdown(summary, recipe_yaml))
+
+    def recommended_yaml(self, final: Recipe, chosen: list[Value], answer: dict) -> str:
+        """The chosen settings as a recipe (fields at their defaults left out), the answer in its header."""
+        gain = answer["val_gain"]
+        numbers = f"{gain['mean']:+.4f} val {self.metric.upper()} [95 % CI {gain['lo']:+.4f}, {gain['hi']:+.4f}] over {gain['pairs']} pairs"
+        verdict = (f"Use {answer['synthetic_arm']}: on val it beats {answer['baseline_arm']} by {numbers}." if answer["helps"] else
+                   f"Synthetic data does not help this set at this scale: use {answer['baseline_arm']}. The best synthetic arm, "
+                   f"{answer['synthetic_arm']}, gains {numbers}.")
+        header = [f"Chosen on val by `{self.command or 'synthaug sweep'}`: "
+                  + (", ".join(f"{v.lever} {v.name}" for v in chosen) or "the recipe's own settings") + f"; see {self.out / 'sweep.md'}.",
+                  verdict, "`synthaug experiment` on this file repeats the final comparison with the sweep's generators "
+                  f"({final.output_dir}/{final.name}-<regime>)."]
+        body = yaml.safe_dump(final.model_dump(mode="json", exclude={"sweep"}, exclude_defaults=True), sort_keys=False)
+        return "".join(f"# {line}\n" for line in header) + body
