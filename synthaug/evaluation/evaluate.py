@@ -116,7 +116,8 @@ def run_arm(regime: Regime, arm: Arm, seed: int, cfg: EvaluateConfig, data: Eval
             row.update(cached=True, run=str(regime.run))  # a shared cache may hold it from another run on the same data
             return row
     model, info = _train_arm(regime, arm, arm_set, seed, cfg, data, device, show_progress)
-    test = classification_metrics(data.test_labels, predict(model, data.test_images))  # the one look at test
+    test_probs = predict(model, data.test_images)  # the one look at test
+    test = classification_metrics(data.test_labels, test_probs)
     row = {
         "regime": regime.label, "n_real": int(len(regime.train.labels)), "subset_seed": regime.subset_seed,
         "run": str(regime.run), "arm": arm.name, "kind": arm.kind, "ratio": arm.ratio, "replace_p": arm.replace_p, "seed": seed,
@@ -127,6 +128,8 @@ def run_arm(regime: Regime, arm: Arm, seed: int, cfg: EvaluateConfig, data: Eval
         "test_acc": test["acc"], "test_auc": test["auc"],
         **{f"recall_{c}": test["recall"][c] for c in regime.classes},
         "wall_s": info.wall_s, "key": key, "curve": info.curve,
+        # each test image's predicted class: the intervals add the test set's own sampling noise from them
+        "test_pred": test_probs.argmax(1).astype(int).tolist(),
     }
     atomic_write_json(cached, row)
     row["cached"] = False
@@ -281,7 +284,7 @@ def generator_summary(run: Run, synthetic_dir: Path) -> str:
 
 def write_report(out_dir: Path, results: dict, regimes: list[Regime]) -> None:
     out_dir.mkdir(parents=True, exist_ok=True)
-    rows = pd.DataFrame([{k: v for k, v in r.items() if k not in ("curve", "cached")} for r in results["rows"]])
+    rows = pd.DataFrame([{k: v for k, v in r.items() if k not in ("curve", "cached", "test_pred")} for r in results["rows"]])
     atomic_write_text(out_dir / "results.csv", rows.to_csv(index=False))
     atomic_write_json(out_dir / "results.json", results)
     atomic_write_bytes(out_dir / "accuracy_vs_size.png", accuracy_vs_size_png(results))

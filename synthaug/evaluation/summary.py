@@ -13,7 +13,7 @@ from synthaug.evaluation.intervals import paired_bootstrap_ci, ratio_of_means_ci
 def summarise(rows: list[dict], cfg: EvaluateConfig) -> dict:
     """Mean/std per regime x arm; paired-bootstrap gains over each baseline present and over the best of them
     (chosen on val); the synthetic-only arm's accuracy relative to real-only (CAS ratio)."""
-    table = pd.DataFrame([{k: v for k, v in r.items() if k != "curve"} for r in rows])
+    table = pd.DataFrame([{k: v for k, v in r.items() if k not in ("curve", "test_pred")} for r in rows])
     summary, gains, best = [], [], {}
     for (regime, arm), group in table.groupby(["regime", "arm"], sort=False):
         summary.append({
