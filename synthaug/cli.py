@@ -10,6 +10,8 @@ import argparse
 import shlex
 import sys
 import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 from synthaug.core.errors import UserError
@@ -26,44 +28,13 @@ def _recipe_from_args(args):
     return load_recipe(args.recipe, _overrides(args))
 
 
-def _add_recipe_args(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("recipe", help="recipe YAML file, e.g. recipes/quickstart.yaml")
-    parser.add_argument("--set", action="append", metavar="FIELD=VALUE", help="override a recipe field, e.g. --set train.steps=200 (repeatable)")
-    parser.add_argument("--data-root", metavar="DIR", help="folder holding the MedMNIST npz files (overrides data.root)")
-
-
-def cmd_fit(args) -> None:
-    from synthaug.diffusion.training import fit
-
-    recipe = _recipe_from_args(args)
-    fit(recipe, show_progress=not args.no_progress, wait=args.wait)
-
-
-def build_parser() -> argparse.ArgumentParser:
-    from synthaug.core.version import __version__
-
-    parser = argparse.ArgumentParser(prog="synthaug", description="Grow small labelled medical image sets with diffusion models, and measure whether it helps.")
-    parser.add_argument("--version", action="version", version=f"synthaug {__version__}")
-    sub = parser.add_subparsers(dest="command", required=True)
-
-    fit = sub.add_parser("fit", help="train the diffusion models of a recipe (resumes where it stopped)")
-    _add_recipe_args(fit)
-    fit.add_argument("--no-progress", action="store_true", help="no progress bars (summary lines only)")
-    fit.add_argument("--wait", action="store_true", help="queue behind another fit of the same run directory instead of refusing")
-    fit.set_defaults(func=cmd_fit)
-
-    # Further commands register themselves below, one function each.
-    for register in _REGISTRARS:
-        register(sub)
-    return parser
-
-
-_REGISTRARS: list = []
-
-
-def _command_line(args, positional: list[str]) -> str:
-    """The command as a user would retype it (for reports), rebuilt from the parsed flags."""
-    words = ["synthaug", args.command, *positional]
+def _command_line(args) -> str:
+    """The command as a user would retype it (for reports), rebuilt from the parsed flags: the recipe, or `--run`
+    for each run, then the flags that decide the results."""
+    words = ["synthaug", args.command] + ([args.recipe] if getattr(args, "recipe", None) else [])
+    runs = getattr(args, "run", None) or []
+    for run in [runs] if isinstance(runs, str) else runs:
+        words += ["--run", run]
     for pair in args.set or []:
         words += ["--set", pair]
     for flag in ("data_root", "out", "cache"):
@@ -75,97 +46,81 @@ def _command_line(args, positional: list[str]) -> str:
     return shlex.join(words + (["--force"] if getattr(args, "force", False) else []))
 
 
-def cmd_evaluate(args) -> None:
-    from synthaug.evaluation.evaluate import evaluate
-    from synthaug.storage.rundir import open_run
-
-    runs = [open_run(Path(run), _overrides(args)) for run in args.runs]
-    out = args.out or f"reports/{Path(args.runs[0]).name}"
-    evaluate(runs, Path(out), args.synthetic, args.force, not args.no_progress, _command_line(args, args.runs),
-             Path(args.cache) if args.cache else None, wait=args.wait)
+# ---------------------------------------------------------------------------------------------
+# Flags shared by several commands, worded alike everywhere
 
 
-def _register_evaluate(sub) -> None:
-    p = sub.add_parser("evaluate", help="train classifiers on real vs real+synthetic data of one or more runs and report the gain")
-    p.add_argument("runs", nargs="+", metavar="RUN", help="run directories (one per regime), e.g. runs/pneumo-50pc runs/pneumo-full")
-    p.add_argument("--out", metavar="DIR", help="report folder (default reports/<name of the first run>)")
-    p.add_argument("--synthetic", action="append", metavar="DIR", help="synthetic set of each run, in order (default <run>/synthetic)")
-    p.add_argument("--set", action="append", metavar="FIELD=VALUE", help="override a field of the runs' recipes, e.g. --set evaluate.seeds=[0,1,2] (repeatable)")
-    p.add_argument("--data-root", metavar="DIR", help="folder holding the MedMNIST npz files (overrides data.root)")
-    p.add_argument("--cache", metavar="DIR", help="folder of finished arms (default <out>/cache); reports may share one")
-    p.add_argument("--force", action="store_true", help="retrain arms even when their cached result exists")
-    p.add_argument("--no-progress", action="store_true", help="no progress bars")
-    p.add_argument("--wait", action="store_true", help="queue behind another evaluate into the same --out instead of refusing")
-    p.set_defaults(func=cmd_evaluate)
+def _add_recipe(p: argparse.ArgumentParser) -> None:
+    p.add_argument("recipe", help="recipe YAML file, e.g. recipes/quickstart.yaml")
 
 
-def _run_on_recipe(stage, args) -> None:
-    """experiment and sweep: a recipe in, a report folder out."""
+def _add_set(p: argparse.ArgumentParser, example: str = "--set train.steps=200", whose: str = "the recipe") -> None:
+    p.add_argument("--set", action="append", metavar="FIELD=VALUE", help=f"override a field of {whose}, e.g. {example} (repeatable)")
+
+
+def _add_data_root(p: argparse.ArgumentParser, why: str = "overrides data.root") -> None:
+    p.add_argument("--data-root", metavar="DIR", help=f"folder holding the MedMNIST npz files ({why})")
+
+
+def _add_no_progress(p: argparse.ArgumentParser, what: str = "no progress bars") -> None:
+    p.add_argument("--no-progress", action="store_true", help=what)
+
+
+def _add_wait(p: argparse.ArgumentParser, behind: str) -> None:
+    p.add_argument("--wait", action="store_true", help=f"queue behind {behind} instead of refusing")
+
+
+def _add_report(p: argparse.ArgumentParser, out_help: str) -> None:
+    """--out, --cache, --force: the report folder and its classifier arms (evaluate, experiment, sweep)."""
+    p.add_argument("--out", metavar="DIR", help=out_help)
+    p.add_argument("--cache", metavar="DIR", help="folder of finished classifier arms (default <out>/cache); reports may share one")
+    p.add_argument("--force", action="store_true", help="retrain classifier arms even when their cached result exists")
+
+
+# ---------------------------------------------------------------------------------------------
+# The commands: each one's flags and what it runs
+
+
+def _fit_args(p: argparse.ArgumentParser) -> None:
+    _add_recipe(p)
+    _add_set(p)
+    _add_data_root(p)
+    _add_no_progress(p, "no progress bars (summary lines only)")
+    _add_wait(p, "another fit of the same run directory")
+
+
+def cmd_fit(args) -> None:
+    from synthaug.diffusion.training import fit
+
     recipe = _recipe_from_args(args)
-    stage(recipe, Path(args.out) if args.out else None, args.force, not args.no_progress, _command_line(args, [args.recipe]),
-          cache_dir=Path(args.cache) if args.cache else None)
+    fit(recipe, show_progress=not args.no_progress, wait=args.wait)
 
 
-def _add_report_args(parser: argparse.ArgumentParser, out_help: str) -> None:
-    _add_recipe_args(parser)
-    parser.add_argument("--out", metavar="DIR", help=out_help)
-    parser.add_argument("--cache", metavar="DIR", help="folder of finished classifier arms (default <out>/cache); reports may share one")
-    parser.add_argument("--force", action="store_true", help="retrain classifier arms even when their cached result exists")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
-
-
-def cmd_experiment(args) -> None:
-    from synthaug.study.experiment import experiment
-
-    _run_on_recipe(experiment, args)
-
-
-def _register_experiment(sub) -> None:
-    p = sub.add_parser("experiment", help="fit, generate and evaluate every regime of a recipe (evaluate.regimes)")
-    _add_report_args(p, "report folder (default reports/<recipe name>)")
-    p.set_defaults(func=cmd_experiment)
-
-
-def cmd_sweep(args) -> None:
-    from synthaug.study.sweep import sweep
-
-    _run_on_recipe(sweep, args)
-
-
-def _register_sweep(sub) -> None:
-    p = sub.add_parser("sweep", help="try the levers of a recipe's sweep: section one at a time, choose each on val, and recommend")
-    _add_report_args(p, "sweep folder: sweep.md, sweep.json, recommended.yaml, one report per lever value (default reports/<recipe name>-sweep)")
-    p.set_defaults(func=cmd_sweep)
-
-
-_REGISTRARS += [_register_evaluate, _register_experiment, _register_sweep]
-
-
-def cmd_audit(args) -> None:
-    from synthaug.auditing.audit import audit, check_audit_overrides
-    from synthaug.storage.rundir import open_run
-    from synthaug.core.runtime import pick_device
-
-    device = pick_device(args.device)
-    overrides = _overrides(args)
-    check_audit_overrides(overrides)
-    run = open_run(Path(args.run), overrides)
-    audit(run, args.synthetic, device, not args.no_progress, _command_line(args, ["--run", args.run]), wait=args.wait)
-
-
-def _register_audit(sub) -> None:
-    p = sub.add_parser("audit", help="fidelity, diversity and near-copies of training images in a synthetic set")
-    p.add_argument("--run", required=True, metavar="DIR", help="run directory made by `synthaug fit`")
-    p.add_argument("--synthetic", metavar="DIR", help="synthetic set to audit (default <run>/synthetic); audit.json and audit.md go there")
-    p.add_argument("--set", action="append", metavar="FIELD=VALUE", help="override an audit.* or evaluate.* field of the run's recipe, e.g. --set audit.k=3 (repeatable)")
-    p.add_argument("--data-root", metavar="DIR", help="folder holding the MedMNIST npz files (overrides data.root)")
-    p.add_argument("--device", metavar="DEVICE", help="torch device for the searches and features (default: cuda when available, else cpu)")
-    p.add_argument("--no-progress", action="store_true", help="no progress bars")
-    p.add_argument("--wait", action="store_true", help="queue behind another process writing into the synthetic folder instead of refusing")
-    p.set_defaults(func=cmd_audit)
-
-
-_REGISTRARS.append(_register_audit)
+def _generate_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--run", metavar="DIR", help="run directory (default: the most recent run under runs/)")
+    p.add_argument("--out", metavar="DIR", help="output folder (default <run>/synthetic)")
+    p.add_argument("--per-class", type=int, metavar="N", help="N images per class")
+    p.add_argument("--ratio", type=float, metavar="R", help="R times each class's real training count")
+    p.add_argument("--balance", action="store_true", help="top every class up to the largest class's real count")
+    p.add_argument("--per-real", type=int, metavar="K", help="with --from-real: K variations of every real training image")
+    p.add_argument("--from-real", action="store_true",
+                   help="variations of the run's real training images (noised to --strength, denoised by the model of their class) "
+                        "instead of images drawn from noise (recipe: generate.from_real)")
+    p.add_argument("--strength", metavar="LO[,HI]", help="with --from-real: noise strength in (0, 1), fixed or drawn uniformly from LO..HI (default 0.5)")
+    p.add_argument("--classes", nargs="+", metavar="CLASS", help="class names or indices (default: every trained class)")
+    p.add_argument("--sampler", metavar="NAME", help="dpm-solver++ | ddim | ddpm (default: the recipe's, else dpm-solver++)")
+    p.add_argument("--steps", type=int, metavar="N", help="sampler steps (default: dpm-solver++ 20, ddim 50, ddpm every training step)")
+    p.add_argument("--guidance-scale", type=float, metavar="W", help="classifier-free guidance of class_conditional runs (default 1: none)")
+    p.add_argument("--batch-size", type=int, metavar="N", help="images per model call on a GPU (default 256); on CPU always 16, see README")
+    p.add_argument("--seed", type=int, metavar="S", help="image i of class c comes from (seed, c, i) alone (default 0)")
+    p.add_argument("--format", metavar="FMT", help="png | npz | both (default png)")
+    p.add_argument("--reject-copies", action="store_true", help="redraw every candidate the audit's copy filter flags as a near-copy of a training image (recipe: generate.reject_copies)")
+    p.add_argument("--filter-confidence", type=float, metavar="TAU",
+                   help="redraw every candidate the audit's feature classifier (trained on the run's real training images) "
+                        "does not assign to its own class with probability >= TAU, 0 < TAU < 1 (recipe: generate.filter_confidence)")
+    _add_data_root(p, "--from-real reads the real images")
+    _add_no_progress(p, "no progress bar")
+    _add_wait(p, "another generate into the same --out")
 
 
 def cmd_generate(args) -> None:
@@ -195,36 +150,119 @@ def _strength(text: str | None) -> list[float] | None:
     return values
 
 
-def _register_generate(sub) -> None:
-    p = sub.add_parser("generate", help="sample labelled synthetic images from a run's models (deterministic, resumable)")
-    p.add_argument("--per-class", type=int, metavar="N", help="N images per class")
-    p.add_argument("--ratio", type=float, metavar="R", help="R times each class's real training count")
-    p.add_argument("--balance", action="store_true", help="top every class up to the largest class's real count")
-    p.add_argument("--per-real", type=int, metavar="K", help="with --from-real: K variations of every real training image")
-    p.add_argument("--from-real", action="store_true",
-                   help="variations of the run's real training images (noised to --strength, denoised by the model of their class) "
-                        "instead of images drawn from noise (recipe: generate.from_real)")
-    p.add_argument("--strength", metavar="LO[,HI]", help="with --from-real: noise strength in (0, 1), fixed or drawn uniformly from LO..HI (default 0.5)")
-    p.add_argument("--data-root", metavar="DIR", help="folder holding the MedMNIST npz files (--from-real reads the real images)")
-    p.add_argument("--run", metavar="DIR", help="run directory (default: the most recent run under runs/)")
-    p.add_argument("--out", metavar="DIR", help="output folder (default <run>/synthetic)")
-    p.add_argument("--classes", nargs="+", metavar="CLASS", help="class names or indices (default: every trained class)")
-    p.add_argument("--sampler", metavar="NAME", help="dpm-solver++ | ddim | ddpm (default: the recipe's, else dpm-solver++)")
-    p.add_argument("--steps", type=int, metavar="N", help="sampler steps (default: dpm-solver++ 20, ddim 50, ddpm every training step)")
-    p.add_argument("--guidance-scale", type=float, metavar="W", help="classifier-free guidance of class_conditional runs (default 1: none)")
-    p.add_argument("--batch-size", type=int, metavar="N", help="images per model call on a GPU (default 256); on CPU always 16, see README")
-    p.add_argument("--seed", type=int, metavar="S", help="image i of class c comes from (seed, c, i) alone (default 0)")
-    p.add_argument("--format", metavar="FMT", help="png | npz | both (default png)")
-    p.add_argument("--reject-copies", action="store_true", help="redraw every candidate the audit's copy filter flags as a near-copy of a training image (recipe: generate.reject_copies)")
-    p.add_argument("--filter-confidence", type=float, metavar="TAU",
-                   help="redraw every candidate the audit's feature classifier (trained on the run's real training images) "
-                        "does not assign to its own class with probability >= TAU, 0 < TAU < 1 (recipe: generate.filter_confidence)")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    p.add_argument("--wait", action="store_true", help="queue behind another generate into the same --out instead of refusing")
-    p.set_defaults(func=cmd_generate)
+def _evaluate_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--run", action="append", metavar="DIR",
+                   help="run directory, one per regime and subset (repeatable), e.g. --run runs/pneumo-50pc --run runs/pneumo-full")
+    p.add_argument("runs", nargs="*", metavar="RUN", help=argparse.SUPPRESS)  # the older form, `evaluate RUN [RUN ...]`
+    p.add_argument("--synthetic", action="append", metavar="DIR", help="synthetic set of each run, in the order of --run (default <run>/synthetic)")
+    _add_report(p, "report folder (default reports/<name of the first run>)")
+    _add_set(p, "--set evaluate.seeds=[0,1,2]", "the runs' recipes")
+    _add_data_root(p)
+    _add_no_progress(p)
+    _add_wait(p, "another evaluate into the same --out")
 
 
-_REGISTRARS.append(_register_generate)
+def cmd_evaluate(args) -> None:
+    from synthaug.evaluation.evaluate import evaluate
+    from synthaug.storage.rundir import open_run
+
+    if args.run and args.runs:
+        raise UserError(f"give the runs as --run DIR (repeatable), not also as {' '.join(args.runs)} without --run")
+    args.run = args.run or args.runs
+    if not args.run:
+        raise UserError("give at least one run directory: --run DIR (repeatable, one per regime)")
+    runs = [open_run(Path(run), _overrides(args)) for run in args.run]
+    out = args.out or f"reports/{Path(args.run[0]).name}"
+    evaluate(runs, Path(out), args.synthetic, args.force, not args.no_progress, _command_line(args),
+             Path(args.cache) if args.cache else None, wait=args.wait)
+
+
+def _audit_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--run", required=True, metavar="DIR", help="run directory made by `synthaug fit`")
+    p.add_argument("--synthetic", metavar="DIR", help="synthetic set to audit (default <run>/synthetic); audit.json and audit.md go there")
+    p.add_argument("--device", metavar="DEVICE", help="torch device for the searches and features (default: cuda when available, else cpu)")
+    _add_set(p, "--set audit.k=3", "the run's recipe: audit.* or evaluate.* only")
+    _add_data_root(p)
+    _add_no_progress(p)
+    _add_wait(p, "another process writing into the synthetic folder")
+
+
+def cmd_audit(args) -> None:
+    from synthaug.auditing.audit import audit, check_audit_overrides
+    from synthaug.core.runtime import pick_device
+    from synthaug.storage.rundir import open_run
+
+    device = pick_device(args.device)
+    overrides = _overrides(args)
+    check_audit_overrides(overrides)
+    run = open_run(Path(args.run), overrides)
+    audit(run, args.synthetic, device, not args.no_progress, _command_line(args), wait=args.wait)
+
+
+def _experiment_args(p: argparse.ArgumentParser) -> None:
+    _add_recipe(p)
+    _add_report(p, "report folder (default reports/<recipe name>)")
+    _add_set(p)
+    _add_data_root(p)
+    _add_no_progress(p)
+    _add_wait(p, "other processes holding its run directories, synthetic folders or --out")
+
+
+def cmd_experiment(args) -> None:
+    from synthaug.study.experiment import experiment
+
+    _run_on_recipe(experiment, args)
+
+
+def _sweep_args(p: argparse.ArgumentParser) -> None:
+    _add_recipe(p)
+    _add_report(p, "sweep folder: sweep.md, sweep.json, recommended.yaml, one report per lever value (default reports/<recipe name>-sweep)")
+    _add_set(p)
+    _add_data_root(p)
+    _add_no_progress(p)
+    _add_wait(p, "other processes holding the --out folder, or its run directories, synthetic folders or reports")
+
+
+def cmd_sweep(args) -> None:
+    from synthaug.study.sweep import sweep
+
+    _run_on_recipe(sweep, args)
+
+
+def _run_on_recipe(stage, args) -> None:
+    """experiment and sweep: a recipe in, a report folder out."""
+    recipe = _recipe_from_args(args)
+    stage(recipe, Path(args.out) if args.out else None, args.force, not args.no_progress, _command_line(args),
+          cache_dir=Path(args.cache) if args.cache else None, wait=args.wait)
+
+
+@dataclass(frozen=True)
+class Command:
+    help: str
+    add_arguments: Callable[[argparse.ArgumentParser], None]
+    run: Callable[[argparse.Namespace], None]
+
+
+# Every subcommand, in the order of the pipeline (and of `synthaug --help`): name -> help, its flags, its handler.
+COMMANDS: dict[str, Command] = {
+    "fit": Command("train the diffusion models of a recipe (resumes where it stopped)", _fit_args, cmd_fit),
+    "generate": Command("sample labelled synthetic images from a run's models (deterministic, resumable)", _generate_args, cmd_generate),
+    "evaluate": Command("train classifiers on real vs real+synthetic data of one or more runs and report the gain", _evaluate_args, cmd_evaluate),
+    "audit": Command("fidelity, diversity and near-copies of training images in a synthetic set", _audit_args, cmd_audit),
+    "experiment": Command("fit, generate and evaluate every regime of a recipe (evaluate.regimes)", _experiment_args, cmd_experiment),
+    "sweep": Command("try the levers of a recipe's sweep: section one at a time, choose each on val, and recommend", _sweep_args, cmd_sweep),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from synthaug.core.version import __version__
+
+    parser = argparse.ArgumentParser(prog="synthaug", description="Grow small labelled medical image sets with diffusion models, and measure whether it helps.")
+    parser.add_argument("--version", action="version", version=f"synthaug {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+    for name, command in COMMANDS.items():
+        command.add_arguments(sub.add_parser(name, help=command.help, description=command.help))
+    return parser
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -232,7 +270,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     warnings.filterwarnings("default", category=UserWarning, module="synthaug")
     try:
-        args.func(args)
+        COMMANDS[args.command].run(args)
     except UserError as exc:
         print(f"synthaug {args.command}: error: {exc}", file=sys.stderr)
         return 2

@@ -26,7 +26,7 @@ from synthaug.data.images import load_split
 from synthaug.storage.files import FolderLock
 from synthaug.reference.metrics import paired_correlation
 from synthaug.core.errors import UserError
-from synthaug.generation.generate import BLOCK_SIZE, class_targets, generate
+from synthaug.generation.generate import BLOCK_SIZE, GenerateOptions, class_targets, generate
 from synthaug.storage.rundir import RunDir, latest_run, open_run
 
 
@@ -76,6 +76,17 @@ def test_layout_metadata_and_manifest(run, tmp_path):
     assert manifest["classes"]["1"]["count"] == 5 and manifest["classes"]["1"]["name"] == "../odd/.name"
     assert manifest["recipe"]["generate"]["steps"] == 3 and "torch" in manifest["versions"]
     assert set(manifest["provenance"]["model_sha256"]) == {"00_normal", "01__odd_.name"}
+
+
+def test_options_or_keywords_make_the_same_call(run, tmp_path):
+    options = GenerateOptions(per_class=3, classes=["1"], out=tmp_path / "options", show_progress=False)
+    by_options = files(generate(run.root, options), manifest=False)
+    assert by_options == files(generate(run.root, per_class=3, classes=[1], out=tmp_path / "keywords", show_progress=False), manifest=False)
+    assert sum(name.endswith(".png") for name in by_options) == 3  # class 1 only
+    with pytest.raises(TypeError, match="not both"):
+        generate(run.root, options, per_class=3)
+    with pytest.raises(TypeError, match="per_clas"):
+        generate(run.root, per_clas=3)
 
 
 def test_same_bytes_whatever_batch_size_growth_or_interruption(run, tmp_path, monkeypatch):
@@ -201,7 +212,7 @@ def _error_line(capsys, argv) -> str:
         (["--per-class", "-3"], "--per-class: expected a whole number >= 0"),
         ([], "give exactly one"),
         (["--per-class", "3", "--balance"], "give exactly one"),
-        (["--per-class", "3", "--classes", "pneumonia"], "--classes: the run has no trained class 'pneumonia'"),
+        (["--per-class", "3", "--classes", "pneumonia"], "--classes: the run has no class 'pneumonia'; expected one of 0 (normal)"),
         (["--per-class", "3", "--sampler", "euler"], "--sampler: Input should be"),
         (["--per-class", "3", "--guidance-scale", "3"], "--guidance-scale: applies to class_conditional runs only"),
         (["--per-class", "3", "--steps", "0"], "--steps:"),

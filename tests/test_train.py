@@ -1,7 +1,9 @@
 """`synthaug fit`: the run directory, resume after a crash or kill -9, two processes, reruns, and the training helpers."""
 
+import contextlib
 import json
 import os
+import random
 import signal
 import subprocess
 import sys
@@ -16,9 +18,11 @@ import yaml
 from conftest import tiny_recipe_dict, write_class_folders
 from diffusers import DDPMPipeline
 from safetensors.torch import load_file
+from torch.optim.optimizer import register_optimizer_step_post_hook
 
 import synthaug.diffusion.training as train_module
 from synthaug.core.errors import UserError
+from synthaug.diffusion.monitor import Monitor
 from synthaug.storage.files import FolderLock
 from synthaug.recipe.recipe import recipe_from_dict
 from synthaug.storage.rundir import RunDir
@@ -99,6 +103,85 @@ def test_resumed_run_ends_with_the_weights_of_an_uninterrupted_one(tiny_recipe, 
         assert all(torch.equal(a[k], b[k]) for k in a)
     resumed_metrics = pd.read_csv(run.metrics)
     assert resumed_metrics.groupby("class").size().tolist() == [6, 6]  # no duplicated rows after resuming
+
+
+@contextlib.contextmanager
+def sigint_after_optimizer_step(n: int):
+    """Ctrl-C right after the `n`-th optimizer step: the weights have moved, the LR schedule and EMA not yet."""
+    calls = 0
+
+    def hook(optimizer, args, kwargs):
+        nonlocal calls
+        calls += 1
+        if calls == n:
+            signal.raise_signal(signal.SIGINT)
+
+    handle = register_optimizer_step_post_hook(hook)
+    try:
+        yield
+    finally:
+        handle.remove()
+
+
+@contextlib.contextmanager
+def sigint_in_sample_grid(n: int):
+    """Ctrl-C inside the `n`-th sample grid, while the EMA weights are swapped into the model."""
+    real_grid, calls = Monitor.grid, 0
+
+    def grid(self, *args, **kwargs):
+        nonlocal calls
+        calls += 1
+        if calls == n:
+            signal.raise_signal(signal.SIGINT)
+        return real_grid(self, *args, **kwargs)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(Monitor, "grid", grid)
+        yield
+
+
+@contextlib.contextmanager
+def sigint_at_line(n: int):
+    """Ctrl-C at the `n`-th line run in synthaug/diffusion/training.py (none for n = 0); yields the count so far."""
+    count = 0
+
+    def line(frame, event, arg):
+        nonlocal count
+        if event == "line":
+            count += 1
+            if count == n:
+                signal.raise_signal(signal.SIGINT)
+        return line
+
+    sys.settrace(lambda frame, event, arg: line if frame.f_code.co_filename == train_module.__file__ else None)
+    try:
+        yield lambda: count
+    finally:
+        sys.settrace(None)
+
+
+def test_ctrl_c_at_any_moment_then_the_same_command_ends_with_the_uninterrupted_weights(tiny_recipe):
+    settings = dict(data={"classes": [0]}, train={"steps": 12, "checkpoint_every": 4, "sample_every": 6})
+    with sigint_at_line(0) as lines_run:
+        whole = fit(tiny_recipe("whole", **settings), show_progress=False)
+    recipe = tiny_recipe("interrupted", **settings)
+    run = RunDir(recipe.run_dir)
+    rng = random.Random(0)
+    # First the two moments where a Ctrl-C raised wherever it landed saved the wrong weights: inside the grid of step 6,
+    # and right after step 7's optimizer step; then two random lines, each within the first quarter of a whole fit's.
+    moments = [(sigint_in_sample_grid(1), "step_0000006"), (sigint_after_optimizer_step(1), "step_0000007"),
+               (sigint_at_line(rng.randrange(1, lines_run() // 4)), None), (sigint_at_line(rng.randrange(1, lines_run() // 4)), None)]
+    for moment, checkpoint in moments:
+        with moment, pytest.raises(KeyboardInterrupt):
+            fit(recipe, show_progress=False)
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+        if checkpoint:  # the step just finished, neither the one before nor the periodic checkpoint (step 4)
+            assert run.latest_checkpoint("00_malignant").name == checkpoint
+    fit(recipe, show_progress=False)
+    a, b = unet_weights(whole, "00_malignant"), unet_weights(run, "00_malignant")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    columns = ["step", "class", "loss", "lr", "copy_fraction"]
+    assert pd.read_csv(run.metrics)[columns].equals(pd.read_csv(whole.metrics)[columns])
 
 
 def test_seed_changes_the_weights(tiny_recipe):

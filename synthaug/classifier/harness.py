@@ -21,6 +21,7 @@ from tqdm.auto import tqdm
 from synthaug.storage.pixels import to_model_tensor
 from synthaug.core.errors import UserError
 from synthaug.classifier.networks import build_classifier
+from synthaug.data.symmetries import random_symmetries
 from synthaug.recipe.sections import ClassicAugConfig, EvaluateConfig
 from synthaug.core.runtime import seeded_generator
 
@@ -47,14 +48,7 @@ def classic_augment(x: torch.Tensor, cfg: ClassicAugConfig, gen: torch.Generator
     def uniform(scale: float) -> torch.Tensor:  # in [-scale, scale], drawn on the CPU generator
         return ((torch.rand(n, generator=gen) * 2 - 1) * scale).to(device)
 
-    if cfg.hflip:
-        x = torch.where((torch.rand(n, generator=gen) < 0.5).to(device)[:, None, None, None], x.flip(-1), x)
-    if cfg.vflip:
-        x = torch.where((torch.rand(n, generator=gen) < 0.5).to(device)[:, None, None, None], x.flip(-2), x)
-    if cfg.rot90 and x.shape[-1] == x.shape[-2]:
-        quarter = torch.randint(4, (n,), generator=gen).to(device)[:, None, None, None]
-        for k in (1, 2, 3):
-            x = torch.where(quarter == k, x.rot90(k, (-2, -1)), x)
+    x = random_symmetries(x, gen, hflip=cfg.hflip, vflip=cfg.vflip, rot90=cfg.rot90 and x.shape[-1] == x.shape[-2])
     if cfg.rotate_deg or cfg.shift:
         angle = uniform(math.radians(cfg.rotate_deg))
         shift_x, shift_y = uniform(2 * cfg.shift), uniform(2 * cfg.shift)  # affine_grid spans [-1, 1]: width 2

@@ -18,6 +18,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from synthaug.core.errors import UserError
+from synthaug.data.classes import class_indices
 from synthaug.storage.files import atomic_write_bytes
 from synthaug.recipe.sections import DataConfig, medmnist_info
 
@@ -181,20 +182,6 @@ def class_names(cfg: DataConfig) -> list[str]:
 
 
 def resolve_classes(cfg: DataConfig) -> list[int]:
-    """Indices of the classes the recipe asks for (`data.classes`, by index or name); all by default."""
+    """Indices of the classes the recipe asks for (`data.classes`, by name, index or digit string); all by default."""
     names = class_names(cfg)
-    if cfg.classes is None:
-        return list(range(len(names)))
-    chosen = []
-    for item in cfg.classes:
-        if isinstance(item, int) and 0 <= item < len(names):
-            chosen.append(item)
-        elif isinstance(item, str) and item in names:
-            chosen.append(names.index(item))
-        else:
-            raise UserError(
-                f"data.classes: no class {item!r}; expected an index 0..{len(names) - 1} or one of: {', '.join(names)}"
-            )
-    return sorted(set(chosen))
-
-
+    return list(range(len(names))) if cfg.classes is None else class_indices(cfg.classes, names, "data.classes")

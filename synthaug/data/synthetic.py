@@ -18,6 +18,7 @@ from PIL import Image
 from torch.utils.data import ConcatDataset, Dataset, Subset
 from tqdm.auto import tqdm
 
+from synthaug.data.classes import class_indices
 from synthaug.data.images import ImageSet
 from synthaug.data.subsets import count_at_ratio
 from synthaug.core.errors import UserError
@@ -60,14 +61,7 @@ def _check_against_manifest(root: Path, table: pd.DataFrame, manifest: dict) -> 
 
 def _pick(table: pd.DataFrame, names: list[str], classes: Sequence[int | str] | None, per_class: int | None, root: Path) -> pd.DataFrame:
     if classes is not None:
-        wanted = []
-        for item in classes:
-            label = names.index(item) if isinstance(item, str) and item in names else item
-            if not isinstance(label, (int, np.integer)) or label not in set(table["label"]):
-                present = sorted(set(table["label"]))
-                raise UserError(f"classes: {root} has no class {item!r}; it holds {', '.join(f'{c} ({names[c]})' for c in present)}")
-            wanted.append(int(label))
-        table = table[table["label"].isin(wanted)]
+        table = table[table["label"].isin(class_indices(classes, names, "classes", known=set(table["label"]), holder=str(root)))]
     if per_class is not None:
         if isinstance(per_class, bool) or not isinstance(per_class, (int, np.integer)) or per_class < 0:
             raise UserError(f"per_class: expected a whole number >= 0, got {per_class!r}")

@@ -2,7 +2,8 @@
 
 Every random draw of step s (batch indices, flips, noise, timesteps, guidance dropout) comes from a
 generator seeded by (seed, class, step, micro-step, rank), so a run resumed from a checkpoint ends
-with the same weights as one that was never interrupted.
+with the same weights as one that was never interrupted. A Ctrl-C stops it at the end of the step under way,
+with that step's checkpoint (`StopRequest`).
 """
 
 from __future__ import annotations
@@ -10,13 +11,16 @@ from __future__ import annotations
 import contextlib
 import copy
 import shutil
+import signal
+import threading
 import time
+from dataclasses import dataclass, field
 
 import pandas as pd
 import torch
 import torch.nn.functional as F
 from accelerate import Accelerator
-from diffusers import DDPMPipeline, UNet2DModel
+from diffusers import DDPMPipeline, DDPMScheduler, UNet2DModel
 from diffusers.optimization import get_cosine_schedule_with_warmup
 from diffusers.training_utils import EMAModel
 from tqdm.auto import tqdm
@@ -82,11 +86,94 @@ def _start_from(unet: UNet2DModel, run: RunDir, model_dir: str) -> None:
     unet.load_state_dict(UNet2DModel.from_pretrained(str(run.model(model_dir)), subfolder="unet").state_dict())
 
 
-def train_job(recipe: Recipe, run: RunDir, job: Job, num_classes: int, class_name: str, show_progress: bool, monitor: Monitor | None) -> dict:
-    """Train one model to `train.steps`, resuming from its last checkpoint; save the EMA model as a pipeline."""
+@dataclass
+class Training:
+    """One model's training under way: its prepared UNet, optimizer, LR schedule and EMA weights, the step this run
+    resumed from, and the metrics.csv rows of the steps trained since (written with each checkpoint)."""
+
+    recipe: Recipe
+    run: RunDir
+    job: Job
+    num_classes: int
+    monitor: Monitor | None
+    accelerator: Accelerator
+    unet: torch.nn.Module  # as accelerator.prepare wrapped it
+    noise_scheduler: DDPMScheduler
+    ema: EMAModel
+    optimizer: torch.optim.Optimizer
+    lr_schedule: torch.optim.lr_scheduler.LRScheduler
+    start: int = 0
+    rows: list[dict] = field(default_factory=list)
+
+
+class StopRequest:
+    """A Ctrl-C (SIGINT) during `fit`, noted instead of raised, so that training stops at a step boundary.
+
+    Raised wherever it lands, it could save weights one optimizer step ahead of their step number (that step then runs
+    twice after the resume), or the EMA weights swapped in for a sample grid. Only with one process (several would first
+    have to agree on a step) and where Python's own handler is in place; a second Ctrl-C raises at once, as it would
+    without this (the last checkpoint stands).
+    """
+
+    def __init__(self, enabled: bool):
+        self.enabled = enabled
+        self.requested = False
+        self.installed = False
+
+    def __enter__(self) -> StopRequest:
+        self.installed = (self.enabled and threading.current_thread() is threading.main_thread()
+                          and signal.getsignal(signal.SIGINT) is signal.default_int_handler)
+        if self.installed:
+            signal.signal(signal.SIGINT, self._note)
+        return self
+
+    def _note(self, signum, frame) -> None:
+        self.requested = True
+        signal.signal(signal.SIGINT, signal.default_int_handler)  # so that a second Ctrl-C raises at once
+
+    def __exit__(self, *exc) -> None:
+        if self.installed:
+            signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
+def train_job(recipe: Recipe, run: RunDir, job: Job, num_classes: int, class_name: str, show_progress: bool,
+              monitor: Monitor | None, stop: StopRequest) -> dict:
+    """Train one model to `train.steps`, resuming from its last checkpoint; save the EMA model as a pipeline.
+
+    On a Ctrl-C (`stop`) it saves the checkpoint of the step just finished and raises KeyboardInterrupt; a Ctrl-C in the
+    last step lets the model finish instead (`fit` stops after it).
+    """
+    t = build_training(recipe, run, job, num_classes, monitor)
+    t.start = resume_from_checkpoint(t)
+    t.accelerator.init_trackers(job.model_dir, config=flat_config(recipe.model_dump(mode="json")))
+    images_per_step = recipe.train.batch_size * recipe.train.gradient_accumulation_steps * t.accelerator.num_processes
+    show = show_progress and t.accelerator.is_main_process
+    loss, began = float("nan"), time.perf_counter()
+    with tqdm(total=job.steps, initial=t.start, desc=f"fit {job.model_dir}", disable=not show, unit="step") as bar:
+        t.unet.train()
+        for step in range(t.start, job.steps):
+            tick = time.perf_counter()
+            loss = train_step(t, step)
+            done = step + 1
+            log_metrics(t, done, loss, images_per_s=images_per_step / (time.perf_counter() - tick))
+            bar.set_postfix(loss=f"{loss:.4f}", img_s=f"{t.rows[-1]['images_per_s']:.1f}")
+            bar.update(1)
+            maybe_sample_grid(t, done)
+            checkpointed = maybe_checkpoint(t, done)
+            if stop.requested and done < job.steps:  # step `done` is complete: its weights, LR schedule, EMA and row
+                if not checkpointed:
+                    save_checkpoint(t, done)
+                raise KeyboardInterrupt
+    wall = time.perf_counter() - began
+    finish_job(t)
+    return report(t, class_name, loss, wall, images_per_step)
+
+
+def build_training(recipe: Recipe, run: RunDir, job: Job, num_classes: int, monitor: Monitor | None) -> Training:
+    """A new UNet (or `job.init_from`'s finished weights), its EMA, AdamW and warmup-cosine LR schedule, prepared by a new
+    Accelerator that checkpoints the schedule and the EMA weights with the model and optimizer."""
     cfg = recipe.train
     accelerator = make_accelerator(recipe)
-    device = accelerator.device
     torch.manual_seed(int(seeded_generator(cfg.seed, job.class_idx).initial_seed()))
     unet = build_unet(recipe.model, job.images.shape[1], num_classes)
     noise_scheduler = build_noise_scheduler(recipe.diffusion)
@@ -96,90 +183,139 @@ def train_job(recipe: Recipe, run: RunDir, job: Job, num_classes: int, class_nam
     optimizer = torch.optim.AdamW(unet.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     lr_schedule = get_cosine_schedule_with_warmup(optimizer, cfg.warmup_steps, job.steps)
     unet, optimizer = accelerator.prepare(unet, optimizer)
-    ema.to(device)
+    ema.to(accelerator.device)
     accelerator.register_for_checkpointing(lr_schedule, ema)
+    return Training(recipe, run, job, num_classes, monitor, accelerator, unet, noise_scheduler, ema, optimizer, lr_schedule)
 
-    start, checkpoint = 0, run.latest_checkpoint(job.model_dir)
+
+def resume_from_checkpoint(t: Training) -> int:
+    """Load the model's last checkpoint, if any, and drop its metrics.csv rows past it; the step to start from."""
+    start, checkpoint = 0, t.run.latest_checkpoint(t.job.model_dir)
     if checkpoint is not None:
         try:
-            accelerator.load_state(str(checkpoint))
+            t.accelerator.load_state(str(checkpoint))
         except Exception as exc:
             raise UserError(f"{checkpoint}: unreadable checkpoint ({type(exc).__name__}: {exc}); delete it to restart this model") from None
         start = checkpoint_step(checkpoint)
-        if accelerator.is_main_process:
-            print(f"{job.model_dir}: resuming from step {start} ({checkpoint.relative_to(run.root)})", flush=True)
-    if accelerator.is_main_process:
-        _write_metrics(run, job, [], keep_until=start)
-    accelerator.init_trackers(job.model_dir, config=flat_config(recipe.model_dump(mode="json")))
+        if t.accelerator.is_main_process:
+            print(f"{t.job.model_dir}: resuming from step {start} ({checkpoint.relative_to(t.run.root)})", flush=True)
+    if t.accelerator.is_main_process:
+        _write_metrics(t.run, t.job, [], keep_until=start)
+    return start
 
-    rows: list[dict] = []
-    images_per_step = cfg.batch_size * cfg.gradient_accumulation_steps * accelerator.num_processes
-    bar = tqdm(total=job.steps, initial=start, desc=f"fit {job.model_dir}", disable=not (show_progress and accelerator.is_main_process), unit="step")
-    unet.train()
-    began, loss_value, step = time.perf_counter(), float("nan"), start
-    try:
-        for step in range(start, job.steps):
-            tick = time.perf_counter()
-            for micro in range(cfg.gradient_accumulation_steps):
-                gen = seeded_generator(cfg.seed, job.class_idx, step, micro, accelerator.process_index)
-                x, noise, t, labels = training_batch(recipe, job, num_classes, gen, device)
-                with accelerator.accumulate(unet):
-                    noisy = noise_scheduler.add_noise(x, noise, t)
-                    with accelerator.autocast():
-                        pred = unet(noisy, t, class_labels=labels).sample
-                    if recipe.diffusion.prediction_type == "epsilon":
-                        target = noise
-                    else:
-                        target = noise_scheduler.get_velocity(x, noise, t)
-                    loss = F.mse_loss(pred.float(), target, reduction="none").mean(dim=(1, 2, 3))
-                    if cfg.snr_gamma is not None:
-                        loss = loss * min_snr_weight(noise_scheduler, t, cfg.snr_gamma, recipe.diffusion.prediction_type)
-                    loss = loss.mean()
-                    accelerator.backward(loss)
-                    if accelerator.sync_gradients:
-                        accelerator.clip_grad_norm_(unet.parameters(), 1.0)
-                    optimizer.step()
-                    optimizer.zero_grad(set_to_none=True)
-            lr_schedule.step()
-            ema.step(unet.parameters())
-            loss_value = accelerator.reduce(loss.detach(), "mean").item()
-            speed = images_per_step / (time.perf_counter() - tick)
-            rows.append({"step": step + 1, "class": job.class_idx, "loss": loss_value, "lr": lr_schedule.get_last_lr()[0], "images_per_s": speed})
-            accelerator.log({k: rows[-1][k] for k in ("loss", "lr", "images_per_s")}, step=step + 1)
-            bar.set_postfix(loss=f"{loss_value:.4f}", img_s=f"{speed:.1f}")
-            bar.update(1)
-            done = step + 1
-            if cfg.sample_every and done % cfg.sample_every == 0 and done < job.steps:
-                rows[-1]["copy_fraction"] = _grid(accelerator, unet, ema, noise_scheduler, monitor, job, num_classes, done, cfg.seed)
-            if done % cfg.checkpoint_every == 0 and done < job.steps:
-                # Metrics first: a resume drops rows past its checkpoint, so they never run ahead of it.
-                if accelerator.is_main_process:
-                    _write_metrics(run, job, rows, keep_until=start)
-                _save_checkpoint(accelerator, run, job, done)
-    except KeyboardInterrupt:
-        # One process can stop anywhere and keep its work; several would have to agree on a step first.
-        if accelerator.num_processes == 1 and step > start:
-            _write_metrics(run, job, [r for r in rows if r["step"] <= step], keep_until=start)
-            _save_checkpoint(accelerator, run, job, step)
-        raise
-    finally:
-        bar.close()
-    wall = time.perf_counter() - began
 
-    final_copies = _grid(accelerator, unet, ema, noise_scheduler, monitor, job, num_classes, job.steps, cfg.seed)
-    if rows and rows[-1]["step"] == job.steps:
-        rows[-1]["copy_fraction"] = final_copies
-    if accelerator.is_main_process:
-        final = copy.deepcopy(accelerator.unwrap_model(unet)).float().eval()
-        ema.copy_to(final.parameters())
-        tmp = temp_dir_beside(run.model(job.model_dir))
-        DDPMPipeline(unet=final, scheduler=noise_scheduler).save_pretrained(str(tmp), safe_serialization=True)
-        replace_dir(tmp, run.model(job.model_dir))
-        _write_metrics(run, job, rows, keep_until=start)
-        shutil.rmtree(run.checkpoints(job.model_dir), ignore_errors=True)
-    finish(accelerator)
-    accelerator.wait_for_everyone()
-    trained = job.steps - start
+def train_step(t: Training, step: int) -> float:
+    """Step `step` (0-based): `train.gradient_accumulation_steps` micro-batches, each drawn from its own seeded
+    generator, one optimizer step, then the LR schedule and the EMA; the loss averaged over processes."""
+    cfg, accelerator = t.recipe.train, t.accelerator
+    for micro in range(cfg.gradient_accumulation_steps):
+        gen = seeded_generator(cfg.seed, t.job.class_idx, step, micro, accelerator.process_index)
+        x, noise, timesteps, labels = training_batch(t.recipe, t.job, t.num_classes, gen, accelerator.device)
+        with accelerator.accumulate(t.unet):
+            loss = denoising_loss(t, x, noise, timesteps, labels)
+            accelerator.backward(loss)
+            if accelerator.sync_gradients:
+                accelerator.clip_grad_norm_(t.unet.parameters(), 1.0)
+            t.optimizer.step()
+            t.optimizer.zero_grad(set_to_none=True)
+    t.lr_schedule.step()
+    t.ema.step(t.unet.parameters())
+    return accelerator.reduce(loss.detach(), "mean").item()
+
+
+def denoising_loss(t: Training, x: torch.Tensor, noise: torch.Tensor, timesteps: torch.Tensor,
+                   labels: torch.Tensor | None) -> torch.Tensor:
+    """The batch's mean squared error of the predicted noise (or velocity), each image weighted by min-SNR when
+    `train.snr_gamma` is set."""
+    noisy = t.noise_scheduler.add_noise(x, noise, timesteps)
+    with t.accelerator.autocast():
+        pred = t.unet(noisy, timesteps, class_labels=labels).sample
+    prediction_type = t.recipe.diffusion.prediction_type
+    target = noise if prediction_type == "epsilon" else t.noise_scheduler.get_velocity(x, noise, timesteps)
+    loss = F.mse_loss(pred.float(), target, reduction="none").mean(dim=(1, 2, 3))
+    if t.recipe.train.snr_gamma is not None:
+        loss = loss * min_snr_weight(t.noise_scheduler, timesteps, t.recipe.train.snr_gamma, prediction_type)
+    return loss.mean()
+
+
+def log_metrics(t: Training, done: int, loss: float, images_per_s: float) -> None:
+    """Step `done`'s loss, learning rate and speed: a metrics.csv row (written with the next checkpoint) and the trackers."""
+    lr = t.lr_schedule.get_last_lr()[0]
+    t.rows.append({"step": done, "class": t.job.class_idx, "loss": loss, "lr": lr, "images_per_s": images_per_s})
+    t.accelerator.log({k: t.rows[-1][k] for k in ("loss", "lr", "images_per_s")}, step=done)
+
+
+def maybe_sample_grid(t: Training, done: int) -> None:
+    """Every `train.sample_every` steps, a sample grid, its copy fraction added to the step's row; `finish_job` samples the
+    last step's."""
+    every = t.recipe.train.sample_every
+    if every and done % every == 0 and done < t.job.steps:
+        t.rows[-1]["copy_fraction"] = sample_grid(t, done)
+
+
+def maybe_checkpoint(t: Training, done: int) -> bool:
+    """Every `train.checkpoint_every` steps, the checkpoint of step `done` (the last step saves the model instead); whether
+    one was saved."""
+    if done % t.recipe.train.checkpoint_every == 0 and done < t.job.steps:
+        save_checkpoint(t, done)
+        return True
+    return False
+
+
+def save_checkpoint(t: Training, done: int) -> None:
+    """metrics.csv up to step `done`, then the checkpoint of step `done`. Metrics first: a resume drops rows past its
+    checkpoint, so they never run ahead of it."""
+    if t.accelerator.is_main_process:
+        _write_metrics(t.run, t.job, t.rows, keep_until=t.start)
+    _save_checkpoint(t.accelerator, t.run, t.job, done)
+
+
+def sample_grid(t: Training, step: int) -> float | None:
+    """A sample grid from the EMA weights and its copy fraction (main process only). The training weights are back in the
+    model afterwards, even when the grid is interrupted."""
+    fraction = None
+    if t.accelerator.is_main_process:
+        model = t.accelerator.unwrap_model(t.unet)
+        t.ema.store(model.parameters())
+        t.ema.copy_to(model.parameters())
+        model.eval()
+        try:
+            job = t.job
+            labels = None if job.labels is None else [t.num_classes] if job.class_idx == POOL_CLASS else list(range(t.num_classes))
+            grid, fraction = t.monitor.grid(model, t.noise_scheduler, job.model_dir, job.class_idx, labels, step,
+                                            t.recipe.train.seed)
+            log_image(t.accelerator, "samples", grid, step)
+            if fraction is not None:
+                t.accelerator.log({"copy_fraction": fraction}, step=step)
+        finally:
+            model.train()
+            t.ema.restore(model.parameters())
+    t.accelerator.wait_for_everyone()
+    return fraction
+
+
+def finish_job(t: Training) -> None:
+    """The last step's sample grid, the EMA weights saved as a DDPMPipeline, metrics.csv, the checkpoints removed, the
+    trackers closed."""
+    final_copies = sample_grid(t, t.job.steps)
+    if t.rows and t.rows[-1]["step"] == t.job.steps:
+        t.rows[-1]["copy_fraction"] = final_copies
+    if t.accelerator.is_main_process:
+        final = copy.deepcopy(t.accelerator.unwrap_model(t.unet)).float().eval()
+        t.ema.copy_to(final.parameters())
+        tmp = temp_dir_beside(t.run.model(t.job.model_dir))
+        DDPMPipeline(unet=final, scheduler=t.noise_scheduler).save_pretrained(str(tmp), safe_serialization=True)
+        replace_dir(tmp, t.run.model(t.job.model_dir))
+        _write_metrics(t.run, t.job, t.rows, keep_until=t.start)
+        shutil.rmtree(t.run.checkpoints(t.job.model_dir), ignore_errors=True)
+    finish(t.accelerator)
+    t.accelerator.wait_for_everyone()
+
+
+def report(t: Training, class_name: str, loss: float, wall: float, images_per_step: int) -> dict:
+    """The model's entry in summary.json, printed as one line."""
+    job = t.job
+    trained = job.steps - t.start
     result = {
         "class": job.class_idx,
         "class_name": class_name,
@@ -187,39 +323,20 @@ def train_job(recipe: Recipe, run: RunDir, job: Job, num_classes: int, class_nam
         "real_images": int(job.images.shape[0]),
         "unlabeled_images": int(job.pool.shape[0]) if job.pool is not None else 0,  # mixed into every batch (data.unlabeled)
         "steps": job.steps,
-        "resumed_from": start,
-        "final_loss": loss_value,
+        "resumed_from": t.start,
+        "final_loss": loss,
         "wall_s": round(wall, 2),
         "images_per_s": round(trained * images_per_step / wall, 2) if trained else None,
     }
-    if accelerator.is_main_process:
+    if t.accelerator.is_main_process:
         pool_note = f" + {result['unlabeled_images']} unlabeled" if result["unlabeled_images"] else ""
         print(
             f"{job.model_dir}: {job.steps} steps ({trained} this run), {result['real_images']} {'unlabeled' if job.class_idx == POOL_CLASS else 'real'} images"
             f"{pool_note}, "
-            f"loss {loss_value:.4f}, {result['images_per_s']} img/s, {wall:.0f} s -> {run.model(job.model_dir)}",
+            f"loss {loss:.4f}, {result['images_per_s']} img/s, {wall:.0f} s -> {t.run.model(job.model_dir)}",
             flush=True,
         )
     return result
-
-
-def _grid(accelerator, unet, ema: EMAModel, noise_scheduler, monitor: Monitor | None, job: Job, num_classes: int, step: int, seed: int) -> float | None:
-    """A sample grid from the EMA weights and its copy fraction (main process only)."""
-    fraction = None
-    if accelerator.is_main_process:
-        model = accelerator.unwrap_model(unet)
-        ema.store(model.parameters())
-        ema.copy_to(model.parameters())
-        model.eval()
-        labels = None if job.labels is None else [num_classes] if job.class_idx == POOL_CLASS else list(range(num_classes))
-        grid, fraction = monitor.grid(model, noise_scheduler, job.model_dir, job.class_idx, labels, step, seed)
-        log_image(accelerator, "samples", grid, step)
-        if fraction is not None:
-            accelerator.log({"copy_fraction": fraction}, step=step)
-        model.train()
-        ema.restore(model.parameters())
-    accelerator.wait_for_everyone()
-    return fraction
 
 
 def fit(recipe: Recipe, show_progress: bool = True, wait: bool = False) -> RunDir:
@@ -250,15 +367,18 @@ def _fit(recipe: Recipe, probe: Accelerator, show_progress: bool) -> RunDir:
     todo = [job for job in jobs if not run.is_finished(job.model_dir)]
     monitor = Monitor(recipe, probe.device) if probe.is_main_process and todo else None
     began = time.perf_counter()
-    for job in jobs:
-        if run.is_finished(job.model_dir):
+    with StopRequest(enabled=probe.num_processes == 1) as stop:
+        for job in jobs:
+            if run.is_finished(job.model_dir):
+                if probe.is_main_process:
+                    print(f"{job.model_dir}: already trained, skipped", flush=True)
+                continue
+            name = data.class_names[job.class_idx] if job.class_idx >= 0 else "all classes" if job.class_idx == -1 else "unlabeled pool"
+            summary["models"][job.model_dir] = train_job(recipe, run, job, num_classes, name, show_progress, monitor, stop)
             if probe.is_main_process:
-                print(f"{job.model_dir}: already trained, skipped", flush=True)
-            continue
-        name = data.class_names[job.class_idx] if job.class_idx >= 0 else "all classes" if job.class_idx == -1 else "unlabeled pool"
-        summary["models"][job.model_dir] = train_job(recipe, run, job, num_classes, name, show_progress, monitor)
-        if probe.is_main_process:
-            summary["wall_s_this_run"] = round(time.perf_counter() - began, 2)
-            atomic_write_json(run.summary, summary)
+                summary["wall_s_this_run"] = round(time.perf_counter() - began, 2)
+                atomic_write_json(run.summary, summary)
+            if stop.requested:  # a Ctrl-C in the model's last step: it finished, the next one does not start
+                raise KeyboardInterrupt
     probe.wait_for_everyone()
     return run

@@ -34,7 +34,7 @@ from synthaug.storage.rundir import Run, RunDir, SynthDir, open_run
 from synthaug.core.runtime import on_cpu
 from synthaug.diffusion.sampling import denoise, image_generator, sampling_scheduler, variation_start
 from synthaug.storage.synthnpz import npz_name, npz_up_to_date, write_npz
-from synthaug.storage.synthset import WORK_DIR, ClassTarget, PngWriter, check_capacity, check_compatible, check_foreign_files, check_writable, collect_metadata, extra_files, generation_id_of, image_file, new_manifest, plan_blocks, provenance_of, rejections, repair_damaged
+from synthaug.storage.synthset import WORK_DIR, Block, ClassTarget, PngWriter, check_capacity, check_compatible, check_foreign_files, check_writable, collect_metadata, extra_files, generation_id_of, image_file, new_manifest, plan_blocks, provenance_of, rejections, repair_damaged
 
 # On CPU the UNet always sees blocks of BLOCK_SIZE consecutive indices of one class, whatever
 # --batch-size: matrix kernels pick their reduction order by batch shape (a row computed in a batch
@@ -149,163 +149,249 @@ def load_model(run: RunDir, model_dir: str, device: torch.device) -> tuple[UNet2
     return unet.to(device).eval(), scheduler
 
 
-def generate(
-    run: Run | Recipe | RunDir | str | Path | None = None,
-    *,
-    per_class: int | None = None,
-    ratio: float | None = None,
-    balance: bool = False,
-    per_real: int | None = None,
-    out: str | Path | None = None,
-    classes: Sequence[int | str] | None = None,
-    sampler: str | None = None,
-    steps: int | None = None,
-    guidance_scale: float | None = None,
-    batch_size: int | None = None,
-    seed: int | None = None,
-    format: str | None = None,
-    reject_copies: bool | None = None,
-    filter_confidence: float | None = None,
-    from_real: bool | None = None,
-    strength: Sequence[float] | None = None,
-    candidate_filters: Sequence[CandidateFilter] = (),
-    show_progress: bool = True,
-    wait: bool = False,
-) -> Path:
+@dataclass(frozen=True, kw_only=True)
+class GenerateOptions:
+    """What `generate` draws and how; the fields are the `synthaug generate` flags. Settings left None come from the
+    run's recipe (`generate:`).
+
+    Exactly one of `per_class` (N images per class), `ratio` (R times each class's real count), `balance` (up to the
+    largest class) and `per_real` (K variations of each real image). `from_real`: variations of the run's real training
+    images (SDEdit) at `strength` (one value or [lo, hi]); `ratio` R is then R variations per real image on average.
+    `candidate_filters` reject candidates (see `filters.CandidateFilter`), each redrawn from (seed, c, i, attempt);
+    `reject_copies` adds the near-copy filter (`filters.copy_filter`), `filter_confidence` (a probability) the
+    classifier-confidence filter (`filters.confidence_filter`). `wait`: queue behind another generate writing into the
+    same folder instead of refusing.
+    """
+
+    per_class: int | None = None
+    ratio: float | None = None
+    balance: bool = False
+    per_real: int | None = None
+    out: str | Path | None = None  # default: the run's synthetic/ folder
+    classes: Sequence[int | str] | None = None  # names, indices or digit strings; default every trained class
+    sampler: str | None = None
+    steps: int | None = None
+    guidance_scale: float | None = None
+    batch_size: int | None = None
+    seed: int | None = None
+    format: str | None = None
+    reject_copies: bool | None = None
+    filter_confidence: float | None = None
+    from_real: bool | None = None
+    strength: Sequence[float] | None = None
+    candidate_filters: Sequence[CandidateFilter] = ()
+    show_progress: bool = True
+    wait: bool = False
+
+
+@dataclass
+class Generation:
+    """One generate call resolved: what to draw, with which filters, into which folder, under which generation id."""
+
+    run: Run
+    settings: GenerateConfig
+    targets: list[ClassTarget]
+    sources: Sources | None  # variations: the real images they start from
+    filters: list[CandidateFilter]
+    out: SynthDir
+    images_root: Path  # where the PNGs go: the folder itself, or its work folder while only an npz is wanted
+    block_size: int
+    provenance: dict
+    generation_id: str
+    npz_path: Path | None
+    device: torch.device
+
+
+def generate(run: Run | Recipe | RunDir | str | Path | None = None, options: GenerateOptions | None = None, **keywords) -> Path:
     """Write a labelled synthetic set from a run's models; returns the output folder.
 
     `run`: a `Run` (`rundir.open_run`), a Recipe, a run folder (default: the most recent run under runs/).
-    Exactly one of `per_class`, `ratio`, `balance`, `per_real`. Settings left None come from the run's recipe (`generate:`).
-    `from_real`: variations of the run's real training images (SDEdit) at `strength` (one value or [lo, hi]);
-    `ratio` R is then R variations per real image on average, `per_real` K exactly K of each.
+    `options`: a `GenerateOptions`, or its fields given as keywords (not both).
     Image i of class c depends on (seed, c, i) alone: the same call gives the same bytes whatever
-    the batch size (on CPU), the number of processes, or interruptions; files already on disk are
-    kept. `candidate_filters` reject candidates (see `filters.CandidateFilter`); a rejected image is redrawn
-    from (seed, c, i, attempt); `reject_copies` adds the near-copy filter (`filters.copy_filter`),
-    `filter_confidence` (a probability) the classifier-confidence filter (`filters.confidence_filter`).
+    the batch size (on CPU), the number of processes, or interruptions; files already on disk are kept.
     Launch under `accelerate launch` to split the work across processes. One generate per output folder at a
     time: a second is refused naming the first's PID, or queues with `wait`.
     """
+    if options is not None and keywords:
+        raise TypeError(f"generate: give options or keywords, not both (got options and {', '.join(keywords)})")
+    options = options if options is not None else GenerateOptions(**keywords)
     state = PartialState(cpu=on_cpu())
-    device = state.device
-    run = open_run(run)
-    recipe = run.recipe
-    train_steps = recipe.diffusion.num_train_timesteps
-    settings = resolve_settings(recipe.generate, train_steps, sampler=sampler, steps=steps, guidance_scale=guidance_scale, batch_size=batch_size, seed=seed, format=format, reject_copies=reject_copies,
-                                filter_confidence=filter_confidence, from_real=from_real, strength=list(strength) if strength is not None else None)
+    job = resolve_generation(open_run(run), options, state)
+    check_output_folder(job)
+    with hold_folder(job.out.root, options.wait, state):
+        prepare_folder(job, state)
+        if npz_is_current(job, state):
+            return job.out.root
+        blocks = plan_blocks(job.images_root, job.targets, job.block_size)
+        state.wait_for_everyone()  # every process planned from the same files before any is written
+        manifest = start_manifest(job, blocks, state)
+        wall_s = draw_blocks(job, blocks, options.show_progress and state.is_main_process, state)
+        if state.is_main_process:
+            finish_folder(job, blocks, manifest, wall_s)
+        state.wait_for_everyone()
+    return job.out.root
+
+
+def checked_settings(run: Run, options: GenerateOptions) -> GenerateConfig:
+    """The run's generate settings with the options applied, refused when they do not fit the run."""
+    train_steps = run.recipe.diffusion.num_train_timesteps
+    strength = list(options.strength) if options.strength is not None else None
+    settings = resolve_settings(run.recipe.generate, train_steps, sampler=options.sampler, steps=options.steps, guidance_scale=options.guidance_scale,
+                                batch_size=options.batch_size, seed=options.seed, format=options.format, reject_copies=options.reject_copies,
+                                filter_confidence=options.filter_confidence, from_real=options.from_real, strength=strength)
     if settings.guidance_scale != 1.0 and run.info.conditioning != "class_conditional":
         raise UserError(f"--guidance-scale: applies to class_conditional runs only; {run.root} has one model per class")
-    if per_real is not None and not settings.from_real:
+    if options.per_real is not None and not settings.from_real:
         raise UserError("--per-real: counts variations of real images; add --from-real (or use --per-class/--ratio)")
-    targets = class_targets(run, per_class, ratio, balance, classes, per_real)
-    sources = load_sources(run, settings) if settings.from_real else None
-    out = SynthDir(Path(out) if out is not None else run.dir.synthetic)
-    images_root = out.root / WORK_DIR if settings.format == "npz" else out.root
-    block = BLOCK_SIZE if device.type == "cpu" else BLOCK_SIZE * math.ceil(settings.batch_size / BLOCK_SIZE)
     if settings.steps > train_steps:
         raise UserError(f"--steps: at most the run's diffusion.num_train_timesteps ({train_steps}), got {settings.steps}")
-    filters = list(candidate_filters)
-    if settings.reject_copies:
-        filters.append(copy_filter(run, device))
-    if settings.filter_confidence is not None:
-        with state.main_process_first():  # the first build trains and caches the classifier; the others load it
-            filters.append(confidence_filter(run, settings.filter_confidence, device, show_progress and state.is_main_process))
-    provenance = provenance_of(run.dir, targets, settings, block, device, [filter_record(f) for f in filters])
+    return settings
+
+
+def resolve_generation(run: Run, options: GenerateOptions, state: PartialState) -> Generation:
+    """Everything drawn and written follows from this: settings, per-class targets, variation sources, filters, the
+    output folder and the provenance whose hash is the generation id. Every process resolves the same."""
+    device = state.device
+    settings = checked_settings(run, options)
+    targets = class_targets(run, options.per_class, options.ratio, options.balance, options.classes, options.per_real)
+    sources = load_sources(run, settings) if settings.from_real else None
+    out = SynthDir(Path(options.out) if options.out is not None else run.dir.synthetic)
+    images_root = out.root / WORK_DIR if settings.format == "npz" else out.root
+    block_size = BLOCK_SIZE if device.type == "cpu" else BLOCK_SIZE * math.ceil(settings.batch_size / BLOCK_SIZE)
+    filters = candidate_filters_of(run, settings, options, state)
+    provenance = provenance_of(run.dir, targets, settings, block_size, device, [filter_record(f) for f in filters])
     if sources is not None:  # images drawn from noise keep the provenance (and generation ids) they always had
         provenance.update(mode="from_real", strength=list(sources.strength), sources_sha256=sources.digest())
-    generation_id = generation_id_of(provenance)
-    npz_path = out.root / npz_name(recipe) if settings.format in ("npz", "both") else None
-    check_writable(out.root)  # every process checks, so that all of them stop on bad input, none waits for the others
-    check_capacity(out.root, targets, run.info.size, run.info.channels)
-    check_foreign_files(out.root)  # before anything of ours lands there
-    lock = FolderLock(out.root, "generate", wait)
+    npz_path = out.root / npz_name(run.recipe) if settings.format in ("npz", "both") else None
+    return Generation(run, settings, targets, sources, filters, out, images_root, block_size, provenance, generation_id_of(provenance),
+                      npz_path, device)
+
+
+def candidate_filters_of(run: Run, settings: GenerateConfig, options: GenerateOptions, state: PartialState) -> list[CandidateFilter]:
+    """The caller's candidate filters, then the near-copy and the classifier-confidence filters the settings ask for."""
+    filters = list(options.candidate_filters)
+    if settings.reject_copies:
+        filters.append(copy_filter(run, state.device))
+    if settings.filter_confidence is not None:
+        with state.main_process_first():  # the first build trains and caches the classifier; the others load it
+            filters.append(confidence_filter(run, settings.filter_confidence, state.device, options.show_progress and state.is_main_process))
+    return filters
+
+
+def check_output_folder(job: Generation) -> None:
+    """Refuse a folder that cannot take the set: unwritable, too small, or holding files generate did not make.
+    Every process checks, so that all of them stop on bad input and none waits for the others."""
+    check_writable(job.out.root)
+    check_capacity(job.out.root, job.targets, job.run.info.size, job.run.info.channels)
+    check_foreign_files(job.out.root)  # before anything of ours lands there
+
+
+@contextlib.contextmanager
+def hold_folder(root: Path, wait: bool, state: PartialState):
+    """The output folder's lock, held by the main process while every process works in the folder."""
+    lock = FolderLock(root, "generate", wait)
     lock.check_free()  # every process checks before the main one takes it, so that a refused launch stops everywhere
     state.wait_for_everyone()
     with lock if state.is_main_process else contextlib.nullcontext():
         state.wait_for_everyone()  # the folder is ours before anyone checks what it holds
-        check_compatible(out, provenance, generation_id)
-        if state.is_main_process:
-            remove_stale_temps(out.root)
-            for target in targets:
-                remove_stale_temps(images_root / target.folder)
-            damaged = repair_damaged(images_root, targets, generation_id)
-            if damaged:
-                print(f"{out.root}: {damaged} damaged image(s) on disk will be drawn again", flush=True)
-        state.wait_for_everyone()
-        if settings.format == "npz" and npz_up_to_date(out, npz_path, generation_id, targets):
-            if state.is_main_process:
-                print(f"{npz_path}: up to date ({sum(t.count for t in targets)} images), nothing to do", flush=True)
-            return out.root
-        blocks = plan_blocks(images_root, targets, block)
-        state.wait_for_everyone()  # every process planned from the same files before any is written
-
-        manifest = new_manifest(run, targets, settings, provenance, generation_id, npz_path, device)
-        if state.is_main_process and blocks:
-            if settings.format != "npz":
-                out.metadata.unlink(missing_ok=True)  # until the end, no metadata.csv rather than one that lies
-            atomic_write_json(out.manifest, manifest)
-        state.wait_for_everyone()
-
-        by_class = {t.class_idx: t for t in targets}
-        began = time.perf_counter()
-        with state.split_between_processes(blocks) as mine:
-            _sample_blocks(mine, by_class, run.dir, settings, images_root, provenance, generation_id, filters, sources, device,
-                           show_progress and state.is_main_process, state)
-        state.wait_for_everyone()
-        wall = time.perf_counter() - began
-
-        if state.is_main_process:
-            table = collect_metadata(images_root, targets, generation_id, manifest["run"], provenance)
-            if npz_path is not None:
-                write_npz(npz_path, images_root, table["file_name"].tolist(), table["label"].to_numpy(), run.info.size, run.info.channels)
-            if settings.format != "npz":
-                atomic_write_text(out.metadata, table.to_csv(index=False))
-            rejected = {str(t.class_idx): rejections(table[table["label"] == t.class_idx]) for t in targets}
-            for c, entry in manifest["classes"].items():
-                entry["kept"] = int((table["label"] == int(c)).sum())  # images written (= count)
-                entry["dropped"] = sum(rejected[c].values())  # candidates rejected on the way, every filter
-                entry["rejected"] = rejected[c]  # the same, per filter
-            manifest.update(complete=True, extra_files_on_disk=extra_files(images_root, targets) if settings.format != "npz" else 0)
-            atomic_write_json(out.manifest, manifest)
-            if settings.format == "npz":
-                shutil.rmtree(images_root, ignore_errors=True)
-            drawn = sum(len(b.missing) for b in blocks)
-            rate = f" in {wall:.0f} s, {drawn / wall:.2f} img/s" if drawn else ""
-            print(f"{out.root}: {manifest['total']} images of {len(targets)} classes, {drawn} new{rate}", flush=True)
-            if manifest["extra_files_on_disk"]:
-                print(f"{out.root}: {manifest['extra_files_on_disk']} older image(s) on disk are not in this set's metadata.csv (other classes or a larger --per-class)", flush=True)
-        state.wait_for_everyone()
-        return out.root
+        yield
 
 
-def _sample_blocks(blocks: list, by_class: dict[int, ClassTarget], run: RunDir, settings: GenerateConfig, images_root: Path,
-                   provenance: dict, generation_id: str, filters, sources: Sources | None, device: torch.device, show_progress: bool, state) -> None:
+def prepare_folder(job: Generation, state: PartialState) -> None:
+    """Refuse a folder drawn with other settings; clear what an interrupted run left (half-written files, damaged images)."""
+    check_compatible(job.out, job.provenance, job.generation_id)
+    if state.is_main_process:
+        remove_stale_temps(job.out.root)
+        for target in job.targets:
+            remove_stale_temps(job.images_root / target.folder)
+        damaged = repair_damaged(job.images_root, job.targets, job.generation_id)
+        if damaged:
+            print(f"{job.out.root}: {damaged} damaged image(s) on disk will be drawn again", flush=True)
+    state.wait_for_everyone()
+
+
+def npz_is_current(job: Generation, state: PartialState) -> bool:
+    """Whether an npz-only set is already written with this generation id, so nothing is left to do."""
+    if job.settings.format != "npz" or not npz_up_to_date(job.out, job.npz_path, job.generation_id, job.targets):
+        return False
+    if state.is_main_process:
+        print(f"{job.npz_path}: up to date ({sum(t.count for t in job.targets)} images), nothing to do", flush=True)
+    return True
+
+
+def start_manifest(job: Generation, blocks: list[Block], state: PartialState) -> dict:
+    """The manifest of the set, written unfinished (and metadata.csv removed) before any image is drawn."""
+    manifest = new_manifest(job.run, job.targets, job.settings, job.provenance, job.generation_id, job.npz_path, job.device)
+    if state.is_main_process and blocks:
+        if job.settings.format != "npz":
+            job.out.metadata.unlink(missing_ok=True)  # until the end, no metadata.csv rather than one that lies
+        atomic_write_json(job.out.manifest, manifest)
+    state.wait_for_everyone()
+    return manifest
+
+
+def draw_blocks(job: Generation, blocks: list[Block], show_progress: bool, state: PartialState) -> float:
+    """Draw the missing images of the blocks, split between the processes; returns the wall time in seconds."""
+    began = time.perf_counter()
+    with state.split_between_processes(blocks) as mine:
+        _sample_blocks(mine, job, show_progress, state)
+    state.wait_for_everyone()
+    return time.perf_counter() - began
+
+
+def finish_folder(job: Generation, blocks: list[Block], manifest: dict, wall_s: float) -> None:
+    """Main process, once every image is on disk: metadata.csv and/or the npz, then the manifest marked complete."""
+    out, images_root, targets = job.out, job.images_root, job.targets
+    table = collect_metadata(images_root, targets, job.generation_id, manifest["run"], job.provenance)
+    if job.npz_path is not None:
+        write_npz(job.npz_path, images_root, table["file_name"].tolist(), table["label"].to_numpy(), job.run.info.size, job.run.info.channels)
+    if job.settings.format != "npz":
+        atomic_write_text(out.metadata, table.to_csv(index=False))
+    rejected = {str(t.class_idx): rejections(table[table["label"] == t.class_idx]) for t in targets}
+    for c, entry in manifest["classes"].items():
+        entry["kept"] = int((table["label"] == int(c)).sum())  # images written (= count)
+        entry["dropped"] = sum(rejected[c].values())  # candidates rejected on the way, every filter
+        entry["rejected"] = rejected[c]  # the same, per filter
+    manifest.update(complete=True, extra_files_on_disk=extra_files(images_root, targets) if job.settings.format != "npz" else 0)
+    atomic_write_json(out.manifest, manifest)
+    if job.settings.format == "npz":
+        shutil.rmtree(images_root, ignore_errors=True)
+    drawn = sum(len(b.missing) for b in blocks)
+    rate = f" in {wall_s:.0f} s, {drawn / wall_s:.2f} img/s" if drawn else ""
+    print(f"{out.root}: {manifest['total']} images of {len(targets)} classes, {drawn} new{rate}", flush=True)
+    if manifest["extra_files_on_disk"]:
+        print(f"{out.root}: {manifest['extra_files_on_disk']} older image(s) on disk are not in this set's metadata.csv (other classes or a larger --per-class)", flush=True)
+
+
+def _sample_blocks(blocks: list[Block], job: Generation, show_progress: bool, state: PartialState) -> None:
     """Sample this process's blocks and hand their missing images to the writer."""
     bar = tqdm(total=sum(len(b.missing) for b in blocks), desc=f"generate ({state.num_processes} process{'es' if state.num_processes > 1 else ''})",
                unit="img", disable=not show_progress, dynamic_ncols=True)
     writer = PngWriter()
+    by_class = {t.class_idx: t for t in job.targets}
+    settings, sources, device = job.settings, job.sources, job.device
     loaded: tuple[str | None, tuple | None] = (None, None)
     try:
         for block in blocks:
             target = by_class[block.class_idx]
             if loaded[0] != target.model_dir:
-                loaded = (target.model_dir, load_model(run, target.model_dir, device))
+                loaded = (target.model_dir, load_model(job.run.dir, target.model_dir, device))
             unet, train_scheduler = loaded[1]
             indices = list(range(block.start, block.start + block.size))
             with torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda"):
-                found = sample_candidates(unet, train_scheduler, settings, target.class_idx, indices, filters, sources)
+                found = sample_candidates(unet, train_scheduler, settings, target.class_idx, indices, job.filters, sources)
             items, failed = [], []
             for i in block.missing:
                 k = i - block.start
                 if not found.accepted[k]:
                     failed.append(i)
                     continue
-                record = {"generation_id": generation_id, "class": target.class_idx, "index": i, "attempt": found.attempts[k],
+                record = {"generation_id": job.generation_id, "class": target.class_idx, "index": i, "attempt": found.attempts[k],
                           "rejected_by": found.rejected_by[k], "seed": settings.seed, "sampler": settings.sampler, "steps": settings.steps,
-                          "guidance_scale": settings.guidance_scale, "model_sha256": provenance["model_sha256"][target.model_dir]}
+                          "guidance_scale": settings.guidance_scale, "model_sha256": job.provenance["model_sha256"][target.model_dir]}
                 if sources is not None:
                     record.update(source_index=sources.source(target.class_idx, i)[1], strength=round(found.strengths[k], 6))
-                items.append((images_root / image_file(target, i), found.images[k], record))
+                items.append((job.images_root / image_file(target, i), found.images[k], record))
             writer.submit(items)
             bar.update(len(items))
             if failed:

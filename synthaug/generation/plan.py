@@ -15,6 +15,7 @@ import torch
 from pydantic import ValidationError
 
 from synthaug.data.subsets import count_at_ratio
+from synthaug.data.classes import class_indices
 from synthaug.data.images import load_split
 from synthaug.storage.pixels import to_model_tensor
 from synthaug.core.errors import UserError
@@ -51,22 +52,10 @@ def resolve_settings(defaults: GenerateConfig, train_steps: int, **flags) -> Gen
 
 
 def pick_classes(requested, info: ClassesInfo) -> list[int]:
-    names, trained = info.class_names, list(info.classes)
+    """The run's trained classes that --classes asks for (by name, index or digit string); all of them by default."""
     if requested is None:
-        return trained
-    chosen = []
-    for item in requested:
-        if isinstance(item, str) and item in names:
-            c = names.index(item)
-        elif isinstance(item, int) or (isinstance(item, str) and item.strip().isdigit()):
-            c = int(item)
-        else:
-            c = None
-        if c not in trained:
-            valid = ", ".join(f"{t} ({names[t]})" for t in trained)
-            raise UserError(f"--classes: the run has no trained class {item!r}; expected one of {valid}")
-        chosen.append(c)
-    return sorted(set(chosen))
+        return list(info.classes)
+    return class_indices(requested, info.class_names, "--classes", known=info.classes, holder="the run")
 
 
 def class_targets(run: Run, per_class: int | None, ratio: float | None, balance: bool, classes=None, per_real: int | None = None) -> list[ClassTarget]:

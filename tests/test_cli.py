@@ -1,0 +1,75 @@
+"""The `synthaug` command's shape: one table of subcommands, the same flags wherever they apply, and the commands
+that run on one process refused at once under a several-process `accelerate launch`."""
+
+from __future__ import annotations
+
+import argparse
+
+import pytest
+from conftest import TINY_EVAL
+
+from synthaug.cli import COMMANDS, _command_line, build_parser, main
+from synthaug.recipe.recipe import recipe_to_yaml
+
+
+def flags(command: str) -> set[str]:
+    sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    return {opt for action in sub.choices[command]._actions for opt in action.option_strings}
+
+
+def test_the_parser_is_built_from_the_table_of_commands():
+    sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    assert list(sub.choices) == list(COMMANDS) == ["fit", "generate", "evaluate", "audit", "experiment", "sweep"]
+
+
+@pytest.mark.parametrize("command", list(COMMANDS))
+def test_every_command_takes_the_common_flags(command):
+    # every command takes a folder lock (--wait), draws bars (--no-progress) and may read the real data (--data-root)
+    assert {"--wait", "--no-progress", "--data-root"} <= flags(command)
+    # --set wherever a recipe is opened and changed; generate has a flag for each generate.* field, the rest made the run
+    assert ("--set" in flags(command)) == (command != "generate")
+    # a run is always named by --run
+    assert ("--run" in flags(command)) == (command in ("generate", "evaluate", "audit"))
+    if command in ("evaluate", "experiment", "sweep"):
+        assert {"--out", "--cache", "--force"} <= flags(command)
+
+
+def test_the_command_line_of_a_report_names_each_run_with_run():
+    parser = build_parser()
+    old = parser.parse_args(["evaluate", "runs/a", "runs/b", "--set", "evaluate.seeds=[0]", "--synthetic", "s/a", "--synthetic", "s/b"])
+    old.run = old.run or old.runs  # as cmd_evaluate does
+    new = parser.parse_args(["evaluate", "--run", "runs/a", "--run", "runs/b", "--set", "evaluate.seeds=[0]", "--synthetic", "s/a",
+                             "--synthetic", "s/b"])
+    expected = "synthaug evaluate --run runs/a --run runs/b --set 'evaluate.seeds=[0]' --synthetic s/a --synthetic s/b"
+    assert _command_line(old) == _command_line(new) == expected
+    audit = parser.parse_args(["audit", "--run", "runs/a", "--set", "audit.k=3", "--wait"])
+    assert _command_line(audit) == "synthaug audit --run runs/a --set audit.k=3"
+    sweep = parser.parse_args(["sweep", "r.yaml", "--out", "o", "--force", "--no-progress"])
+    assert _command_line(sweep) == "synthaug sweep r.yaml --out o --force"
+
+
+@pytest.mark.parametrize("command", ["evaluate", "experiment", "sweep"])
+def test_several_processes_are_refused_at_once_in_one_line(command, eval_run, tiny_recipe, tmp_path, monkeypatch, capsys):
+    if command == "evaluate":
+        argv = ["--run", str(eval_run("tiny", 4))]
+    else:
+        recipe = tmp_path / "recipe.yaml"
+        recipe.write_text(recipe_to_yaml(tiny_recipe("exp", evaluate={**TINY_EVAL, "seeds": [0], "ratios": [1]})))
+        argv = [str(recipe)]
+    before = sorted(p for p in tmp_path.rglob("*"))
+    monkeypatch.setenv("WORLD_SIZE", "2")  # as `accelerate launch --num_processes 2` sets it in each process
+    assert main([command, *argv, "--out", str(tmp_path / "out"), "--no-progress"]) == 2
+    captured = capsys.readouterr()
+    assert captured.err.splitlines() == [
+        f"synthaug {command}: error: {command} runs on one process, not the 2 of `accelerate launch`; run `synthaug {command}` "
+        "without accelerate launch (fit and generate scale out with accelerate launch)"]
+    assert captured.out == ""
+    assert sorted(p for p in tmp_path.rglob("*")) == before  # nothing fitted, drawn or written
+
+
+def test_one_process_is_not_refused(monkeypatch, eval_run, tmp_path):
+    monkeypatch.setenv("WORLD_SIZE", "1")
+    run = eval_run("tiny", 4)
+    argv = ["evaluate", "--run", str(run), "--out", str(tmp_path / "out"), "--no-progress", "--set", "evaluate.seeds=[0]",
+            "--set", "evaluate.arms=[real]"]
+    assert main(argv) == 0 and (tmp_path / "out" / "report.md").is_file()
