@@ -115,7 +115,7 @@ TINY_MODEL = {
 # The evaluate harness at its smallest: a 4-channel SmallCNN trained for a few steps.
 TINY_EVAL = {
     "classifier": "small_cnn", "width": 4, "steps": 6, "batch_size": 8, "eval_every": 3,
-    "seeds": [0, 1, 2], "ratios": [1, 2], "bootstrap": 200,
+    "seeds": [0, 1, 2], "ratios": [1, 2],
 }
 
 # The feature classifier of the blob runs: enough steps (0.4 s) to tell left blobs from right ones with confidence.

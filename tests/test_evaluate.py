@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pandas as pd
 import pytest
 from conftest import TINY_EVAL, make_run
@@ -33,12 +34,13 @@ def test_end_to_end_arms_regimes_seeds_and_files(eval_run, tmp_path):
     assert big.loc["real+synthetic 2x", "n_synthetic"].iloc[0] == 32 and big.loc["synthetic", "n_synthetic"].iloc[0] == 16
     assert table["test_acc"].between(0, 1).all() and {"recall_0", "recall_1"} <= set(table.columns)
     gains = pd.DataFrame(results["gains"])
-    assert set(gains["vs"]) == {"real", "real+classic"} and (gains["pairs"] == 3).all()
+    assert set(gains["vs"]) == {"real", "real+classic"} and (gains["pairs"] == 3).all() and (gains["units"] == 1).all()
+    assert set(gains["dacc_verdict"]) == {"too few units"}  # one subset per regime: seeds are not independent units
     for regime, chosen in results["best_baseline"].items():  # the best baseline is picked on val, and gains are measured against it
         assert chosen["arm"] == max(("real", "real+classic"), key=lambda b: table[(table.regime == regime) & (table.arm == b)]["val_auc"].mean())
         against = gains[(gains["regime"] == regime) & gains["best_baseline"].fillna(False).astype(bool)]
         assert set(against["vs"]) == {chosen["arm"]} and len(against) == len(arms) - 2
-        assert 0 < chosen["cas"]["lo"] <= chosen["cas"]["ratio"] <= chosen["cas"]["hi"]
+        assert chosen["cas"]["ratio"] > 0 and chosen["cas"]["units"] == 1 and np.isnan(chosen["cas"]["lo"])
     for name in ("report.md", "results.json", "accuracy_vs_size.png", "samples_tiny-4pc.png", "samples_tiny-8pc.png"):
         assert (out / name).stat().st_size > 0
     report = (out / "report.md").read_text()
@@ -77,14 +79,46 @@ def test_too_few_synthetic_images_is_one_clear_error(eval_run, tmp_path):
 def test_cli_exit_codes(eval_run, tmp_path, capsys):
     run = eval_run("tiny", 4)
     out = tmp_path / "cli"
-    assert main(["evaluate", str(run), "--out", str(out), "--no-progress", "--set", "evaluate.seeds=[0]",
+    assert main(["evaluate", "--run", str(run), "--out", str(out), "--no-progress", "--set", "evaluate.seeds=[0]",
                  "--set", "evaluate.arms=[real]"]) == 0
-    assert "--set 'evaluate.seeds=[0]'" in (out / "report.md").read_text()
-    assert "Only 1 (subset, seed) pair(s) in a regime" in (out / "report.md").read_text()
-    assert main(["evaluate", str(tmp_path / "nope"), "--no-progress"]) == 2
-    assert main(["evaluate", str(run), "--set", "evaluate.ratios=[0]", "--no-progress"]) == 2
+    assert capsys.readouterr().out.strip().splitlines() == [f"report: {out / 'report.md'}"]  # the one line on success
+    report = (out / "report.md").read_text()
+    assert f"synthaug evaluate --run {run} --set 'evaluate.seeds=[0]'" in report
+    assert "1 independent subset(s) in a regime: too few to tell" in report
+    assert main(["evaluate", "--run", str(tmp_path / "nope"), "--no-progress"]) == 2
+    assert main(["evaluate", "--run", str(run), "--set", "evaluate.ratios=[0]", "--no-progress"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert err[-1].startswith("synthaug evaluate: error:") and "evaluate.ratios" in err[-1]
+
+
+def test_the_older_positional_runs_still_work_and_are_recorded_as_run_flags(eval_run, tmp_path, capsys):
+    run = eval_run("tiny", 4)
+    out = tmp_path / "old"
+    assert main(["evaluate", str(run), "--out", str(out), "--no-progress", "--set", "evaluate.seeds=[0]", "--set", "evaluate.arms=[real]"]) == 0
+    assert f"synthaug evaluate --run {run} --set" in (out / "report.md").read_text()
+    assert main(["evaluate", str(run), "--run", str(run), "--out", str(tmp_path / "both"), "--no-progress"]) == 2
+    assert main(["evaluate", "--out", str(tmp_path / "none"), "--no-progress"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 2 and "not also as" in err[0] and "give at least one run directory: --run DIR" in err[1]
+    assert not (tmp_path / "both").exists() and not (tmp_path / "none").exists()
+
+
+def test_two_runs_of_one_subset_are_refused_before_any_work(eval_run, tmp_path, capsys):
+    # two generators on the same 4/class subset (seed 0): one report would average them together
+    a, b = eval_run("gen-a", 4), eval_run("gen-b", 4, synthetic=0)  # b has no synthetic set: the refusal comes first
+    out = tmp_path / "report"
+    assert main(["evaluate", "--run", str(a), "--run", str(b), "--out", str(out), "--no-progress"]) == 2
+    assert main(["evaluate", "--run", str(a), "--run", str(a), "--out", str(out), "--no-progress"]) == 2
+    captured = capsys.readouterr()
+    first, twice = captured.err.strip().splitlines()
+    assert first == (f"synthaug evaluate: error: evaluate: the runs {a} and {b} are both the regime 4/class on subset seed 0, and one "
+                     "report would average them together; to compare them, evaluate each in its own report (one evaluate per "
+                     "run, a different --out each; --cache may be shared)")
+    assert f"the run {a} is given twice" in twice
+    assert captured.out == "" and not out.exists()
+    with pytest.raises(UserError, match="both the regime 4/class on subset seed 0"):
+        evaluate([a, b], out, show_progress=False)
+    assert not out.exists()
 
 
 def test_runs_with_different_classifier_settings_are_refused(eval_run, tmp_path):

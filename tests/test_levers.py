@@ -7,7 +7,8 @@ import pytest
 from synthaug.recipe.sections import SweepConfig
 from synthaug.core.errors import UserError
 from synthaug.study.experiment import synthetic_amount
-from synthaug.study.levers import Value, base_dict, candidate, choose, generator_name, lever_skip_reason, lever_values, recommend, score
+from synthaug.study.levers import (Value, base_dict, candidate, choose, confirm, generator_name, lever_skip_reason, lever_values,
+                                    recommend, score)
 
 SWEEP = {"order": ["conditioning", "augment", "classic", "source", "strength", "guidance_scale", "usage", "ratio"],
          "conditioning": ["class_conditional", "per_class"], "augment": [["hflip", "rot90"], []],
@@ -122,17 +123,33 @@ def test_a_tie_in_val_up_to_summation_noise_goes_to_the_first_value():
     assert choose(entries + [{"value": "0.5", "val": 0.869}])["value"] == "0.5"
 
 
-def test_recommend_picks_synthetic_only_when_it_beats_the_best_baseline_on_val():
-    # synthetic wins on val (+0.05 on every pair); test says it loses, and test never enters the choice
-    helps = recommend(rows({"real": [0.80] * 4, "real+classic": [0.85] * 4, "real+synthetic+classic 1x": [0.90] * 4},
-                           test={"real": [0.8] * 4, "real+classic": [0.9] * 4, "real+synthetic+classic 1x": [0.7] * 4}), "acc", 200)
-    assert helps["helps"] and helps["baseline_arm"] == "real+classic" and helps["synthetic_arm"] == "real+synthetic+classic 1x"
-    assert helps["val_gain"]["mean"] == pytest.approx(0.05) and helps["val_gain"]["pairs"] == 4
-    assert helps["test"]["arm"] == "real+synthetic+classic 1x" and helps["test"]["acc"] == pytest.approx(0.7)
-    assert helps["test"]["gain_acc"]["mean"] == pytest.approx(-0.2)
-    # every synthetic arm loses on val: the choice is the best baseline, and its test numbers alone are given
+def test_recommend_chooses_on_val_and_reports_val_only():
+    # synthetic wins on val (+0.05 on every pair); test says it loses, and test never enters the choice or the answer
+    answer = recommend(rows({"real": [0.80] * 4, "real+classic": [0.85] * 4, "real+synthetic+classic 1x": [0.90] * 4},
+                            test={"real": [0.8] * 4, "real+classic": [0.9] * 4, "real+synthetic+classic 1x": [0.7] * 4}), "acc")
+    assert answer["baseline_arm"] == "real+classic" and answer["synthetic_arm"] == "real+synthetic+classic 1x"
+    assert answer["val_gain"]["mean"] == pytest.approx(0.05) and answer["val_gain"]["pairs"] == 4 and answer["val_gain"]["units"] == 2
+    assert "test" not in answer and "helps" not in answer  # helps is the confirmation's to say
     loses = recommend(rows({"real": [0.90] * 4, "real+classic": [0.85] * 4, "real+synthetic+classic 1x": [0.80] * 4,
-                            "real+replace+classic p0.5": [0.88, 0.88, 0.88, 0.92]}), "acc", 200)
-    assert not loses["helps"] and loses["baseline_arm"] == "real" and loses["synthetic_arm"] == "real+replace+classic p0.5"
+                            "real+replace+classic p0.5": [0.88, 0.88, 0.88, 0.92]}), "acc")
+    assert loses["baseline_arm"] == "real" and loses["synthetic_arm"] == "real+replace+classic p0.5"
     assert loses["val_gain"]["mean"] == pytest.approx(-0.01) and loses["val_gain"]["lo"] <= loses["val_gain"]["mean"] <= loses["val_gain"]["hi"]
-    assert loses["test"] == {"arm": "real", "acc": pytest.approx(0.9), "auc": pytest.approx(0.9), "pairs": 4}
+
+
+@pytest.mark.parametrize("gains, verdict, helps", [
+    ([0.02, 0.03, 0.025, 0.028, 0.022], "higher", True),
+    ([0.02, 0.03, 0.025], "too few units", False),  # above 0, but from 3 subsets: no yes
+    ([0.02, -0.03, 0.025, 0.01, -0.02], "no difference shown", False),
+])
+def test_confirm_says_helps_only_with_the_lower_bound_above_0_over_enough_subsets(gains, verdict, helps):
+    from synthaug.evaluation.summary import summarise
+    from synthaug.recipe.sections import EvaluateConfig
+
+    confirm_rows = []
+    for subset, gain in enumerate(gains):
+        confirm_rows += [{"regime": "10/class", "subset_seed": subset + 10, "seed": 0, "arm": a, "kind": k, "n_real_used": 80,
+                          "n_synthetic": 0, "steps": 5, "val_acc": 0.8, "val_auc": 0.9, "test_acc": 0.8 + g, "test_auc": 0.9}
+                         for a, k, g in (("real+classic", "real+classic", 0.0), ("real+replace+classic p0.25", "real+replace+classic", gain))]
+    results = summarise(confirm_rows, EvaluateConfig())
+    answer = confirm(results, "real+replace+classic p0.25", "real+classic")
+    assert answer["verdict"] == verdict and answer["helps"] is helps and answer["gain_acc"]["units"] == len(gains)

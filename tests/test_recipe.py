@@ -49,7 +49,7 @@ BAD = [
     (with_change("data.medmnist", "chestmnist"), "data.medmnist: chestmnist is multi-label"),
     (with_change("data.subset", {"fraction": 1.5}), "data.subset.fraction: Input should be less than or equal to 1"),
     (with_change("data.subset", {"fraction": 0}), "data.subset.fraction: Input should be greater than 0"),
-    (with_change("data.subset", {"seed": 1}), "data.subset.fraction: give exactly one of 'fraction' or 'per_class'"),
+    (with_change("data.subset", {"seed": 1}), "data.subset.fraction: give exactly one of 'fraction', 'per_class', 'long_tail' or 'counts'"),
     (with_change("data.folder", "/tmp"), "data.medmnist: give exactly one of 'medmnist'"),
     (with_change("model.block_out_channels", [32, 64, 64, 64]), "model.block_out_channels: 4 levels halve the image 3 times, so data.size must be divisible by 8"),
     (with_change("model.block_out_channels", [32, 48]), "model.block_out_channels: entry 48 must be a positive multiple of norm_num_groups (32)"),

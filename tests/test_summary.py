@@ -1,8 +1,10 @@
-"""The evaluation's numbers: the best baseline is chosen on val among the arms without synthetic data, gains are
-measured against it, and the CAS ratio."""
+"""synthaug.evaluation.summary: the best baseline is chosen on val among the arms without synthetic data, gains are
+measured against it over independent subsets (seeds averaged inside each), with the test set's noise when the rows
+keep their predictions, and the CAS ratio."""
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 from conftest import TINY_EVAL
 
@@ -10,9 +12,10 @@ from synthaug.recipe.sections import EvaluateConfig
 from synthaug.evaluation.summary import summarise
 
 
-def row(arm, seed, val, test, kind=None):
-    return {"regime": "4/class", "arm": arm, "kind": kind or arm, "subset_seed": 0, "seed": seed, "n_real_used": 8,
-            "n_synthetic": 0, "steps": 6, "val_acc": val, "val_auc": val, "test_acc": test, "test_auc": test}
+def row(arm, seed, val, test, kind=None, subset=0, pred=None):
+    return {"regime": "4/class", "arm": arm, "kind": kind or arm, "subset_seed": subset, "seed": seed, "n_real_used": 8,
+            "n_synthetic": 0, "steps": 6, "val_acc": val, "val_auc": val, "test_acc": test, "test_auc": test,
+            **({"test_pred": pred} if pred is not None else {})}
 
 
 def test_best_baseline_is_chosen_on_val_never_on_test():
@@ -23,7 +26,7 @@ def test_best_baseline_is_chosen_on_val_never_on_test():
     assert chosen["arm"] == "real+classic" and chosen["val"] == {"real": 0.60, "real+classic": 0.70}  # real tests better, but val decides
     gain = next(g for g in results["gains"] if g.get("best_baseline") and g["arm"] == "real+synthetic 1x")
     assert gain["vs"] == "real+classic" and gain["dacc"] == pytest.approx(0.10)
-    assert chosen["cas"]["ratio"] == pytest.approx(0.5) and chosen["cas"]["pairs"] == 2
+    assert chosen["cas"]["ratio"] == pytest.approx(0.5) and chosen["cas"]["units"] == 1
 
 
 def test_self_training_on_the_pool_competes_for_best_baseline():
@@ -35,3 +38,33 @@ def test_self_training_on_the_pool_competes_for_best_baseline():
     against = [g for g in results["gains"] if g.get("best_baseline")]
     assert [(g["arm"], g["vs"]) for g in against] == [("real+replace+classic p0.25", "real+pseudo+classic t0.9")]
     assert against[0]["dacc"] == pytest.approx(0.03)
+
+
+def test_the_unit_is_the_subset_and_seeds_are_averaged_inside_it():
+    """Six subsets x two seeds: six units, not twelve; a seed that disagrees inside a subset moves its unit's mean."""
+    rows = []
+    for subset in range(6):
+        for seed in (0, 1):
+            rows += [row("real", seed, 0.6, 0.60, subset=subset), row("real+synthetic 1x", seed, 0.7, 0.62 + 0.02 * seed, subset=subset)]
+    gain = next(g for g in summarise(rows, EvaluateConfig(**TINY_EVAL))["gains"] if g["arm"] == "real+synthetic 1x" and g["vs"] == "real")
+    assert gain["units"] == 6 and gain["pairs"] == 12 and gain["dacc"] == pytest.approx(0.03)
+    assert gain["dacc_lo"] == pytest.approx(0.03) and gain["dacc_verdict"] == "higher"  # every unit +0.03: no spread
+    assert not gain["dacc_test_noise"]
+
+
+def test_test_predictions_add_the_test_sets_own_noise():
+    labels = np.array([0, 1] * 50)
+    rng = np.random.default_rng(0)
+    rows = []
+    for subset in range(5):
+        base = np.where(rng.random(100) < 0.8, labels, 1 - labels)
+        better = np.where(rng.random(100) < 0.3, labels, base)  # a few more right answers
+        rows += [row("real", 0, 0.6, float((base == labels).mean()), subset=subset, pred=base.tolist()),
+                 row("real+synthetic 1x", 0, 0.7, float((better == labels).mean()), subset=subset, pred=better.tolist())]
+    cfg = EvaluateConfig(**TINY_EVAL)
+    with_noise = next(g for g in summarise(rows, cfg, labels)["gains"] if g["vs"] == "real" and g["arm"] == "real+synthetic 1x")
+    units_only = next(g for g in summarise(rows, cfg)["gains"] if g["vs"] == "real" and g["arm"] == "real+synthetic 1x")
+    assert with_noise["dacc_test_noise"] and not units_only["dacc_test_noise"]
+    assert with_noise["dacc"] == pytest.approx(units_only["dacc"])
+    assert with_noise["dacc_hi"] - with_noise["dacc_lo"] > units_only["dacc_hi"] - units_only["dacc_lo"]
+    assert not with_noise["dauc_test_noise"]  # AUC: the subsets only

@@ -23,7 +23,9 @@ from synthaug.diffusion.training import fit
 from synthaug.recipe.recipe import load_recipe
 
 SWEEP = {"order": ["strength", "usage"], "strength": [0.3, 0.5],
-         "usage": {"add": {"arms": ["real+synthetic+classic"]}, "replace": {"arms": ["real+replace+classic"]}}}
+         "usage": {"add": {"arms": ["real+synthetic+classic"]}, "replace": {"arms": ["real+replace+classic"]}},
+         # two unseen subsets, for time (the default is MIN_UNITS = 5 new seeds): the verdict is then "too few units"
+         "confirm": [{"per_class": 4, "seed": 1}, {"per_class": 4, "seed": 2}]}
 
 
 def write_recipe(tmp_path: Path, data_root: Path, runs: str = "runs", **sweep) -> Path:
@@ -79,10 +81,11 @@ def test_sweep_chooses_on_val_reuses_generators_images_and_arms_and_recommends(t
     recipe = write_recipe(tmp_path, breast_root)
     out = tmp_path / "sweep"
     assert sweep_cli(recipe, out) == 0
-    # One generator for every lever value; one set of 5 variations per real image for each strength, drawn once.
-    assert [p.parent.name for p in counted["trained"]] == ["all"]
+    # One generator for every lever value, and one per confirmation subset; one set of 5 variations per real image for
+    # each strength, drawn once, and the chosen strength's on each confirmation subset.
+    assert [p.parents[2].name for p in counted["trained"]] == ["sw-4pc-s0", "sw-4pc-s1", "sw-4pc-s2"]
     drawn = [d for d in counted["drawn"] if d[1]]
-    assert sorted(n for _, n in drawn) == [40, 40] and len({folder for folder, _ in drawn}) == 2
+    assert [n for _, n in drawn[:2]] == [40, 40] and len(drawn) == 4 and len({folder for folder, _ in drawn}) == 2
     summary = json.loads((out / "sweep.json").read_text())
     strength, usage = summary["levers"]
     assert [e["value"] for e in strength["entries"]] == ["0.3", "0.5"] and [e["value"] for e in usage["entries"]] == ["add", "replace"]
@@ -94,18 +97,23 @@ def test_sweep_chooses_on_val_reuses_generators_images_and_arms_and_recommends(t
             assert e["val"] == pytest.approx(rows.loc[rows["arm"] == e["arm"], "val_acc"].mean()) and e["pairs"] == 2
     chosen_set = next(e["synthetic"] for e in strength["entries"] if e["chosen"])
     assert {e["synthetic"] for e in usage["entries"]} == {chosen_set}  # usage reuses the chosen strength's images
-    # Every arm is trained once: the usage lever and the final comparison read all of theirs from the one cache.
-    assert len(list((out / "cache").glob("*.json"))) == 8 + 4
+    # Every arm is trained once: the usage lever and the final comparison read all of theirs from the one cache; the
+    # confirmation trains the two chosen arms on the two new subsets.
+    assert len(list((out / "cache").glob("*.json"))) == 8 + 4 + 2 * 2 * 2
     final = json.loads((out / "final" / "results.json").read_text())
-    assert final["arms_from_cache"] == len(final["rows"]) == 3 * 2
+    assert final["arms_from_cache"] == len(final["rows"]) == 3 * 2 and final["split"] == "val"
+    assert all("test_acc" not in row for row in final["rows"])  # lever tries and the final choice report val only
+    assert "Test accuracy" not in (out / "final" / "report.md").read_text()
+    checked = json.loads((out / "confirm" / "results.json").read_text())
+    assert checked["split"] == "test" and {r["subset_seed"] for r in checked["rows"]} == {1, 2}
+    assert {r["arm"] for r in checked["rows"]} == {summary["recommendation"]["baseline_arm"], summary["recommendation"]["synthetic_arm"]}
     # The recommendation: a recipe `experiment` can run, with the chosen values, and the answer in sweep.md.
     recommended = load_recipe(out / "recommended.yaml")
     assert recommended.generate.strength == [float(strength["chosen"])] and recommended.sweep is None
     assert recommended.evaluate.arms == ["real", "real+classic", f"real+{'synthetic' if usage['chosen'] == 'add' else 'replace'}+classic"]
     answer, text = summary["recommendation"], (out / "sweep.md").read_text()
-    table = pd.DataFrame(final["rows"]).groupby("arm")["val_acc"].mean()
-    assert answer["helps"] == (table[answer["synthetic_arm"]] > table[answer["baseline_arm"]])
-    assert ("does not help this set at this scale" in text) == (not answer["helps"])
+    assert answer["confirm"]["verdict"] == "too few units" and not answer["helps"]  # 2 unseen subsets cannot say yes
+    assert "**Too few independent subsets to tell whether synthetic data helps" in text
     assert "![val per lever value](val_by_lever.png)" in text and (out / "val_by_lever.png").is_file()
     assert "samples/all/step_0000002.png" in text and (out / "final" / "samples_sw-4pc-s0.png").is_file()
 
@@ -118,18 +126,28 @@ def test_sweep_chooses_on_val_reuses_generators_images_and_arms_and_recommends(t
     assert {p: p.stat().st_mtime_ns for p in before} == before
     assert (out / "sweep.json").read_text() == sweep_json and (out / "recommended.yaml").read_text() == recipe_text
 
-    # The answer follows the final comparison's val numbers alone.
+    # The choice follows the final comparison's val numbers alone; the confirmation then scores that choice.
     edit_final_val(out, {"real": 0.5, "real+classic": 0.9, "real+synthetic+classic": 0.6, "real+replace+classic": 0.6})
     assert sweep_cli(recipe, out) == 0
-    text = (out / "sweep.md").read_text()
-    assert "**Synthetic data does not help this set at this scale; use `real+classic`, the real images with classical augmentation" in text
-    assert "gain of -0.3000 [-0.3000, -0.3000]" in text and "Test, scored once for this choice (`real+classic`)" in text
-    assert (out / "recommended.yaml").read_text().splitlines()[1].startswith("# Synthetic data does not help this set at this scale: use real+classic.")
+    answer = json.loads((out / "sweep.json").read_text())["recommendation"]
+    assert answer["baseline_arm"] == "real+classic" and answer["val_gain"]["mean"] == pytest.approx(-0.3)
+    assert answer["confirm"]["baseline_arm"] == "real+classic"
+    assert (out / "recommended.yaml").read_text().splitlines()[1].startswith("# Too few independent subsets to tell: test ACC")
     edit_final_val(out, {"real": 0.5, "real+classic": 0.6, "real+synthetic+classic": 0.8, "real+replace+classic": 0.8})
     assert sweep_cli(recipe, out) == 0
     answer = json.loads((out / "sweep.json").read_text())["recommendation"]
-    assert answer["helps"] and answer["val_gain"]["mean"] == pytest.approx(0.2) and set(answer["test"]) >= {"gain_acc", "gain_auc"}
-    assert f"**Use `{answer['synthetic_arm']}` with the settings below.**" in (out / "sweep.md").read_text()
+    assert answer["val_gain"]["mean"] == pytest.approx(0.2) and not answer["helps"]  # a val gain alone never says "use it"
+
+
+def test_confirmation_subsets_are_new_seeds_at_each_size_and_never_a_selection_seed(tmp_path, breast_root):
+    from synthaug.study.sweep import confirm_subsets
+
+    recipe = load_recipe(write_recipe(tmp_path, breast_root), ["sweep.confirm=null",
+                         "evaluate.regimes=[{per_class: 4, seed: 0}, {per_class: 4, seed: 2}, {per_class: 2, seed: 0}]"])
+    assert [(s.per_class, s.seed) for s in confirm_subsets(recipe)] == [(4, 3), (4, 4), (4, 5), (4, 6), (4, 7), (2, 3), (2, 4), (2, 5), (2, 6), (2, 7)]
+    bad = write_recipe(tmp_path, breast_root, runs="bad", confirm=[{"per_class": 4, "seed": 0}])
+    assert main(["sweep", str(bad), "--out", str(tmp_path / "bad-out"), "--no-progress"]) == 2
+    assert not (tmp_path / "bad").exists()
 
 
 def test_levers_that_only_sample_or_only_use_never_refit(tmp_path, breast_root, counted):
@@ -138,10 +156,10 @@ def test_levers_that_only_sample_or_only_use_never_refit(tmp_path, breast_root, 
                           classic={"flips": {"hflip": True, "vflip": True}, "none": {"hflip": False, "rotate_deg": 0, "shift": 0}},
                           guidance_scale=[1.0, 2.0])
     assert sweep_cli(recipe, tmp_path / "out") == 0
-    assert len(counted["trained"]) == 1
+    assert len(counted["trained"]) == 1 + 2  # the levers' generator, and one per confirmation subset
     # classic draws nothing; each guidance draws its own set once (its two values, then the final comparison reuses one)
     guidance = json.loads((tmp_path / "out" / "sweep.json").read_text())["levers"][1]["entries"]
-    assert [n for _, n in counted["drawn"]] == [40, 40, 0]
+    assert [n for _, n in counted["drawn"]][:3] == [40, 40, 0]
     assert [folder for folder, _ in counted["drawn"]][:2] == [e["synthetic"] for e in guidance]
     rows = pd.read_csv(tmp_path / "out" / "levers" / "classic-none" / "results.csv")
     assert set(rows["arm"]) == {"real", "real+classic"}
@@ -150,7 +168,7 @@ def test_levers_that_only_sample_or_only_use_never_refit(tmp_path, breast_root, 
     counted["trained"].clear(), counted["drawn"].clear()
     assert main(["sweep", str(recipe), "--out", str(tmp_path / "out"), "--no-progress", "--set", "evaluate.steps=4"]) == 0
     assert counted["trained"] == [] and all(n == 0 for _, n in counted["drawn"])
-    assert len(list((tmp_path / "out" / "cache").glob("*.json"))) == 2 * before
+    assert len(list((tmp_path / "out" / "cache").glob("*.json"))) == 2 * before  # the confirmation's arms too
     assert json.loads((tmp_path / "out" / "final" / "results.json").read_text())["config"]["steps"] == 4
 
 
@@ -166,7 +184,8 @@ def test_a_set_drawn_by_hand_with_the_same_settings_is_linked_not_drawn_again(tm
     assert main(["sweep", str(recipe_path), "--out", str(tmp_path / "out"), "--cache", str(tmp_path / "arms"), "--no-progress"]) == 0
     assert "the images of mine (drawn with the same settings), linked" in capsys.readouterr().out
     strength = json.loads((tmp_path / "out" / "sweep.json").read_text())["levers"][0]["entries"]
-    assert counted["trained"] == [] and [n for _, n in counted["drawn"]][:2] == [0, 40]
+    assert [p.parents[2].name for p in counted["trained"]] == ["sw-4pc-s1", "sw-4pc-s2"]  # the confirmation's only
+    assert [n for _, n in counted["drawn"]][:2] == [0, 40]
     reused = run / strength[0]["synthetic"]
     assert sorted(p.name for p in reused.rglob("*.png")) == sorted(p.name for p in mine.rglob("*.png"))
     assert all(p.stat().st_ino == (mine / p.relative_to(reused)).stat().st_ino for p in reused.rglob("*.png"))
@@ -246,7 +265,7 @@ def test_kill_9_then_rerun_continues_and_ends_as_an_uninterrupted_sweep(tmp_path
     assert child.returncode == -9 and first.is_file() and not (out / "final" / "results.json").exists()
     finished = {p: p.stat().st_mtime_ns for p in [first, *(out / "cache").glob("*.json"), *(tmp_path / "runs").rglob("model_index.json")]}
     assert sweep_cli(recipe, out) == 0
-    assert counted["trained"] == []  # the generator finished before the kill
+    assert all(p.parents[2].name != "sw-4pc-s0" for p in counted["trained"])  # the levers' generator finished before the kill
     assert {p: p.stat().st_mtime_ns for p in finished} == finished  # nor was a finished lever value or arm redone
     reference_recipe, reference = write_recipe(tmp_path, breast_root, runs="fresh"), tmp_path / "reference"
     assert sweep_cli(reference_recipe, reference) == 0

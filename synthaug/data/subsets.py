@@ -7,30 +7,46 @@ import math
 import numpy as np
 
 from synthaug.core.errors import UserError
+from synthaug.data.classes import class_indices
 from synthaug.recipe.sections import SubsetConfig
 
 
-def subset_indices(labels: np.ndarray, subset: SubsetConfig | None, classes: list[int], class_names: list[str] | None = None) -> np.ndarray:
-    """Stratified, reproducible choice of training indices.
+def subset_counts(labels: np.ndarray, subset: SubsetConfig, classes: list[int], class_names: list[str] | None = None) -> dict[int, int]:
+    """How many training images of each class `subset` takes; one-line errors for counts a class cannot give."""
+    available = {c: int((labels == c).sum()) for c in classes}
+    class_names = class_names or [str(c) for c in range(max(classes, default=0) + 1)]
+    if subset.per_class is not None:
+        wanted, field = {c: subset.per_class for c in classes}, "data.subset.per_class"
+    elif subset.fraction is not None:
+        return {c: max(1, int(round(subset.fraction * n))) if n else 0 for c, n in available.items()}
+    elif subset.long_tail is not None:
+        lt, field = subset.long_tail, "data.subset.long_tail.head"
+        by_frequency = sorted(classes, key=lambda c: (-available[c], c))  # the natural order; ties by class index
+        steps = max(1, len(classes) - 1)
+        wanted = {c: max(1, int(round(lt.head * lt.ratio ** (-k / steps)))) for k, c in enumerate(by_frequency)}
+    else:
+        field = "data.subset.counts"
+        named = {class_indices([key], class_names, field, known=classes)[0]: count for key, count in subset.counts.items()}
+        wanted = {c: named.get(c, 0) for c in classes}
+    for c, count in wanted.items():
+        if count > available[c]:
+            raise UserError(f"{field}: {count} exceeds the {available[c]} training images of class {c} ({class_names[c]})")
+    return wanted
 
-    Each class is drawn from its own generator seeded by (subset.seed, class), as a prefix of one
-    permutation, so a smaller subset with the same seed is contained in a larger one.
+
+def subset_indices(labels: np.ndarray, subset: SubsetConfig | None, classes: list[int], class_names: list[str] | None = None) -> np.ndarray:
+    """Reproducible choice of training indices.
+
+    Each class is drawn from its own generator seeded by (subset.seed, class), as a prefix of one permutation, so a
+    smaller subset with the same seed is contained in a larger one, whatever its kind: 10 per class inside 25 per
+    class, and a long tail whose counts are all below 25 inside 25 per class.
     """
-    chosen = []
-    for c in classes:
-        members = np.flatnonzero(labels == c)
-        if subset is None:
-            chosen.append(members)
-            continue
-        order = np.random.default_rng([subset.seed, c]).permutation(members)
-        if subset.per_class is not None:
-            if subset.per_class > len(members):
-                name = f" ({class_names[c]})" if class_names else ""
-                raise UserError(f"data.subset.per_class: {subset.per_class} exceeds the {len(members)} training images of class {c}{name}")
-            take = subset.per_class
-        else:
-            take = max(1, int(round(subset.fraction * len(members))))
-        chosen.append(np.sort(order[:take]))
+    if subset is None:
+        chosen = [np.flatnonzero(labels == c) for c in classes]
+    else:
+        counts = subset_counts(labels, subset, classes, class_names)
+        chosen = [np.sort(np.random.default_rng([subset.seed, c]).permutation(np.flatnonzero(labels == c))[:counts[c]])
+                  for c in classes]
     if not chosen or sum(len(c) for c in chosen) == 0:
         raise UserError("data: the chosen classes have no training images")
     return np.sort(np.concatenate(chosen))

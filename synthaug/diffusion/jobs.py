@@ -66,7 +66,7 @@ def prepare_run(recipe: Recipe, is_main: bool) -> tuple[RunDir, ImageSet, list[i
             size=recipe.data.size,
             counts={c: subset_counts[c] for c in classes},
             split_counts={c: train.counts()[c] for c in classes},
-            subset=recipe.data.subset.model_dump() if recipe.data.subset else None,
+            subset=recipe.data.subset.record() if recipe.data.subset else None,
             train_indices=indices.tolist(),
             unlabeled=pool.record if pool is not None else None,
         ))

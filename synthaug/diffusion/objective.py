@@ -6,28 +6,16 @@ from __future__ import annotations
 import torch
 from diffusers.training_utils import compute_snr
 
+from synthaug.data.symmetries import random_symmetries
 from synthaug.recipe.recipe import Recipe
 
 
 def augment_batch(x: torch.Tensor, augments: list[str], gen: torch.Generator) -> torch.Tensor:
-    """Random label-preserving symmetries of a batch (N, C, H, W), drawn from `gen` in a fixed order.
+    """The recipe's `train.augment` symmetries of a batch (N, C, H, W), drawn from `gen` (`symmetries.random_symmetries`).
 
     hflip's draw comes first, as it did before train.augment existed, so old recipes give the same weights.
     """
-    n = x.shape[0]
-
-    def chosen(p_true: torch.Tensor) -> torch.Tensor:
-        return p_true.to(x.device)[:, None, None, None]
-
-    if "hflip" in augments:
-        x = torch.where(chosen(torch.rand(n, generator=gen) < 0.5), x.flip(-1), x)
-    if "vflip" in augments:
-        x = torch.where(chosen(torch.rand(n, generator=gen) < 0.5), x.flip(-2), x)
-    if "rot90" in augments:
-        quarter = torch.randint(4, (n,), generator=gen)
-        for k in (1, 2, 3):  # square images: a quarter turn keeps the shape
-            x = torch.where(chosen(quarter == k), x.rot90(k, (-2, -1)), x)
-    return x
+    return random_symmetries(x, gen, hflip="hflip" in augments, vflip="vflip" in augments, rot90="rot90" in augments)
 
 
 def training_batch(recipe: Recipe, job, num_classes: int, gen: torch.Generator, device):
@@ -35,7 +23,11 @@ def training_batch(recipe: Recipe, job, num_classes: int, gen: torch.Generator, 
     cfg = recipe.train
     n = job.images.shape[0]
     labelled = cfg.batch_size if job.pool is None else max(1, round(cfg.labelled_share * cfg.batch_size))
-    idx = torch.randint(n, (labelled,), generator=gen)
+    if cfg.balanced_batches and job.labels is not None:  # each class equally likely, then each of its images
+        counts = torch.bincount(job.labels).to(torch.float64)
+        idx = torch.multinomial((1.0 / counts[job.labels]).cpu(), labelled, replacement=True, generator=gen)
+    else:
+        idx = torch.randint(n, (labelled,), generator=gen)
     x = job.images[idx.to(device)]
     pool_idx = None
     if job.pool is not None and labelled < cfg.batch_size:  # the rest of the batch: unlabeled images

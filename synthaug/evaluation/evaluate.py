@@ -4,8 +4,16 @@ In every regime (`regimes`) each arm trains the same classifier for the same num
 the same initialisation (per seed), selects its checkpoint on the real val split, and is scored once
 on the real test split. Gains over `real` and over `real+classic` come with a 95 % paired bootstrap
 confidence interval: the units are (subset, seed) pairs, so every arm of one unit shares the real
-data, the initialisation and the batch-order seed. Every finished arm is cached under `<out>/cache/`
-by a hash of everything that decides its numbers; re-running skips it unless `force`.
+data and the initialisation. Batch order, classical augmentation and replacement draws are not shared:
+each arm draws them from its own stream, seeded by (seed, the arm's name) (`_train_arm`). The arms train
+on sets of different sizes, so one shared stream would not give them the same batches anyway; seeding by
+name makes each arm's numbers reproducible on their own, whichever other arms run beside it, which is what
+lets a finished arm be cached and reused, and a real+pseudo arm's teacher be the very model of its real arm.
+Every finished arm is cached under `<out>/cache/` by a hash of everything that decides its numbers;
+re-running skips it unless `force`.
+
+One process: run it without `accelerate launch` (fit and generate scale out across processes; an arm's
+classifier is small). On success it prints one line (`result_line`): where the report is.
 """
 
 from __future__ import annotations
@@ -24,6 +32,7 @@ import numpy as np
 import pandas as pd
 import torch
 from accelerate import Accelerator
+from accelerate.utils import get_int_from_env
 from tqdm.auto import tqdm
 
 from synthaug.auditing.audit import read_audit_summary
@@ -37,8 +46,8 @@ from synthaug.evaluation.plots import accuracy_vs_size_png, real_beside_syntheti
 from synthaug.recipe.sections import EvaluateConfig
 from synthaug.recipe.recipe import Recipe
 from synthaug.evaluation.summary import summarise
-from synthaug.evaluation.regimes import Arm, Regime, arm_data, check_synthetic, expand_arms, load_regime, teacher_arm
-from synthaug.evaluation.report import grid_name, render_evaluate_report
+from synthaug.evaluation.regimes import Arm, Regime, arm_data, check_synthetic, expand_arms, load_regime, regime_label, teacher_arm
+from synthaug.evaluation.report import grid_name, render_evaluate_report, verdicts
 from synthaug.storage.rundir import Run, SynthDir, open_run
 from synthaug.core.runtime import hardware, pick_device
 from synthaug.core.tracking import check_trackers, finish, flat_config, log_curve
@@ -203,27 +212,80 @@ def evaluate(
     command: str | None = None,
     cache_dir: Path | None = None,
     wait: bool = False,
+    arm_names: Sequence[str] | None = None,
+    val_only: bool = False,
 ) -> dict:
     """Train and test every arm x seed of every run (regime), then write report.md, results.json,
-    results.csv and the plots into `out_dir`. Each run is a `Run` (`rundir.open_run(path, overrides)`), a
-    Recipe or a folder. `cache_dir` (default `out_dir/cache`) may be shared by several reports: an arm's key
-    covers all it depends on."""
+    results.csv and the plots into `out_dir`, and print `result_line`. Each run is a `Run`
+    (`rundir.open_run(path, overrides)`), a Recipe or a folder, one per (regime, subset seed): two runs of one
+    subset are refused (compare them in separate evaluates). `cache_dir` (default `out_dir/cache`) may be shared
+    by several reports: an arm's key covers all it depends on. One evaluate per `out_dir` at a time: a second is
+    refused naming the first's PID, or queues with `wait`. One process: refused under a several-process
+    `accelerate launch`, before any work. `arm_names`: only these of the recipe's arms (a sweep's confirmation of its
+    two chosen arms). `val_only`: the report and results.json show val numbers only (a sweep's lever tries; the
+    cached arms still hold their test scores, which the sweep never reads)."""
+    check_one_process("evaluate")
     if not runs:
         raise UserError("evaluate: give at least one run directory")
     if synthetic_dirs and len(synthetic_dirs) != len(runs):
         raise UserError(f"--synthetic: given {len(synthetic_dirs)} time(s) for {len(runs)} run(s); give one per run, in order")
     runs = [open_run(run) for run in runs]
+    check_one_run_per_subset(runs)
     recipes = [run.recipe for run in runs]
     cfg = _merge_config(recipes)
     arms = expand_arms(cfg)
+    if arm_names is not None:
+        unknown = sorted(set(arm_names) - {a.name for a in arms})
+        if unknown:
+            raise UserError(f"evaluate: no arm named {', '.join(unknown)} in evaluate.arms; arms: {', '.join(a.name for a in arms)}")
+        arms = [a for a in arms if a.name in arm_names]
     need_synthetic = any(a.synthetic for a in arms)
     device = pick_device()
     out_dir = Path(out_dir)
     with FolderLock(out_dir, "evaluate", wait):
-        return _evaluate(runs, recipes, cfg, arms, need_synthetic, device, out_dir, synthetic_dirs, force, show_progress, command, cache_dir)
+        results = _evaluate(runs, recipes, cfg, arms, need_synthetic, device, out_dir, synthetic_dirs, force, show_progress, command,
+                            cache_dir, val_only)
+    print(result_line(results, out_dir), flush=True)
+    return results
 
 
-def _evaluate(runs, recipes, cfg, arms, need_synthetic, device, out_dir, synthetic_dirs, force, show_progress, command, cache_dir) -> dict:
+def result_line(results: dict, out_dir: Path) -> str:
+    """What `evaluate` prints when it has written its report: where the report is, and the verdict of each regime."""
+    return "\n".join([f"report: {out_dir / 'report.md'}", *verdicts(results)])
+
+
+# Accelerate's own test for several processes (accelerate.utils.environment.get_cpu_distributed_information)
+_WORLD_SIZE = ["WORLD_SIZE", "PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "MV2_COMM_WORLD_SIZE"]
+
+
+def check_one_process(command: str) -> None:
+    """Refuse `command` (evaluate, experiment, sweep) in one of several processes (`accelerate launch`), before any
+    work: each process would take the same folder lock, and all but one be refused, perhaps after hours of fitting.
+    The processes are counted from the environment as Accelerate counts them; no process group is started."""
+    processes = get_int_from_env(_WORLD_SIZE, 1)
+    if processes > 1:
+        raise UserError(f"{command} runs on one process, not the {processes} of `accelerate launch`; run `synthaug {command}` "
+                        "without accelerate launch (fit and generate scale out with accelerate launch)")
+
+
+def check_one_run_per_subset(runs: list[Run]) -> None:
+    """Refuse two runs of one regime and subset seed (e.g. two generators on one subset): the statistics pair the arms
+    by (regime, subset seed, seed), so the two runs' rows would be averaged together as if they were one."""
+    seen: dict[tuple[str, int], Path] = {}
+    for run in runs:
+        subset = run.recipe.data.subset
+        key = (regime_label(subset), subset.seed if subset else 0)
+        if key in seen and run.root.resolve() == seen[key].resolve():
+            raise UserError(f"evaluate: the run {run.root} is given twice; give each run once")
+        if key in seen:
+            raise UserError(f"evaluate: the runs {seen[key]} and {run.root} are both the regime {key[0]} on subset seed {key[1]}, "
+                            "and one report would average them together; to compare them, evaluate each in its own report "
+                            "(one evaluate per run, a different --out each; --cache may be shared)")
+        seen[key] = run.root
+
+
+def _evaluate(runs, recipes, cfg, arms, need_synthetic, device, out_dir, synthetic_dirs, force, show_progress, command, cache_dir,
+              val_only: bool = False) -> dict:
     began = time.perf_counter()
     regimes = [load_regime(run, (synthetic_dirs or [None] * len(runs))[i], need_synthetic, show_progress) for i, run in enumerate(runs)]
     audits = [read_audit_summary(r.synthetic_dir) for r in regimes]  # a damaged audit.json stops us before any training
@@ -247,12 +309,16 @@ def _evaluate(runs, recipes, cfg, arms, need_synthetic, device, out_dir, synthet
     bar.close()
     if tracker is not None:
         finish(tracker)
-    results = summarise(rows, cfg)
+    if val_only:  # test fields out of every row: the report has nothing to show but val
+        rows = [{k: v for k, v in r.items() if not k.startswith(("test_", "recall_"))} for r in rows]
+    results = summarise(rows, cfg, None if val_only else data.test_labels, "val" if val_only else "test")
     results.update({
         "commands": [command] if command else [],
         "config": cfg.model_dump(mode="json"),
         "data": {"source": recipes[0].data.medmnist or Path(recipes[0].data.folder).name, "size": recipes[0].data.size,
                  "class_names": regimes[0].class_names, **data.sizes,
+                 # the labels the rows' test_pred are scored against, so that a report can be made again from this file
+                 "test_labels": None if val_only else data.test_labels.astype(int).tolist(),
                  "regimes": [{"regime": r.label, "run": str(r.run), "subset_seed": r.subset_seed,
                               "real_train": len(r.train.labels), "real_per_class": r.train.counts(),
                               "synthetic_available": r.synthetic.images.counts() if r.synthetic is not None else None,

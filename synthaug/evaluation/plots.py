@@ -6,31 +6,43 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from synthaug.evaluation.intervals import paired_bootstrap_ci
 from synthaug.core.figures import figure_png
+from synthaug.evaluation.intervals import t_interval
+from synthaug.evaluation.summary import unit_values
 
 
 def accuracy_vs_size_png(results: dict) -> bytes:
-    """Test ACC and AUC against real training-set size, one line per arm, 95 % bootstrap CI of the mean."""
-    table = pd.DataFrame(results["rows"])
-    figure = Figure(figsize=(11, 4.2), layout="tight")
+    """Test ACC and AUC of every arm: against real training-set size, one line per arm, when the regimes differ in
+    size; as one point per arm when they do not. Means over subsets (seeds averaged), bars: 95 % t interval over subsets."""
+    table, split = pd.DataFrame(results["rows"]), results.get("split", "test")
+    one_size = table["n_real"].nunique() == 1
+    figure = Figure(figsize=(11, 4.2 if not one_size else 3.6 + 0.08 * table["arm"].nunique()), layout="tight")
     axes = figure.subplots(1, 2)
     for ax, metric in zip(axes, ("acc", "auc")):
-        for arm, group in table.groupby("arm", sort=False):
+        for i, (arm, group) in enumerate(table.groupby("arm", sort=False)):
             points = []
             for size, at in group.groupby("n_real"):
-                values = at[f"test_{metric}"].to_numpy()
-                mean, lo, hi = paired_bootstrap_ci(values, results["config"]["bootstrap"])
-                points.append((size, mean, mean - lo, hi - mean))
+                r = t_interval(unit_values(at, f"{split}_{metric}").to_numpy())
+                points.append((size, r["mean"], r["mean"] - r["lo"], r["hi"] - r["mean"]))
             xs, ys, lo, hi = map(np.array, zip(*sorted(points)))
-            ax.errorbar(xs, ys, yerr=[lo, hi], marker="o", capsize=3, label=arm)
-        if table["n_real"].max() > 4 * table["n_real"].min():
-            ax.set_xscale("log")
-        ax.set_xlabel("real training images")
-        ax.set_ylabel(f"test {metric.upper()}")
+            lo, hi = np.nan_to_num(lo), np.nan_to_num(hi)  # one subset: no interval, no bar
+            if one_size:  # one regime: the arms side by side, so that no arm hides behind another
+                ax.errorbar([i], ys, yerr=[lo, hi], marker="o", capsize=3, linestyle="none", label=arm)
+            else:
+                ax.errorbar(xs, ys, yerr=[lo, hi], marker="o", capsize=3, label=arm)
+        if one_size:
+            arms = list(dict.fromkeys(table["arm"]))
+            ax.set_xticks(range(len(arms)), arms, rotation=30, ha="right", fontsize=7)
+            ax.set_xlabel(f"arm ({int(table['n_real'].iloc[0])} real training images)")
+        else:
+            if table["n_real"].max() > 4 * table["n_real"].min():
+                ax.set_xscale("log")
+            ax.set_xlabel("real training images")
+        ax.set_ylabel(f"{split} {metric.upper()}")
         ax.grid(alpha=0.3)
-    axes[0].legend(fontsize=7)
-    figure.suptitle(f"{results['data']['source']}: mean over seeds, bars = 95 % bootstrap CI of the mean")
+    if not one_size:
+        axes[0].legend(fontsize=7)
+    figure.suptitle(f"{results['data']['source']}: mean over subsets, bars = 95 % t interval over subsets")
     return figure_png(figure)
 
 

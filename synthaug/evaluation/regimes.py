@@ -59,11 +59,7 @@ class Regime:
 
 
 def regime_label(subset: SubsetConfig | None) -> str:
-    if subset is None:
-        return "100%"
-    if subset.per_class is not None:
-        return f"{subset.per_class}/class"
-    return f"{subset.fraction * 100:g}%"
+    return "100%" if subset is None else subset.label()
 
 
 def load_regime(run: Run, synthetic_dir: Path | None = None, need_synthetic: bool = True, show_progress: bool = True) -> Regime:

@@ -1,36 +1,47 @@
-"""The numbers of an evaluation: mean and spread per arm, paired-bootstrap gains over the baselines, and the best
-arm without synthetic data, chosen on val."""
+"""The numbers of an evaluation: mean and spread per arm, gains over the baselines with intervals over independent
+units, and the best arm without synthetic data, chosen on val.
+
+A unit is a real training subset with its own generator (`regime`, `subset_seed`); the classifier seeds inside it
+are averaged first (see intervals.py). Where each row keeps its test predictions (`test_pred`), the interval of a
+test ACC gain also covers the test set's own sampling noise; AUC gains and older rows cover the units only.
+"""
 
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
 
-from synthaug.recipe.sections import EvaluateConfig
+from synthaug.evaluation.intervals import gain_interval, t_interval, verdict
 from synthaug.evaluation.regimes import BASELINES, is_non_synthetic
-from synthaug.evaluation.intervals import paired_bootstrap_ci, ratio_of_means_ci
+from synthaug.recipe.sections import EvaluateConfig
+
+UNIT = ["regime", "subset_seed"]  # what is independent: one real subset and the generator trained on it
+PAIR = [*UNIT, "seed"]  # an arm and its baseline trained on the same subset with the same classifier seed
 
 
-def summarise(rows: list[dict], cfg: EvaluateConfig) -> dict:
-    """Mean/std per regime x arm; paired-bootstrap gains over each baseline present and over the best of them
-    (chosen on val); the synthetic-only arm's accuracy relative to real-only (CAS ratio)."""
-    table = pd.DataFrame([{k: v for k, v in r.items() if k not in ("curve", "test_pred")} for r in rows])
+def summarise(rows: list[dict], cfg: EvaluateConfig, test_labels: np.ndarray | None = None, split: str = "test") -> dict:
+    """Mean/std per regime x arm; gains over each baseline present and over the best of them (chosen on val), each
+    with its interval over units and a verdict; the synthetic-only arm's accuracy relative to real-only (CAS ratio).
+    `test_labels`: the test split's labels, to add the test set's sampling noise to test ACC gains. `split`: "val" to
+    summarise the val numbers instead (a sweep's lever tries, which report val only)."""
+    table = pd.DataFrame([{k: v for k, v in r.items() if k != "curve"} for r in rows])
     summary, gains, best = [], [], {}
     for (regime, arm), group in table.groupby(["regime", "arm"], sort=False):
         summary.append({
             "regime": regime, "arm": arm, "n_real": float(group["n_real_used"].mean()), "n_synthetic": float(group["n_synthetic"].mean()),
-            "runs": len(group), "steps": int(group["steps"].iloc[0]),
-            **{f"{m}_{stat}": float(getattr(group[f"test_{m}"], stat)(ddof=1) if stat == "std" else group[f"test_{m}"].mean())
+            "runs": len(group), "units": int(group["subset_seed"].nunique()), "steps": int(group["steps"].iloc[0]),
+            **{f"{m}_{stat}": float(getattr(group[f"{split}_{m}"], stat)(ddof=1) if stat == "std" else group[f"{split}_{m}"].mean())
                for m in ("acc", "auc") for stat in ("mean", "std")},
         })
     for regime, group in table.groupby("regime", sort=False):
-        by_arm = {arm: g.set_index(["subset_seed", "seed"]) for arm, g in group.groupby("arm", sort=False)}
+        by_arm = {arm: g for arm, g in group.groupby("arm", sort=False)}
         present = [b for b in BASELINES if b in by_arm]
         candidates = [a for a in by_arm if is_non_synthetic(a)]  # real+pseudo arms too: they may use the pool
         for base in present:
             for arm in by_arm:
                 if arm == base or (base != "real" and arm in BASELINES):  # "real vs real+classic" is the reverse of a row above
                     continue
-                gains.append(_paired_gain(regime, arm, base, by_arm[arm], by_arm[base], cfg.bootstrap))
+                gains.append({"regime": regime, "arm": arm, "vs": base, **split_gains(by_arm[arm], by_arm[base], split, test_labels)})
         if not candidates:
             continue
         # The strongest arm without synthetic data, judged on val (the selection metric) only: test never picks it.
@@ -39,26 +50,52 @@ def summarise(rows: list[dict], cfg: EvaluateConfig) -> dict:
         entry = {"arm": chosen, "val": val_of, "select_on": cfg.select_on}
         for arm in by_arm:
             if not is_non_synthetic(arm):
-                gains.append({**_paired_gain(regime, arm, chosen, by_arm[arm], by_arm[chosen], cfg.bootstrap), "best_baseline": True})
+                gains.append({"regime": regime, "arm": arm, "vs": chosen, **split_gains(by_arm[arm], by_arm[chosen], split, test_labels),
+                              "best_baseline": True})
         if "synthetic" in by_arm and "real" in by_arm:
-            entry["cas"] = _paired_ratio(by_arm["synthetic"], by_arm["real"], cfg.bootstrap)
+            entry["cas"] = _unit_ratio(by_arm["synthetic"], by_arm["real"], f"{split}_acc")
         best[regime] = entry
-    return {"rows": rows, "summary": summary, "gains": gains, "best_baseline": best}
+    return {"rows": rows, "split": split, "summary": summary, "gains": gains, "best_baseline": best}
 
 
-def _paired_gain(regime: str, arm: str, base: str, other: pd.DataFrame, ref: pd.DataFrame, n_boot: int) -> dict:
-    """Mean test ACC/AUC difference arm - base over the (subset, seed) pairs both have, with its bootstrap CI."""
-    units = ref.index.intersection(other.index)
-    entry = {"regime": regime, "arm": arm, "vs": base, "pairs": len(units)}
+def paired_gain(rows: pd.DataFrame, base: pd.DataFrame, column: str, test_labels: np.ndarray | None = None) -> dict:
+    """`column` of `rows` minus that of `base`, paired by (regime, subset, classifier seed), the seeds averaged within
+    each unit, with its interval over the units both have and its verdict: {"mean", "lo", "hi", "units", "pairs",
+    "test_noise", "verdict", ...}. With `test_labels` (and `test_pred` in every row) a test ACC gain adds the test
+    set's sampling noise. The one paired difference of evaluate, sweep and their reports."""
+    both = rows.set_index(PAIR).join(base.set_index(PAIR), how="inner", lsuffix="", rsuffix="_base")
+    both = both.reset_index()
+    both["diff"] = both[column] - both[f"{column}_base"]
+    unit_diffs = both.groupby(UNIT, sort=True)["diff"].mean()
+    per_image = None
+    if (column == "test_acc" and test_labels is not None and "test_pred" in both and "test_pred_base" in both
+            and both["test_pred"].notna().all() and both["test_pred_base"].notna().all()):
+        both["per_image"] = [(np.asarray(a) == test_labels).astype(float) - (np.asarray(b) == test_labels)
+                             for a, b in zip(both["test_pred"], both["test_pred_base"])]
+        per_image = np.stack([np.mean(list(g), axis=0) for _, g in both.groupby(UNIT, sort=True)["per_image"]])
+    interval = gain_interval(unit_diffs.to_numpy(), per_image)
+    return {**interval, "pairs": len(both), "verdict": verdict(interval)}
+
+
+def split_gains(rows: pd.DataFrame, base: pd.DataFrame, split: str = "test", test_labels: np.ndarray | None = None) -> dict:
+    """ACC and AUC gains of `rows` over `base` on `split` as flat fields: dacc, dacc_lo, dacc_hi, dacc_verdict, ... and
+    the numbers of units and pairs."""
+    entry = {}
     for m in ("acc", "auc"):
-        diffs = (other.loc[units, f"test_{m}"] - ref.loc[units, f"test_{m}"]).to_numpy()
-        mean, lo, hi = paired_bootstrap_ci(diffs, n_boot)
-        entry.update({f"d{m}": mean, f"d{m}_lo": lo, f"d{m}_hi": hi, f"d{m}_excludes_0": bool(lo > 0 or hi < 0)})
+        g = paired_gain(rows, base, f"{split}_{m}", test_labels)
+        entry.update({f"d{m}": g["mean"], f"d{m}_lo": g["lo"], f"d{m}_hi": g["hi"], f"d{m}_verdict": g["verdict"],
+                      f"d{m}_test_noise": g["test_noise"], "units": g["units"], "pairs": g["pairs"]})
     return entry
 
 
-def _paired_ratio(num: pd.DataFrame, den: pd.DataFrame, n_boot: int) -> dict:
-    """Ratio of mean test ACC (num / den) over shared (subset, seed) pairs, with a percentile bootstrap CI of the pairs."""
-    units = den.index.intersection(num.index)
-    ratio, lo, hi = ratio_of_means_ci(num.loc[units, "test_acc"].to_numpy(float), den.loc[units, "test_acc"].to_numpy(float), n_boot)
-    return {"ratio": ratio, "lo": lo, "hi": hi, "pairs": len(units)}
+def unit_values(rows: pd.DataFrame, column: str) -> pd.Series:
+    """`column` averaged over the classifier seeds of each unit."""
+    return rows.groupby(UNIT, sort=True)[column].mean()
+
+
+def _unit_ratio(num: pd.DataFrame, den: pd.DataFrame, column: str) -> dict:
+    """`column` (an ACC) of `num` over that of `den`, per unit (seeds averaged), with a t interval of the mean ratio."""
+    a, b = unit_values(num, column), unit_values(den, column)
+    units = a.index.intersection(b.index)
+    r = t_interval((a[units] / b[units]).to_numpy())
+    return {"ratio": r["mean"], "lo": r["lo"], "hi": r["hi"], "units": r["units"]}

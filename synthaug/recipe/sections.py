@@ -5,6 +5,8 @@ their field first ("size: must be ..."), which the loader turns into the field p
 
 from __future__ import annotations
 
+import hashlib
+import json
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -28,18 +30,57 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
 
+class LongTailConfig(_Strict):
+    """An exponential long-tailed profile: the most frequent class (in the training split) gets `head` images, the
+    k-th of K classes by natural frequency head x ratio^(-k / (K - 1)), so the rarest gets head / ratio."""
+
+    ratio: float = Field(gt=1)  # head / tail (the imbalance ratio rho)
+    head: int = Field(gt=0)
+
+
 class SubsetConfig(_Strict):
-    """A stratified subset of the real training split, for low-data regimes."""
+    """A subset of the real training split, for low-data and long-tailed regimes: exactly one of `fraction` and
+    `per_class` (stratified), `long_tail` (an exponential profile) or `counts` (per class, by name or index)."""
 
     fraction: float | None = Field(None, gt=0, le=1)
     per_class: int | None = Field(None, gt=0)
+    long_tail: LongTailConfig | None = None
+    counts: dict[str, Annotated[int, Field(ge=0)]] | None = Field(None, min_length=1)  # classes not named: none
     seed: int = 0
 
     @model_validator(mode="after")
     def _one_of(self):
-        if (self.fraction is None) == (self.per_class is None):
-            raise ValueError("fraction: give exactly one of 'fraction' or 'per_class'")
+        given = [f for f in ("fraction", "per_class", "long_tail", "counts") if getattr(self, f) is not None]
+        if len(given) != 1:
+            raise ValueError(f"fraction: give exactly one of 'fraction', 'per_class', 'long_tail' or 'counts' (got {given or 'none'})")
         return self
+
+    def record(self) -> dict:
+        """The subset as classes.json records it: the fields of its kind (so files of runs made before long_tail and
+        counts existed read the same)."""
+        return self.model_dump(mode="json", exclude={k for k in ("long_tail", "counts") if getattr(self, k) is None})
+
+    def slug(self) -> str:
+        """The regime's part of a run name: 25pc, f0.1, lt60h600 or counts-<hash>, then -s<seed>."""
+        if self.per_class is not None:
+            size = f"{self.per_class}pc"
+        elif self.fraction is not None:
+            size = f"f{self.fraction:g}"
+        elif self.long_tail is not None:
+            size = f"lt{self.long_tail.ratio:g}h{self.long_tail.head}"
+        else:
+            size = "counts-" + hashlib.sha256(json.dumps(self.counts, sort_keys=True).encode()).hexdigest()[:6]
+        return f"{size}-s{self.seed}"
+
+    def label(self) -> str:
+        """The regime as reports name it (several subsets of one label are its independent units)."""
+        if self.per_class is not None:
+            return f"{self.per_class}/class"
+        if self.fraction is not None:
+            return f"{self.fraction * 100:g}%"
+        if self.long_tail is not None:
+            return f"long tail rho {self.long_tail.ratio:g}, head {self.long_tail.head}"
+        return "counts " + ", ".join(f"{k}: {v}" for k, v in self.counts.items())
 
 
 class UnlabeledConfig(_Strict):
@@ -150,6 +191,9 @@ class TrainConfig(_Strict):
     # null class), and the steps of a first model trained on the pool alone that every model then starts from.
     labelled_share: float = Field(0.5, gt=0, le=1)
     pretrain_steps: int = Field(0, ge=0)
+    # Class-balanced batches: every class equally likely in a batch of the class-conditional model, each image of a
+    # class equally likely within it. Off, a 10-image class beside a 600-image one is seen about 1 draw in 130.
+    balanced_batches: bool = False
     seed: int = 0
 
     @model_validator(mode="before")
@@ -223,6 +267,15 @@ class EvaluateConfig(_Strict):
 
     regimes: list[SubsetConfig] = Field(default_factory=list)
     arms: list[Literal[ARMS]] = Field(default_factory=lambda: list(DEFAULT_ARMS), min_length=1)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _removed_bootstrap(cls, raw):
+        if isinstance(raw, dict) and "bootstrap" in raw:
+            raise ValueError("bootstrap: removed: intervals are now Student t over independent subsets (no resampling); "
+                             "delete the field")
+        return raw
+
     ratios: list[float] = Field(default_factory=lambda: [1.0, 5.0], min_length=1)
     replace_p: list[float] = Field(default_factory=lambda: [0.5], min_length=1)  # one real+replace arm per probability
     replace_variations: int = Field(5, ge=1)  # K: variations of each real image `experiment` draws for the real+replace arms
@@ -241,7 +294,6 @@ class EvaluateConfig(_Strict):
     select_on: Literal["auc", "acc"] = "auc"
     seeds: list[int] = Field(default_factory=lambda: [0, 1, 2], min_length=1)
     classic: ClassicAugConfig = Field(default_factory=ClassicAugConfig)
-    bootstrap: int = Field(10000, ge=100)
 
     @model_validator(mode="after")
     def _lists(self):
@@ -270,7 +322,7 @@ class AuditConfig(_Strict):
 
 
 # The levers of `synthaug sweep`, each a list of values (classic, source, usage: named settings), swept one at a time in `order`.
-SWEEP_LEVERS = ("conditioning", "augment", "classic", "source", "strength", "guidance_scale", "steps", "filter_confidence", "usage", "ratio",
+SWEEP_LEVERS = ("conditioning", "augment", "balanced_batches", "classic", "source", "strength", "guidance_scale", "steps", "filter_confidence", "usage", "ratio",
                 "replace_variations")
 USAGE_ARMS = ("real+synthetic", "real+synthetic+classic", "real+replace", "real+replace+classic")  # the arms that use synthetic images
 
@@ -299,6 +351,7 @@ class SweepConfig(_Strict):
     order: list[Literal[SWEEP_LEVERS]] = Field(min_length=1)
     conditioning: list[Literal["per_class", "class_conditional"]] | None = Field(None, min_length=1)
     augment: list[list[Literal[GENERATOR_AUGMENTS]]] | None = Field(None, min_length=1)
+    balanced_batches: list[bool] | None = Field(None, min_length=1)
     classic: dict[str, ClassicAugConfig] | None = Field(None, min_length=1)
     source: dict[str, SourceConfig] | None = Field(None, min_length=1)  # or a list of modes: [noise, variations]
     strength: list[list[float]] | None = Field(None, min_length=1)  # each one number or [LO, HI]
@@ -308,6 +361,9 @@ class SweepConfig(_Strict):
     usage: dict[str, UsageConfig] | None = Field(None, min_length=1)
     ratio: list[Annotated[float, Field(gt=0)]] | None = Field(None, min_length=1)
     replace_variations: list[Annotated[int, Field(ge=1)]] | None = Field(None, min_length=1)
+    # The real subsets of the one test comparison, none of them seen by a choice; default: CONFIRM_UNITS new subset
+    # seeds (after the largest of evaluate.regimes) at each size of evaluate.regimes.
+    confirm: list[SubsetConfig] | None = Field(None, min_length=1)
 
     @model_validator(mode="before")
     @classmethod

@@ -9,7 +9,7 @@ import shutil
 from pathlib import Path
 
 from synthaug.core.errors import UserError
-from synthaug.evaluation.evaluate import evaluate
+from synthaug.evaluation.evaluate import check_one_process, evaluate
 from synthaug.generation.generate import generate
 from synthaug.recipe.sections import SubsetConfig
 from synthaug.generation.plan import class_targets, resolve_settings
@@ -23,10 +23,7 @@ from synthaug.diffusion.training import fit
 
 def regime_recipe(recipe: Recipe, subset: SubsetConfig | None) -> Recipe:
     """The recipe of one regime: the same settings on that training subset, named `<name>-<regime>`."""
-    if subset is None or (subset.fraction == 1.0):
-        slug = "full"
-    else:
-        slug = (f"{subset.per_class}pc" if subset.per_class is not None else f"f{subset.fraction:g}") + f"-s{subset.seed}"
+    slug = "full" if subset is None or subset.fraction == 1.0 else subset.slug()
     raw = recipe.model_dump(mode="json")
     raw["name"] = f"{recipe.name}-{slug}"
     raw["data"]["subset"] = subset.model_dump() if subset is not None else None
@@ -87,22 +84,27 @@ def _link_or_copy(src: str, dst: str) -> None:
 
 
 def experiment(recipe: Recipe, out_dir: Path | None = None, force: bool = False, show_progress: bool = True,
-               command: str | None = None, cache_dir: Path | None = None, synthetic_folder: str = "synthetic") -> dict:
+               command: str | None = None, cache_dir: Path | None = None, synthetic_folder: str = "synthetic",
+               wait: bool = False, arm_names: list[str] | None = None, val_only: bool = False) -> dict:
     """For every regime in `evaluate.regimes` (default: the recipe's own data.subset): fit its diffusion
     models on that subset only, generate as many synthetic images as the arms need into `<run>/<synthetic_folder>`,
     then evaluate all regimes together into `out_dir` (default reports/<name>; finished arms cached in `cache_dir`).
-    A set already in the run drawn with the same settings and amount (by `generate --out`) is linked, not drawn again."""
+    A set already in the run drawn with the same settings and amount (by `generate --out`) is linked, not drawn again.
+    `wait`: queue behind another process holding a run directory, synthetic folder or `out_dir` instead of refusing.
+    `arm_names`, `val_only`: as evaluate's (a sweep's confirmation and lever tries). One process: refused under a several-process `accelerate launch`, before any work."""
+    check_one_process("experiment")
     amount = synthetic_amount(recipe)
     runs = []
     for sub in regime_recipes(recipe):
-        run = fit(sub, show_progress=show_progress)
+        run = fit(sub, show_progress=show_progress, wait=wait)
         if amount:
             out = run.root / synthetic_folder
             alike = None if out.exists() else drawn_alike(sub, synthetic_folder, amount)
             if alike is not None:
                 print(f"{out}: the images of {alike.name} (drawn with the same settings), linked", flush=True)
                 link_set(alike, out)
-            generate(sub, out=out, **amount, show_progress=show_progress)
+            generate(sub, out=out, **amount, show_progress=show_progress, wait=wait)
         runs.append(run.root)
     return evaluate(runs, Path(out_dir or f"reports/{recipe.name}"), [run / synthetic_folder for run in runs], force=force,
-                    show_progress=show_progress, command=command, cache_dir=cache_dir)
+                    show_progress=show_progress, command=command, cache_dir=cache_dir, wait=wait, arm_names=arm_names,
+                    val_only=val_only)

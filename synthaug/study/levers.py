@@ -2,7 +2,8 @@
 
 A *candidate* is the recipe with the levers chosen so far and one value of the lever being swept. Every lever
 value is scored by the mean val metric (`evaluate.select_on`) of its best arm over every (regime, subset, seed)
-pair: the best arm that uses synthetic images, or for `classic` the `real+classic` arm. Test never enters a choice.
+pair: the best arm that uses synthetic images, or for `classic` the `real+classic` arm. Test never enters a choice:
+the chosen arm meets test once, in `confirm`, on subsets that no choice saw.
 """
 
 from __future__ import annotations
@@ -16,16 +17,17 @@ from synthaug.recipe.sections import USAGE_ARMS, SweepConfig
 from synthaug.recipe.recipe import Recipe, recipe_from_dict
 from synthaug.evaluation.regimes import BASELINES
 from synthaug.storage.rundir import safe_name
-from synthaug.evaluation.intervals import paired_bootstrap_ci
+from synthaug.evaluation.intervals import t_interval
+from synthaug.evaluation.summary import paired_gain, unit_values
 
-FIT_LEVERS = ("conditioning", "augment")  # a new value needs new generators; the others only resample or reuse them
+FIT_LEVERS = ("conditioning", "augment", "balanced_batches")  # a new value needs new generators; the others only resample or reuse them
 ADD_ARMS = ("real+synthetic", "real+synthetic+classic")
 REPLACE_ARMS = ("real+replace", "real+replace+classic")
 # Where a plain lever's value goes in the recipe; classic, source, usage and ratio are set by `_apply`.
-FIELDS = {"conditioning": ("model", "conditioning"), "augment": ("train", "augment"), "strength": ("generate", "strength"),
+FIELDS = {"conditioning": ("model", "conditioning"), "augment": ("train", "augment"), "balanced_batches": ("train", "balanced_batches"),
+          "strength": ("generate", "strength"),
           "guidance_scale": ("generate", "guidance_scale"), "steps": ("generate", "steps"),
           "filter_confidence": ("generate", "filter_confidence"), "replace_variations": ("evaluate", "replace_variations")}
-PAIR = ["regime", "subset_seed", "seed"]  # the units every mean and interval is taken over
 
 
 @dataclass(frozen=True)
@@ -105,6 +107,8 @@ def lever_skip_reason(lever: str, recipe: Recipe) -> str | None:
     """Why sweeping `lever` at these settings would change nothing (None: it applies)."""
     if lever == "strength" and not recipe.generate.from_real:
         return "applies to variations of the real images; the chosen source draws from noise"
+    if lever == "balanced_batches" and recipe.model.conditioning != "class_conditional":
+        return "applies to class_conditional generators; per_class models see one class each"
     if lever == "guidance_scale" and recipe.model.conditioning != "class_conditional":
         return "applies to class_conditional generators; the chosen ones are per_class"
     if lever == "ratio" and not any(a in ADD_ARMS for a in recipe.evaluate.arms):
@@ -131,19 +135,25 @@ def tie_key(mean: float) -> float:
     return round(mean, 9)
 
 
-def _val_means(rows: list[dict], metric: str) -> tuple[pd.DataFrame, pd.Series]:
-    table = pd.DataFrame([{k: v for k, v in r.items() if k != "curve"} for r in rows])
-    return table, table.groupby("arm", sort=False)[f"val_{metric}"].mean()
+def _rows(rows: list[dict]) -> pd.DataFrame:
+    return pd.DataFrame([{k: v for k, v in r.items() if k != "curve"} for r in rows])
+
+
+def _val_means(table: pd.DataFrame, metric: str) -> pd.Series:
+    return table.groupby("arm", sort=False)[f"val_{metric}"].mean()
 
 
 def score(rows: list[dict], metric: str, lever: str) -> dict:
-    """A lever value's score: its best arm (real+classic for `classic`) and that arm's mean val metric with a 95 % CI."""
-    table, val = _val_means(rows, metric)
+    """A lever value's score: its best arm (real+classic for `classic`) and that arm's mean val metric, with a 95 % t
+    interval over the independent subsets (seeds averaged within each)."""
+    table = _rows(rows)
+    val = _val_means(table, metric)
     kinds = table.groupby("arm", sort=False)["kind"].first()
     arms = ["real+classic"] if lever == "classic" else [a for a in val.index if kinds[a] in USAGE_ARMS]
     arm = max(arms, key=lambda a: tie_key(val[a]))  # ties: the first arm
-    mean, lo, hi = paired_bootstrap_ci(table.loc[table["arm"] == arm, f"val_{metric}"].to_numpy())
-    return {"arm": arm, "val": mean, "val_lo": lo, "val_hi": hi, "pairs": int((table["arm"] == arm).sum())}
+    mine = table[table["arm"] == arm]
+    r = t_interval(unit_values(mine, f"val_{metric}").to_numpy())
+    return {"arm": arm, "val": float(val[arm]), "val_lo": r["lo"], "val_hi": r["hi"], "units": r["units"], "pairs": len(mine)}
 
 
 def choose(entries: list[dict]) -> dict | None:
@@ -152,25 +162,29 @@ def choose(entries: list[dict]) -> dict | None:
     return max(scored, key=lambda e: tie_key(e["val"])) if scored else None
 
 
-def _paired(table: pd.DataFrame, arm: str, other: str, column: str, n_boot: int) -> dict:
-    mine, theirs = (table[table["arm"] == a].set_index(PAIR)[column] for a in (arm, other))
-    units = mine.index.intersection(theirs.index)
-    mean, lo, hi = paired_bootstrap_ci((mine[units] - theirs[units]).to_numpy(), n_boot)
-    return {"mean": mean, "lo": lo, "hi": hi, "pairs": len(units)}
-
-
-def recommend(rows: list[dict], metric: str, n_boot: int) -> dict:
-    """The best arm with synthetic images against the best without (both chosen on val), and the val gain with its CI.
-    The choice is the synthetic arm only when its mean val gain is positive; test: that choice's numbers alone."""
-    table, val = _val_means(rows, metric)
+def recommend(rows: list[dict], metric: str) -> dict:
+    """The best arm with synthetic images against the best without, both chosen on val, and the val gain with its
+    interval. Val only: this gain is measured on the data that made every choice, so it is optimistic and decides
+    nothing; `confirm` scores the two arms on test, on subsets that no choice saw."""
+    table = _rows(rows)
+    val = _val_means(table, metric)
     kinds = table.groupby("arm", sort=False)["kind"].first()
     synthetic = max((a for a in val.index if kinds[a] in USAGE_ARMS), key=lambda a: tie_key(val[a]))  # ties: the first arm
     baseline = max((a for a in val.index if kinds[a] not in USAGE_ARMS), key=lambda a: tie_key(val[a]))
-    gain = _paired(table, synthetic, baseline, f"val_{metric}", n_boot)
-    helps = gain["mean"] > 0
-    choice = table[table["arm"] == (synthetic if helps else baseline)]
-    test = {"arm": choice["arm"].iloc[0], "acc": float(choice["test_acc"].mean()), "auc": float(choice["test_auc"].mean()), "pairs": len(choice)}
-    if helps:  # the gain of the one choice over the baseline it was chosen against
-        test.update({f"gain_{m}": _paired(table, synthetic, baseline, f"test_{m}", n_boot) for m in ("acc", "auc")})
-    return {"helps": bool(helps), "metric": metric, "synthetic_arm": synthetic, "baseline_arm": baseline,
-            "val_synthetic": float(val[synthetic]), "val_baseline": float(val[baseline]), "val_gain": gain, "test": test}
+    gain = paired_gain(table[table["arm"] == synthetic], table[table["arm"] == baseline], f"val_{metric}")
+    return {"metric": metric, "synthetic_arm": synthetic, "baseline_arm": baseline,
+            "val_synthetic": float(val[synthetic]), "val_baseline": float(val[baseline]), "val_gain": gain}
+
+
+def confirm(results: dict, synthetic: str, baseline: str) -> dict:
+    """The one test comparison, read from the evaluate `results` of the confirmation subsets (no choice saw them):
+    `synthetic` against `baseline`, both chosen before on val, test ACC and AUC with their intervals over the
+    subsets. It helps only when the ACC interval lies above 0 over at least MIN_UNITS subsets."""
+    entry = next(g for g in results["gains"] if g["arm"] == synthetic and g["vs"] == baseline)
+    summary = {s["arm"]: s for s in results["summary"]}
+    gains = {f"gain_{m}": {"mean": entry[f"d{m}"], "lo": entry[f"d{m}_lo"], "hi": entry[f"d{m}_hi"], "units": entry["units"],
+                           "pairs": entry["pairs"], "verdict": entry[f"d{m}_verdict"], "test_noise": entry[f"d{m}_test_noise"]}
+             for m in ("acc", "auc")}
+    return {"synthetic_arm": synthetic, "baseline_arm": baseline, "acc": summary[synthetic]["acc_mean"],
+            "acc_baseline": summary[baseline]["acc_mean"], **gains, "verdict": entry["dacc_verdict"],
+            "helps": entry["dacc_verdict"] == "higher"}

@@ -21,10 +21,13 @@ from pathlib import Path
 import yaml
 
 from synthaug.core.errors import UserError
+from synthaug.evaluation.evaluate import check_one_process
 from synthaug.study.experiment import experiment, regime_recipes
 from synthaug.storage.files import FolderLock, atomic_write_bytes, atomic_write_json, atomic_write_text, read_json
-from synthaug.study.levers import Value, base_dict, candidate, choose, lever_skip_reason, lever_values, recommend, score
-from synthaug.recipe.recipe import Recipe
+from synthaug.study.levers import Value, base_dict, candidate, choose, confirm, lever_skip_reason, lever_values, recommend, score
+from synthaug.recipe.recipe import Recipe, recipe_from_dict
+from synthaug.recipe.sections import SubsetConfig
+from synthaug.evaluation.intervals import MIN_UNITS
 from synthaug.evaluation.report import grid_name
 from synthaug.storage.rundir import checkpoint_step, safe_name
 from synthaug.study.sweepreport import render_sweep_markdown, val_by_lever_png
@@ -33,16 +36,19 @@ RECOMMENDED = "recommended.yaml"
 
 
 def sweep(recipe: Recipe, out_dir: Path | None = None, force: bool = False, show_progress: bool = True,
-          command: str | None = None, cache_dir: Path | None = None) -> dict:
+          command: str | None = None, cache_dir: Path | None = None, wait: bool = False) -> dict:
     """Sweep the recipe's `sweep:` levers in order, each chosen on val, then evaluate the chosen settings and write
     sweep.md, sweep.json, recommended.yaml and val_by_lever.png into `out_dir` (default reports/<name>-sweep).
     `force`: retrain every classifier arm (fitted generators and drawn images are still reused).
-    `cache_dir`: finished classifier arms (default `<out_dir>/cache`), which `evaluate --cache` may share."""
+    `cache_dir`: finished classifier arms (default `<out_dir>/cache`), which `evaluate --cache` may share.
+    One sweep per `out_dir` at a time: a second is refused naming the first's PID, or queues with `wait` (as do its
+    fits, generates and evaluates). One process: refused under a several-process `accelerate launch`, before any work."""
+    check_one_process("sweep")
     if recipe.sweep is None:
         raise UserError(f"{recipe.name}: the recipe has no sweep: section (its levers and their values; see README, synthaug sweep)")
     out = Path(out_dir or f"reports/{recipe.name}-sweep")
-    with FolderLock(out, "sweep"):
-        return _Sweep(recipe, out, force, show_progress, command, Path(cache_dir or out / "cache")).run()
+    with FolderLock(out, "sweep", wait):
+        return _Sweep(recipe, out, force, show_progress, command, Path(cache_dir or out / "cache"), wait).run()
 
 
 def synthetic_folder(recipe: Recipe) -> str:
@@ -51,17 +57,40 @@ def synthetic_folder(recipe: Recipe) -> str:
     return f"synthetic-{hashlib.sha256(settings.encode()).hexdigest()[:10]}"
 
 
-def finished_results(folder: Path, recipe: Recipe) -> dict | None:
-    """The results.json of an earlier try of this very candidate (same runs, synthetic sets, evaluate settings), else None."""
+def finished_results(folder: Path, recipe: Recipe, split: str = "val", arm_names: list[str] | None = None) -> dict | None:
+    """The results.json of an earlier try of this very candidate (same runs, synthetic sets, evaluate settings, split
+    and arms), else None."""
     try:
         results = read_json(folder / "results.json", "results.json")
     except (FileNotFoundError, UserError):  # not finished, or damaged: evaluate writes it again
         return None
     runs = [sub.run_dir for sub in regime_recipes(recipe)]
     recorded = [(r.get("run"), r.get("synthetic_dir")) for r in results.get("data", {}).get("regimes", [])]
-    if results.get("config") != recipe.evaluate.model_dump(mode="json"):
+    if results.get("config") != recipe.evaluate.model_dump(mode="json") or results.get("split", "test") != split:
+        return None
+    if arm_names is not None and sorted({r["arm"] for r in results.get("rows", [])}) != sorted(arm_names):
         return None
     return results if recorded == [(str(run), str(run / synthetic_folder(recipe))) for run in runs] else None
+
+
+def confirm_subsets(recipe: Recipe) -> list[SubsetConfig]:
+    """The real subsets of the one test comparison: `sweep.confirm`, or else MIN_UNITS new subset seeds after the
+    largest seed of evaluate.regimes, at each of their sizes; none for full-data regimes (there is no other data)."""
+    if recipe.sweep.confirm:
+        return list(recipe.sweep.confirm)
+    selection = [s for s in (recipe.evaluate.regimes or [recipe.data.subset]) if s is not None and s.fraction != 1.0]
+    first = max((s.seed for s in selection), default=-1) + 1
+    sizes: dict[str, SubsetConfig] = {}
+    for subset in selection:
+        sizes.setdefault(subset.model_copy(update={"seed": 0}).slug(), subset)
+    return [s.model_copy(update={"seed": first + k}) for s in sizes.values() for k in range(MIN_UNITS)]
+
+
+def confirm_recipe(final: Recipe) -> Recipe:
+    """The chosen settings on the confirmation subsets (the same generator recipe, new subsets: new generators)."""
+    raw = final.model_dump(mode="json")
+    raw["evaluate"]["regimes"] = [s.model_dump(mode="json") for s in confirm_subsets(final)]
+    return recipe_from_dict(raw, f"{final.name} confirmation")
 
 
 def sample_grids(run: Path) -> list[Path]:
@@ -74,9 +103,10 @@ def sample_grids(run: Path) -> list[Path]:
 
 
 class _Sweep:
-    def __init__(self, recipe: Recipe, out: Path, force: bool, show_progress: bool, command: str | None, cache: Path):
+    def __init__(self, recipe: Recipe, out: Path, force: bool, show_progress: bool, command: str | None, cache: Path,
+                 wait: bool = False):
         self.recipe, self.out, self.force, self.show_progress, self.command = recipe, out, force, show_progress, command
-        self.cache = cache
+        self.cache, self.wait = cache, wait
         self.cfg, self.base, self.metric = recipe.sweep, base_dict(recipe), recipe.evaluate.select_on
         self.runs: dict[str, list[str]] = {}  # generator run -> its last sample grids, as links from sweep.md
 
@@ -84,10 +114,16 @@ class _Sweep:
         return os.path.relpath(path, self.out)
 
     def check(self) -> None:
-        """Every lever value makes a valid recipe, and no two share a report folder, before any work starts."""
+        """Every lever value makes a valid recipe, no two share a report folder, and no confirmation subset shares a seed
+        with a selection subset (subsets of one seed are nested: 10 per class inside 25 per class), before any work."""
         _, why = candidate(self.base, [])
         if why:
             raise UserError(f"evaluate.arms: {why}")
+        seen = {s.seed for s in (self.recipe.evaluate.regimes or [self.recipe.data.subset]) if s is not None}
+        for subset in self.recipe.sweep.confirm or []:
+            if subset.seed in seen:
+                raise UserError(f"sweep.confirm: subset seed {subset.seed} is also a seed of evaluate.regimes, whose subsets made "
+                                "the choices (subsets of one seed share images); use seeds no choice saw")
         for lever in self.cfg.order:
             folders = {}
             for value in lever_values(self.cfg, lever):
@@ -100,11 +136,14 @@ class _Sweep:
     def folder(self, value: Value) -> Path:
         return self.out / "levers" / f"{value.lever}-{safe_name(value.name)}"
 
-    def evaluate(self, recipe: Recipe, folder: Path) -> dict:
-        """The results of one candidate: read when this very try finished before, else fit, generate and evaluate what is missing."""
-        results = None if self.force else finished_results(folder, recipe)
+    def evaluate(self, recipe: Recipe, folder: Path, arm_names: list[str] | None = None) -> dict:
+        """The results of one candidate: read when this very try finished before, else fit, generate and evaluate what
+        is missing. Val only, but for the confirmation (`arm_names`: the two chosen arms), which alone is scored on test."""
+        split = "val" if arm_names is None else "test"
+        results = None if self.force else finished_results(folder, recipe, split, arm_names)
         if results is None:
-            results = experiment(recipe, folder, self.force, self.show_progress, self.command, self.cache, synthetic_folder(recipe))
+            results = experiment(recipe, folder, self.force, self.show_progress, self.command, self.cache, synthetic_folder(recipe),
+                                 wait=self.wait, arm_names=arm_names, val_only=arm_names is None)
         for sub in regime_recipes(recipe):
             self.runs[self.link(sub.run_dir)] = [self.link(p) for p in sample_grids(sub.run_dir)]
         return results
@@ -131,11 +170,18 @@ class _Sweep:
             self.write(levers, None)
         final, _ = candidate(self.base, chosen)
         results = self.evaluate(final, self.out / "final")
-        answer = recommend(results["rows"], self.metric, self.recipe.evaluate.bootstrap)
+        answer = recommend(results["rows"], self.metric)
         answer.update(report=self.link(self.out / "final" / "report.md"), classic=final.evaluate.classic.model_dump(mode="json"),
                       classic_name=next((v.name for v in chosen if v.lever == "classic"), None),
                       sets=[{"run": self.link(Path(r["run"])), "synthetic": Path(r["synthetic_dir"]).name,
                              "grid": self.link(self.out / "final" / grid_name(r["run"]))} for r in results["data"]["regimes"]])
+        # The one look at test: the two arms chosen on val, on real subsets that no choice saw
+        answer.update(confirm=None, helps=False)
+        if confirm_subsets(final):
+            checked = self.evaluate(confirm_recipe(final), self.out / "confirm", [answer["baseline_arm"], answer["synthetic_arm"]])
+            answer.update(confirm=confirm(checked, answer["synthetic_arm"], answer["baseline_arm"]),
+                          confirm_report=self.link(self.out / "confirm" / "report.md"))
+            answer["helps"] = answer["confirm"]["helps"]
         recipe_yaml = self.recommended_yaml(final, chosen, answer)
         self.write(levers, answer, recipe_yaml)
         atomic_write_text(self.out / RECOMMENDED, recipe_yaml)
@@ -164,11 +210,16 @@ class _Sweep:
 
     def recommended_yaml(self, final: Recipe, chosen: list[Value], answer: dict) -> str:
         """The chosen settings as a recipe (fields at their defaults left out), the answer in its header."""
-        gain = answer["val_gain"]
-        numbers = f"{gain['mean']:+.4f} val {self.metric.upper()} [95 % CI {gain['lo']:+.4f}, {gain['hi']:+.4f}] over {gain['pairs']} pairs"
-        verdict = (f"Use {answer['synthetic_arm']}: on val it beats {answer['baseline_arm']} by {numbers}." if answer["helps"] else
-                   f"Synthetic data does not help this set at this scale: use {answer['baseline_arm']}. The best synthetic arm, "
-                   f"{answer['synthetic_arm']}, gains {numbers}.")
+        check = answer["confirm"]
+        if check is None:
+            verdict = "Not confirmed on subsets that no choice saw (full-data regimes have none): no recommendation to use it."
+        else:
+            g = check["gain_acc"]
+            numbers = (f"test ACC {g['mean']:+.4f} [95 % CI {g['lo']:+.4f}, {g['hi']:+.4f}] over {g['units']} subsets no choice saw "
+                       f"({answer['synthetic_arm']} vs {answer['baseline_arm']})")
+            verdict = {"higher": f"Use {answer['synthetic_arm']}: {numbers}.",
+                       "too few units": f"Too few independent subsets to tell: {numbers}; use {answer['baseline_arm']} until more are run."
+                       }.get(check["verdict"], f"Synthetic data does not help this set at this scale: use {answer['baseline_arm']}; {numbers}.")
         header = [f"Chosen on val by `{self.command or 'synthaug sweep'}`: "
                   + (", ".join(f"{v.lever} {v.name}" for v in chosen) or "the recipe's own settings") + f"; see {self.out / 'sweep.md'}.",
                   verdict, "`synthaug experiment` on this file repeats the final comparison with the sweep's generators "

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import yaml
 from matplotlib.figure import Figure
 
@@ -10,8 +11,8 @@ from synthaug.core.formatting import fixed
 
 
 def _interval(gain: dict) -> str:
-    """A mean difference with its 95 % CI: {mean, lo, hi}."""
-    return f"{gain['mean']:+.4f} [{gain['lo']:+.4f}, {gain['hi']:+.4f}]"
+    """A mean difference with its 95 % interval and its number of independent subsets: {mean, lo, hi, units}."""
+    return f"{gain['mean']:+.4f} [{fixed(gain['lo'], 4)}, {fixed(gain['hi'], 4)}] over {gain['units']} subset(s)"
 
 
 def classical_choice(answer: dict) -> str:
@@ -27,7 +28,7 @@ def classical_choice(answer: dict) -> str:
 
 
 def _lever_rows(levers: list[dict], metric: str) -> list[str]:
-    lines = [f"| lever | value | arm scored | pairs | val {metric.upper()} [95 % CI] (chooses) | chosen | report |",
+    lines = [f"| lever | value | arm scored | subsets (pairs) | val {metric.upper()} [95 % CI] (chooses) | chosen | report |",
              "|---|---|---|---|---|---|---|"]
     for lever in levers:
         if not lever["entries"]:
@@ -36,29 +37,32 @@ def _lever_rows(levers: list[dict], metric: str) -> list[str]:
             if "val" not in e:
                 lines.append(f"| {lever['lever']} | {e['value']} | — | — | not tried: {e['skipped']} | | |")
                 continue
-            lines.append(f"| {lever['lever']} | {e['value']} | {e['arm']} | {e['pairs']} | {fixed(e['val'], 4)} "
+            lines.append(f"| {lever['lever']} | {e['value']} | {e['arm']} | {e.get('units', '?')} ({e['pairs']}) | {fixed(e['val'], 4)} "
                          f"[{fixed(e['val_lo'], 4)}, {fixed(e['val_hi'], 4)}] | {'**yes**' if e['chosen'] else ''} | "
                          f"[report]({e['report']}) |")
     return lines
 
 
 def _answer_lines(answer: dict, metric: str, recipe_yaml: str | None) -> list[str]:
-    gain, test, m = answer["val_gain"], answer["test"], metric.upper()
-    vs = (f"val {m} {answer['val_synthetic']:.4f} against {answer['val_baseline']:.4f}: a gain of "
-          f"{_interval(gain)} (95 % paired bootstrap CI, {gain['pairs']} (regime, subset, seed) pairs)")
-    if answer["helps"]:
-        lines = [f"**Use `{answer['synthetic_arm']}` with the settings below.** On val it beats the best arm without synthetic "
-                 f"images, `{answer['baseline_arm']}`: {vs}."]
-        if gain["lo"] <= 0:
-            lines[0] += " The interval includes 0: at this number of pairs the gain is not distinguishable from none."
-        lines += ["", f"Test, scored once for this choice: ACC {test['acc']:.4f}, AUC {test['auc']:.4f} over {test['pairs']} pairs; "
-                  f"gain over `{answer['baseline_arm']}`: ΔACC {_interval(test['gain_acc'])}, "
-                  f"ΔAUC {_interval(test['gain_auc'])}."]
+    gain, m = answer["val_gain"], metric.upper()
+    check = answer.get("confirm")
+    val = (f"On val (the data that made every choice, so optimistic), `{answer['synthetic_arm']}` scores {m} "
+           f"{answer['val_synthetic']:.4f} against {answer['val_baseline']:.4f} for `{answer['baseline_arm']}`: {_interval(gain)}.")
+    if check is None:
+        lines = [f"**Not confirmed: synthetic data cannot be recommended yet.** {val} No subsets outside the sweep's "
+                 "were evaluated, and a gain chosen on val is measured on test only on subsets that no choice saw."]
     else:
-        lines = [f"**Synthetic data does not help this set at this scale; use {classical_choice(answer)}.** The best arm with "
-                 f"synthetic images, `{answer['synthetic_arm']}`, does not beat `{answer['baseline_arm']}` on val: {vs}.", "",
-                 f"Test, scored once for this choice (`{test['arm']}`): ACC {test['acc']:.4f}, AUC {test['auc']:.4f} over {test['pairs']} pairs."]
-    lines += ["", f"Every arm of the chosen settings: [final/report.md]({answer['report']})."]
+        test = (f"On {check['gain_acc']['units']} real subsets that no choice saw (`{answer['confirm_report']}`), test ACC "
+                f"{check['acc']:.4f} against {check['acc_baseline']:.4f}: ΔACC {_interval(check['gain_acc'])}"
+                + (" (the interval includes the test set's own sampling noise)" if check["gain_acc"].get("test_noise") else "")
+                + f", ΔAUC {_interval(check['gain_auc'])}.")
+        head = {"higher": f"**Use `{answer['synthetic_arm']}` with the settings below: it helps.**",
+                "lower": f"**Synthetic data does not help this set at this scale (it costs accuracy); use {classical_choice(answer)}.**",
+                "no difference shown": f"**Synthetic data does not help this set at this scale (no gain shown); use {classical_choice(answer)}.**",
+                "too few units": f"**Too few independent subsets to tell whether synthetic data helps; until more are evaluated, use "
+                                 f"{classical_choice(answer)}.**"}[check["verdict"]]
+        lines = [head, "", test, "", val]
+    lines += ["", f"Every arm of the chosen settings, on val: [final/report.md]({answer['report']})."]
     for s in answer.get("sets", []):
         lines.append(f"- `{s['run']}`: synthetic set `{s['synthetic']}`, real beside synthetic: [{s['grid']}]({s['grid']})")
     if recipe_yaml:
@@ -72,8 +76,9 @@ def render_sweep_markdown(summary: dict, recipe_yaml: str | None = None) -> str:
     lines = [f"# synthaug sweep: {summary['recipe']}", "",
              "Generated by `synthaug sweep`. Each lever was tried at every value with the levers above it at their chosen "
              f"values. Every choice was made on **val** (mean {metric.upper()} over every (regime, subset, seed) pair of the "
-             "best arm with synthetic images; for `classic`, of `real+classic`); test was looked at once, for the final "
-             "choice only.", "", "## Commands", "", "```bash", *summary["commands"], "```", "",
+             "best arm with synthetic images; for `classic`, of `real+classic`); every lever try reports val only. Test was "
+             "looked at once: the chosen synthetic arm against the chosen baseline, on real subsets that no choice saw.", "",
+             "## Commands", "", "```bash", *summary["commands"], "```", "",
              "## Levers, in the order swept", "", *_lever_rows(summary["levers"], metric), "",
              "![val per lever value](val_by_lever.png)", "", "## Recommendation", ""]
     if answer is None:
@@ -98,7 +103,8 @@ def val_by_lever_png(levers: list[dict], metric: str) -> bytes:
     for ax, lever in zip(axes, swept):
         scored = [e for e in lever["entries"] if "val" in e]
         for x, e in enumerate(scored):
-            ax.errorbar([x], [e["val"]], yerr=[[e["val"] - e["val_lo"]], [e["val_hi"] - e["val"]]], marker="o", capsize=3,
+            bar = [[e["val"] - e["val_lo"]], [e["val_hi"] - e["val"]]]
+            ax.errorbar([x], [e["val"]], yerr=np.nan_to_num(bar), marker="o", capsize=3,  # one subset: no interval, no bar
                         color="tab:red" if e["chosen"] else "tab:blue")
         ax.set_xticks(range(len(scored)), [e["value"] for e in scored], rotation=30, ha="right", fontsize=7)
         ax.set_xlim(-0.5, len(scored) - 0.5)
