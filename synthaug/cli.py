@@ -229,6 +229,19 @@ def cmd_sweep(args) -> None:
     _run_on_recipe(sweep, args)
 
 
+def _report_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("folders", nargs="+", metavar="DIR", help="report folders of evaluate, experiment or sweep (results.json or sweep.json)")
+    _add_wait(p, "another process writing into the folder")
+
+
+def cmd_report(args) -> None:
+    from synthaug.study.rescore import rescore
+
+    for folder in args.folders:
+        lines = rescore(folder, wait=args.wait)
+        print("\n".join([f"report: {folder}", *lines]), flush=True)
+
+
 def _run_on_recipe(stage, args) -> None:
     """experiment and sweep: a recipe in, a report folder out."""
     recipe = _recipe_from_args(args)
@@ -251,6 +264,8 @@ COMMANDS: dict[str, Command] = {
     "audit": Command("fidelity, diversity and near-copies of training images in a synthetic set", _audit_args, cmd_audit),
     "experiment": Command("fit, generate and evaluate every regime of a recipe (evaluate.regimes)", _experiment_args, cmd_experiment),
     "sweep": Command("try the levers of a recipe's sweep: section one at a time, choose each on val, and recommend", _sweep_args, cmd_sweep),
+    "report": Command("make reports again from their results.json / sweep.json with the current statistics (no training)",
+                      _report_args, cmd_report),
 }
 
 

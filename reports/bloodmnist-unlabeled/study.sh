@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # reports/bloodmnist-unlabeled: few labels (10 or 25 per class) and the rest of BloodMNIST's training split unlabeled.
-#   bash reports/bloodmnist-unlabeled/study.sh fit        # the pool generators (this study: on a GPU, benchmarks/gpu_fits.sh recipes/bloodmnist-unlabeled.yaml)
+#   bash reports/bloodmnist-unlabeled/study.sh fit        # the pool generators (this study: on a GPU, python benchmarks/gpu_fits.py OUT DATA_ROOT recipes/bloodmnist-unlabeled.yaml)
 #   bash reports/bloodmnist-unlabeled/study.sh generate   # variations (strength 0.35, 5 per real image) and guided noise-drawn sets
 #   bash reports/bloodmnist-unlabeled/study.sh evaluate [variations|noise] [25|10]   # arms, pseudo-labels included
 #   bash reports/bloodmnist-unlabeled/study.sh cas        # synthetic-only arm of the noise-drawn sets (25/class, seed 0)

@@ -20,9 +20,10 @@ import numpy as np
 from scipy import stats
 
 LEVEL = 0.95
-# Below this many independent units a verdict is "too few to tell" (benchmarks/interval_coverage.py: at 3 units the
-# t interval covers, but its half-width is itself uncertain by about +-50 % and a true gain of one between-unit
-# standard deviation is detected about 1 time in 4; from 5 units, about 1 time in 2, and the width steadies).
+# Below this many independent units a verdict is "too few to tell" (benchmarks/interval_coverage.py, reports/intervals.md):
+# the t interval covers at any n, but at 3 units its half-width is itself uncertain by +-51 % (coefficient of
+# variation) and a true gain of one between-unit standard deviation is detected 18 % of the time; at 5 units, 37 %
+# and 41 %, and a gain of two standard deviations 90 % of the time (48 % at 3).
 MIN_UNITS = 5
 
 
