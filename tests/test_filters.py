@@ -6,6 +6,7 @@ The blob run (`blob_run` in conftest) is shared with test_audit.py: its feature 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -26,7 +27,10 @@ from PIL import Image
 from synthaug.classifier.harness import weights_sha256
 from synthaug.cli import main
 from synthaug.core.errors import UserError
-from synthaug.reference.filters import confidence_filter, copy_filter
+from synthaug.data.images import ImageSet
+from synthaug.reference.filters import confidence_filter, copy_filter, copy_thresholds, filter_record
+from synthaug.reference.metrics import nearest_by_correlation
+from synthaug.reference.realdata import load_run_data
 from synthaug.generation.generate import generate
 from synthaug.recipe.recipe import recipe_from_dict
 from synthaug.storage.rundir import RunDir, open_run
@@ -66,6 +70,41 @@ def test_copy_filter_rejects_copies_and_keeps_new_images(blob_run):
     assert json.loads(json.dumps(described)) == described
     assert described["copy_quantile"] == open_run(blob_run).recipe.audit.copy_quantile and described["mirror"] is True
     assert set(described["thresholds"]) == {"0", "1"} and all(0 < t < 1 for t in described["thresholds"].values())
+
+
+def test_filters_are_calibrated_on_val_and_the_test_split_moves_nothing(blob_run, monkeypatch):
+    """The images the filters keep train classifier arms that are scored on real test: test must set no threshold.
+
+    A planted test split of exact copies of training images (nearest-training-image correlation 1) would push a
+    test-calibrated copy threshold to 1; the thresholds stay the val-based ones. Planting the same copies in val moves them.
+    """
+    run = open_run(blob_run)
+    real = load_run_data(run)
+    quantile = run.recipe.audit.copy_quantile
+    val_nearest = nearest_by_correlation(real.val.images, real.train.images, real.mirror, rotations=real.rotations)
+    on_val = copy_thresholds(val_nearest, real.val.labels, real.classes, quantile)
+    keep_copy = copy_filter(run)
+    assert keep_copy.thresholds == pytest.approx(on_val, abs=1e-6) and all(t < 0.99 for t in on_val.values())
+
+    copies = ImageSet(real.train.images.copy(), real.train.labels.copy(), real.train.class_names)
+    planted = {"test": dataclasses.replace(real, test=copies), "val": dataclasses.replace(real, val=copies)}
+    monkeypatch.setattr("synthaug.reference.filters.load_run_data", lambda r: planted["test"])
+    assert copy_filter(run).thresholds == keep_copy.thresholds  # test changed: not one threshold moved
+    monkeypatch.setattr("synthaug.reference.filters.load_run_data", lambda r: planted["val"])
+    assert all(t > 0.999 for t in copy_filter(run).thresholds.values())  # val changed: the thresholds follow it
+    record = filter_record(keep_copy)
+    assert record["calibration_split"] == "val" and "real val images" in record["rule"]
+
+    # The confidence filter's classifier is trained on train and selected on val; another test split neither
+    # retrains it nor changes a probability (it only makes the cached test features again).
+    monkeypatch.setattr("synthaug.reference.filters.load_run_data", lambda r: real)
+    keep = confidence_filter(run, 0.5, show_progress=False)
+    monkeypatch.setattr("synthaug.reference.filters.load_run_data", lambda r: planted["test"])
+    monkeypatch.setattr("synthaug.reference.realdata.train_classifier", lambda *a, **k: pytest.fail("test retrained the classifier"))
+    again = confidence_filter(run, 0.5, show_progress=False)
+    assert again.describe() == keep.describe() and filter_record(keep)["calibration_split"] == "val"
+    probe = blob_images(6, 0, seed=5)
+    np.testing.assert_array_equal(again.confidence(probe, 0), keep.confidence(probe, 0))
 
 
 def test_generate_reject_copies_redraws_copies_and_keeps_the_count(tmp_path):

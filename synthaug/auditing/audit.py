@@ -10,10 +10,17 @@ Two spaces, two jobs:
   images, and real test and real val vs real training images (the baselines: what "as good as real" looks like).
 - **Pixel space** (memorization): each synthetic image's nearest training image by normalized
   correlation (the mirror image too when the run trained with horizontal flips). The copy threshold of
-  a class is the `copy_quantile` quantile of the same nearest-neighbour correlation of the real test
-  images of that class (`filters.copy_thresholds`): a real image of a new patient exceeds it with
-  probability about 1 - copy_quantile, so a synthetic set whose flagged fraction is far above that is
-  copying. The real validation images, never used for calibration, give the out-of-sample rate.
+  a class is the `copy_quantile` quantile of the same nearest-neighbour correlation of the real val
+  images of that class (`filters.copy_thresholds`, the very thresholds of `generate --reject-copies`):
+  a real image of a new patient exceeds it with probability about 1 - copy_quantile, so a synthetic set
+  whose flagged fraction is far above that is copying. The real test images, which set no threshold
+  (they score the classifier arms), give the out-of-sample rate as a reported baseline.
+- **Label fidelity**: the share of each class's synthetic images that the feature classifier (the
+  judge: trained on the run's real labelled training images, selected on real val) assigns to their
+  own class, beside the same share of real val and real test images.
+
+Per class, both the copy rate and the label fidelity are reported: rare classes (a 10-image class is
+where memorization starts) hide in the overall numbers.
 """
 
 from __future__ import annotations
@@ -26,7 +33,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from synthaug.classifier.harness import CLASSIFIER_FIELDS, extract_features
+from synthaug.classifier.harness import CLASSIFIER_FIELDS, PREDICT_BATCH, extract_features, predict
 from synthaug.data.images import ImageSet
 from synthaug.data.synthetic import read_synthetic
 from synthaug.core.errors import UserError
@@ -35,9 +42,10 @@ from synthaug.reference.filters import copy_thresholds
 from synthaug.reference.metrics import NearestImages, frechet_distance, knn_distances, nearest_by_correlation, paired_correlation, prdc
 from synthaug.auditing.plots import closest_pairs_png, similarity_png
 from synthaug.recipe.recipe import Recipe
-from synthaug.reference.realdata import RunData, load_run_data, real_features
+from synthaug.reference.realdata import CALIBRATION_SPLIT, RunData, load_run_data, real_features
 from synthaug.auditing.report import CANDIDATES, METRICS, render_audit_markdown
 from synthaug.core.formatting import percent, significant
+from synthaug.storage.pixels import to_model_tensor
 from synthaug.storage.rundir import Run, RunDir, SynthDir, open_run
 from synthaug.core.runtime import pick_device
 
@@ -97,16 +105,23 @@ def _median(values: np.ndarray) -> float | None:
     return float(np.median(values)) if values.size else None
 
 
+def _over(nearest: NearestImages, labels: np.ndarray, thresholds: dict[int, float]) -> np.ndarray:
+    """Which images are at or over their class's copy threshold."""
+    return nearest.correlation >= np.array([thresholds[int(c)] for c in labels], dtype=np.float64)
+
+
 def _pool_copies(data: RunData, synthetic: ImageSet, quantile: float, device, show_progress: bool) -> dict:
     """The copy check against the unlabeled images the generator also saw, calibrated like the labelled one: each
-    class's threshold is the `quantile` quantile of the real test images' nearest-pool-image correlation."""
+    class's threshold is the `quantile` quantile of the real val images' nearest-pool-image correlation."""
     nearest = {name: nearest_by_correlation(images, data.pool, data.mirror, device, show_progress, rotations=data.rotations)
                for name, images in (("synthetic", synthetic.images), ("test", data.test.images), ("val", data.val.images))}
-    thresholds = copy_thresholds(nearest["test"], data.test.labels, data.classes, quantile)
-    over = {name: nearest[name].correlation >= np.array([thresholds[int(c)] for c in labels])
-            for name, labels in (("synthetic", synthetic.labels), ("val", data.val.labels))}
-    return {"pool_images": int(len(data.pool)), "flagged": int(over["synthetic"].sum()), "flagged_fraction": _fraction(over["synthetic"]),
-            "real_val_over_threshold": _fraction(over["val"]), "median_correlation_synthetic": _median(nearest["synthetic"].correlation),
+    calibration = getattr(data, CALIBRATION_SPLIT)
+    thresholds = copy_thresholds(nearest[CALIBRATION_SPLIT], calibration.labels, data.classes, quantile)
+    over = {name: _over(nearest[name], labels, thresholds)
+            for name, labels in (("synthetic", synthetic.labels), ("test", data.test.labels), ("val", data.val.labels))}
+    return {"pool_images": int(len(data.pool)), "calibration_split": CALIBRATION_SPLIT, "flagged": int(over["synthetic"].sum()),
+            "flagged_fraction": _fraction(over["synthetic"]), "real_val_over_threshold": _fraction(over["val"]),
+            "real_test_over_threshold": _fraction(over["test"]), "median_correlation_synthetic": _median(nearest["synthetic"].correlation),
             "median_correlation_real_test": _median(nearest["test"].correlation)}
 
 
@@ -119,14 +134,17 @@ def memorization(
     thresholds: dict[int, float],
     quantile: float,
 ) -> dict:
-    """Per class and overall: flagged fraction of the synthetic set beside the real test (in-sample) and val rates."""
-    labels = {"synthetic": synthetic.labels, "test": data.test.labels, "val": data.val.labels}
-    over = {name: nearest[name].correlation >= np.array([thresholds[int(c)] for c in labels[name]]) for name in labels}
+    """Per class and overall: flagged fraction (the copy rate) of the synthetic set beside the real val (the
+    calibration split: in-sample) and real test (out-of-sample) rates, and the class's real training images."""
+    labels = {"synthetic": synthetic.labels, "test": data.test.labels, "val": data.val.labels, "train": data.train.labels}
+    over = {name: _over(nearest[name], labels[name], thresholds) for name in CANDIDATES}
 
     def row(masks: dict[str, np.ndarray], threshold: float | None) -> dict:
         synth_feat, test_feat = feature_nn["synthetic"][masks["synthetic"]], feature_nn["test"][masks["test"]]
-        feature_close = float(np.quantile(test_feat, 1 - quantile)) if test_feat.size else None
+        calibration_feat = feature_nn[CALIBRATION_SPLIT][masks[CALIBRATION_SPLIT]]
+        feature_close = float(np.quantile(calibration_feat, 1 - quantile)) if calibration_feat.size else None
         return {
+            "train_images": int(masks["train"].sum()),
             "n_synthetic": int(masks["synthetic"].sum()),
             "threshold": threshold,
             "flagged": int(over["synthetic"][masks["synthetic"]].sum()),
@@ -164,6 +182,49 @@ def memorization(
 
 
 FIGURES = {"closest_pairs": "audit_closest_pairs.png", "similarity": "audit_similarity.png"}
+
+
+def _judged_classes(data: RunData, model: torch.nn.Module, images: np.ndarray, device: torch.device) -> np.ndarray:
+    """The class (a label of the run, int64 (N,)) the feature classifier assigns to each uint8 (N, H, W, C) image."""
+    columns = [predict(model, to_model_tensor(images[i : i + PREDICT_BATCH], device)).argmax(1) for i in range(0, len(images), PREDICT_BATCH)]
+    return np.asarray(data.classes, dtype=np.int64)[np.concatenate(columns)] if columns else np.zeros(0, dtype=np.int64)
+
+
+def label_fidelity(data: RunData, model: torch.nn.Module, training: dict, synthetic: ImageSet, device: torch.device) -> dict:
+    """Per class and overall: the share of synthetic images the judge (the feature classifier, trained on the run's real
+    labelled training images and selected on real val) assigns to their own class, beside that share of real val
+    (the judge's selection split) and real test images; and where each class's synthetic images went."""
+    judged = {name: _judged_classes(data, model, images, device)
+              for name, images in (("synthetic", synthetic.images), ("val", data.val.images), ("test", data.test.images))}
+    labels = {"synthetic": synthetic.labels, "val": data.val.labels, "test": data.test.labels}
+    own = {name: judged[name] == labels[name] for name in labels}
+
+    def row(masks: dict[str, np.ndarray]) -> dict:
+        mine = masks["synthetic"]
+        return {
+            "n_synthetic": int(mine.sum()),
+            "own_class": int(own["synthetic"][mine].sum()),
+            "own_class_fraction": _fraction(own["synthetic"][mine]),
+            "real_val_own_class_fraction": _fraction(own["val"][masks["val"]]),
+            "real_test_own_class_fraction": _fraction(own["test"][masks["test"]]),
+            "assigned_to": {data.class_names[c]: int((judged["synthetic"][mine] == c).sum()) for c in data.classes},
+        }
+
+    val = training.get("val", {})
+    judge = {
+        "trained_on": "the run's real labelled training images",
+        "train_images": int(len(data.train.labels)),
+        "selected_on": CALIBRATION_SPLIT,
+        "steps": training.get("steps"),
+        "selected_step": training.get("best_step"),
+        "val_acc": val.get("acc"),
+        "val_auc": None if val.get("auc") is None or np.isnan(val["auc"]) else val["auc"],
+    }
+    return {
+        "judge": judge,
+        "overall": row({name: np.ones(len(labels[name]), dtype=bool) for name in labels}),
+        "per_class": {data.class_names[c]: row({name: labels[name] == c for name in labels}) for c in data.classes},
+    }
 
 
 def audit(
@@ -210,16 +271,20 @@ def _audit(run: Run, data: RunData, folder: Path, device, show_progress: bool, c
                                      exclude=source_rows if name == "synthetic" and read.variations else None, rotations=data.rotations)
         for name, images in (("synthetic", synthetic.images), ("test", data.test.images), ("val", data.val.images))
     }
-    thresholds = copy_thresholds(nearest["test"], data.test.labels, data.classes, settings.copy_quantile)
+    # The thresholds of generate --reject-copies: calibrated on real val, never on test (a reported baseline only).
+    calibration = getattr(data, CALIBRATION_SPLIT)
+    thresholds = copy_thresholds(nearest[CALIBRATION_SPLIT], calibration.labels, data.classes, settings.copy_quantile)
     lap("pixel_nearest_neighbours")
     model, feature_training, features = real_features(data, device, show_progress)
     features = {**features, "synthetic": extract_features(model, synthetic.images, device)}
     lap("features")
-    feature_nn = {name: knn_distances(features[name], features["train"], 1, device=device)[0][:, 0] for name in ("synthetic", "test")}
+    feature_nn = {name: knn_distances(features[name], features["train"], 1, device=device)[0][:, 0] for name in CANDIDATES}
     lap("feature_nearest_neighbours")
     fidelity_report = fidelity(data, features, synthetic.labels, settings.k, settings.seed, device)
     lap("fidelity_metrics")
     memorization_report = memorization(data, synthetic, files, nearest, feature_nn, thresholds, settings.copy_quantile)
+    fidelity_of_labels = label_fidelity(data, model, feature_training, synthetic, device)
+    lap("label_fidelity")
     if read.variations:
         memorization_report["variations"] = _variations_report(data, synthetic, source_rows)
     if data.pool is not None:
@@ -241,6 +306,7 @@ def _audit(run: Run, data: RunData, folder: Path, device, show_progress: bool, c
             **settings.model_dump(),
             "mirror": data.mirror,
             "rotations": data.rotations,
+            "calibration_split": CALIBRATION_SPLIT,
             "feature_classifier": classifier.classifier,
             "feature_classifier_steps": classifier.steps,
             "feature_classifier_config": classifier.model_dump(include=CLASSIFIER_FIELDS),
@@ -255,6 +321,7 @@ def _audit(run: Run, data: RunData, folder: Path, device, show_progress: bool, c
         },
         "fidelity": fidelity_report,
         "memorization": memorization_report,
+        "label_fidelity": fidelity_of_labels,
         "figures": FIGURES,
         "device": str(device) if device.type != "cuda" else f"cuda ({torch.cuda.get_device_name(device)})",
         "timing_s": timing,
@@ -265,7 +332,10 @@ def _audit(run: Run, data: RunData, folder: Path, device, show_progress: bool, c
     over = memorization_report["overall"]
     print(
         f"audit: {over['n_synthetic']} synthetic images, {over['flagged']} flagged as near-copies "
-        f"({100 * over['flagged_fraction']:.2f} %; real val images over the threshold: {percent(over['real_val_over_threshold'])}), "
+        f"({100 * over['flagged_fraction']:.2f} %; real images over the val-calibrated threshold: val {percent(over['real_val_over_threshold'])}, "
+        f"test {percent(over['real_test_over_threshold'])}), "
+        f"label fidelity {percent(fidelity_of_labels['overall']['own_class_fraction'])} "
+        f"(real val: {percent(fidelity_of_labels['overall']['real_val_own_class_fraction'])}), "
         f"FD {significant(fidelity_report['overall']['fd_synthetic'])} (real test: {significant(fidelity_report['overall']['fd_test'])}, "
         f"real val: {significant(fidelity_report['overall']['fd_val'])}), "
         f"{timing['total']:.1f} s -> {folder / 'audit.md'}",
@@ -319,5 +389,8 @@ def read_audit_summary(synthetic_dir: str | Path) -> dict | None:
         "flagged": mem["flagged"],
         "flagged_fraction": mem["flagged_fraction"],
         "real_val_over_threshold": mem["real_val_over_threshold"],
+        "real_test_over_threshold": mem.get("real_test_over_threshold"),
+        "calibration_split": report["settings"].get("calibration_split", "test"),  # audits before the fix calibrated on test
+        "label_fidelity": (report.get("label_fidelity") or {}).get("overall", {}).get("own_class_fraction"),
         "copy_quantile": report["settings"]["copy_quantile"],
     }

@@ -35,7 +35,8 @@ def closest_pairs_png(data, synthetic, files: list[str], near, thresholds: dict[
 
 
 def similarity_png(data, synthetic, nearest: dict, feature_nn: dict[str, np.ndarray], thresholds: dict[int, float]) -> bytes:
-    """Per class: histograms of the nearest-training-image correlation (pixels) and distance (features), synthetic vs real test."""
+    """Per class: histograms of the nearest-training-image correlation (pixels) and distance (features), synthetic vs real
+    test (the out-of-sample baseline; the copy threshold drawn is calibrated on real val)."""
     columns = len(data.classes)
     figure = Figure(figsize=(3.2 * columns, 5.2), layout="constrained")
     for col, c in enumerate(data.classes):
@@ -44,7 +45,7 @@ def similarity_png(data, synthetic, nearest: dict, feature_nn: dict[str, np.ndar
         bins = np.linspace(min(nearest["synthetic"].correlation.min(), nearest["test"].correlation.min()), 1.0, 40)
         top.hist(nearest["test"].correlation[test], bins=bins, alpha=0.6, density=True, label="real test -> train")
         top.hist(nearest["synthetic"].correlation[synth], bins=bins, alpha=0.6, density=True, label="synthetic -> train")
-        top.axvline(thresholds[c], color="red", linewidth=1, label="copy threshold")
+        top.axvline(thresholds[c], color="red", linewidth=1, label="copy threshold (real val)")
         top.set_title(f"{data.class_names[c]}: pixel correlation", fontsize=8)
         top.tick_params(labelsize=6)
         bottom = figure.add_subplot(2, columns, columns + col + 1)

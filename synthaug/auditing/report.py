@@ -18,7 +18,8 @@ def render_audit_markdown(report: dict) -> str:
         f"# Audit of `{report['synthetic']}`",
         "",
         f"Run `{report['run']}`: {total('synthetic')} synthetic images against the {total('train')} real training images the "
-        f"generator saw; baseline: {total('test')} real test images; {total('val')} real val images check the copy threshold. "
+        f"generator saw; baselines: {total('test')} real test images and {total('val')} real val images (val calibrates the copy "
+        "threshold and selects the feature classifier; test sets nothing). "
         f"Device {report['device']}, {report['timing_s']['total']:.1f} s in all. Reproduce: `{report['command']}`.",
         "",
         "## Fidelity and diversity (feature space)",
@@ -47,11 +48,12 @@ def render_audit_markdown(report: dict) -> str:
         "Each image's nearest training image by normalized (Pearson) correlation of the pixels"
         + (", mirror images included (the generator trained with horizontal flips)" if s["mirror"] else "")
         + f". Copy threshold of a class: the {s['copy_quantile']} quantile of the nearest-training-image correlation of that "
-        f"class's real test images, so a real image of a new patient exceeds it about {percent(1 - s['copy_quantile'])} of the "
-        "time (real val images, not used to set it, show the out-of-sample rate). A synthetic set flagged far more often than "
+        f"class's real {_calibration(s)} images (the threshold `generate --reject-copies` uses), so a real image of a new patient "
+        f"exceeds it about {percent(1 - s['copy_quantile'])} of the time (real {_baseline(s)} images, not used to set it, show the "
+        "out-of-sample rate). A synthetic set flagged far more often than "
         "that is copying training images. Feature distance: Euclidean distance to the nearest training image in feature space; "
         "'feature-close' is the share of synthetic images nearer to a training image than all but "
-        f"{percent(1 - s['copy_quantile'])} of real test images are.",
+        f"{percent(1 - s['copy_quantile'])} of real {_calibration(s)} images are.",
         "",
         "| class | synthetic | threshold r | flagged | real test / val over | median r synthetic / real test | median feature distance synthetic / real test | feature-close |",
         "|---|---|---|---|---|---|---|---|",
@@ -64,8 +66,8 @@ def render_audit_markdown(report: dict) -> str:
             f"{fixed(row['median_feature_distance_synthetic'])} / {fixed(row['median_feature_distance_real_test'])} | "
             f"{percent(row['feature_close_fraction'])} |"
         )
+    lines += ["", *_per_class_lines(report)]
     lines += [
-        "",
         f"![closest pairs]({report['figures']['closest_pairs']})",
         "",
         f"![nearest-neighbour similarity]({report['figures']['similarity']})",
@@ -99,6 +101,62 @@ def render_audit_markdown(report: dict) -> str:
     return "\n".join(lines)
 
 
+def _calibration(settings: dict) -> str:
+    """The real split that set the copy thresholds (audits made before it was recorded calibrated on test)."""
+    return settings.get("calibration_split", "test")
+
+
+def _baseline(settings: dict) -> str:
+    return "test" if _calibration(settings) == "val" else "val"
+
+
+def _per_class_lines(report: dict) -> list[str]:
+    """audit.md's per-class tables: the copy rate and the label fidelity of each class (rare classes first to break)."""
+    mem, labels = report["memorization"], report.get("label_fidelity")
+    calibration = _calibration(report["settings"])
+    lines = [
+        "## Per class: copy rate and label fidelity",
+        "",
+        "A class with few real training images is where a generator starts to copy and to drift into other classes; the "
+        "overall figures hide it. **Copy rate**: the share of the class's synthetic images flagged as near-copies of a "
+        f"training image, beside the share of that class's real {calibration} images over the same threshold (which they set: "
+        f"about {percent(1 - report['settings']['copy_quantile'])} where {calibration} holds many images of the class, one image where "
+        f"it holds few) and of its real {_baseline(report['settings'])} images (out of sample).",
+        "",
+        "| class | real training images | synthetic | copy rate synthetic | real val | real test |",
+        "|---|---|---|---|---|---|",
+    ]
+    for name, row in list(mem["per_class"].items()) + [("all", mem["overall"])]:
+        lines.append(
+            f"| {name} | {row.get('train_images', 'n/a')} | {row['n_synthetic']} | {row['flagged']} ({percent(row['flagged_fraction'])}) | "
+            f"{percent(row['real_val_over_threshold'])} | {percent(row['real_test_over_threshold'])} |"
+        )
+    if not labels:
+        return lines + [""]
+    judge = labels["judge"]
+    lines += [
+        "",
+        "**Label fidelity**: the share of the class's synthetic images that the judge assigns to their own class. The judge "
+        f"is the feature classifier above: trained on the run's {judge['train_images']} real labelled training images (the "
+        f"images the generator saw), its step selected on real {judge['selected_on']} (step {judge['selected_step']} of "
+        f"{judge['steps']}); its real val accuracy is {fixed(judge['val_acc'])}"
+        + (f" (AUC {fixed(judge['val_auc'])})" if judge.get("val_auc") is not None else "")
+        + ". Its own-class share of real val (optimistic: val chose its step) and real test images of each class shows how "
+        "far it can be trusted there; a synthetic share far below it means images that look like another class. "
+        "A copied training image is judged right trivially: read this beside the copy rate.",
+        "",
+        "| class | synthetic | own class synthetic | real val | real test | synthetic assigned to |",
+        "|---|---|---|---|---|---|",
+    ]
+    for name, row in list(labels["per_class"].items()) + [("all", labels["overall"])]:
+        assigned = ", ".join(f"{other} {n}" for other, n in row["assigned_to"].items() if n)
+        lines.append(
+            f"| {name} | {row['n_synthetic']} | {row['own_class']} ({percent(row['own_class_fraction'])}) | "
+            f"{percent(row['real_val_own_class_fraction'])} | {percent(row['real_test_own_class_fraction'])} | {assigned or '—'} |"
+        )
+    return lines + [""]
+
+
 def _symmetry(flagged: dict) -> str:
     """How a flagged image matched its training image: mirrored, turned, or as it is."""
     turns = flagged.get("quarter_turns") or 0
@@ -111,9 +169,10 @@ def _pool_lines(pool: dict | None) -> list[str]:
         return []
     return ["## Copies of unlabeled pool images", "",
             f"The generator also learned from {pool['pool_images']:,} unlabeled images (`data.unlabeled`). The same check against "
-            "them, each class's threshold calibrated on the real test images' nearest pool image:", "",
-            "| flagged | flagged fraction | real val over threshold | median r synthetic / real test |", "|---|---|---|---|",
-            f"| {pool['flagged']} | {percent(pool['flagged_fraction'])} | {percent(pool['real_val_over_threshold'])} | "
+            f"them, each class's threshold calibrated on the real {pool.get('calibration_split', 'test')} images' nearest pool image:", "",
+            "| flagged | flagged fraction | real val / test over threshold | median r synthetic / real test |", "|---|---|---|---|",
+            f"| {pool['flagged']} | {percent(pool['flagged_fraction'])} | {percent(pool['real_val_over_threshold'])} / "
+            f"{percent(pool.get('real_test_over_threshold'))} | "
             f"{fixed(pool['median_correlation_synthetic'])} / {fixed(pool['median_correlation_real_test'])} |", ""]
 
 

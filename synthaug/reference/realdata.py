@@ -1,7 +1,9 @@
 """What a run's synthetic images are compared with: the real images its generator saw, the real test and val
 splits, and the feature classifier trained on them (cached in `<run>/audit/features.pt`).
 
-Shared by `audit` (fidelity, diversity, memorization) and generate's filters (copies, confidence).
+Shared by `audit` (fidelity, diversity, memorization, label fidelity) and generate's filters (copies, confidence).
+Val is the selection split: it selects the feature classifier and calibrates every threshold that decides which
+synthetic images are kept (CALIBRATION_SPLIT); test is only ever a reported baseline.
 """
 
 from __future__ import annotations
@@ -25,6 +27,10 @@ from synthaug.data.pool import load_pool
 from synthaug.recipe.recipe import Recipe
 from synthaug.storage.rundir import Run, RunDir
 
+# The real split that selects the feature classifier and calibrates the copy thresholds (val, the selection split
+# everywhere): the images generate keeps train classifier arms that are scored on test, so test must set nothing.
+CALIBRATION_SPLIT = "val"
+
 
 @dataclass
 class RunData:
@@ -37,8 +43,20 @@ class RunData:
     train_indices: np.ndarray  # into the real train split
     train: ImageSet  # the real images the generator was trained on
     test: ImageSet  # real test images of the run's classes
-    val: ImageSet  # real val images of the run's classes (out-of-sample check of the copy threshold)
+    val: ImageSet  # real val images of the run's classes: select the feature classifier, calibrate the copy thresholds
     pool: np.ndarray | None = None  # uint8 (N, H, W, C): the unlabeled images the generator saw (data.unlabeled)
+
+    def columns(self, labels: np.ndarray) -> np.ndarray:
+        """The feature classifier's output column of each class label (int64): column j is class `classes[j]`.
+
+        The classifier has one output per class of the run, not per class of the dataset, so a run of `data.classes:
+        [0, 3]` of an 8-class set is a binary problem (binary AUC in the harness's metrics)."""
+        where = {c: j for j, c in enumerate(self.classes)}
+        labels = np.asarray(labels)
+        unknown = sorted({int(c) for c in np.unique(labels)} - set(where))
+        if unknown:
+            raise ValueError(f"label(s) {unknown} are not classes of the run ({self.classes})")
+        return np.array([where[int(c)] for c in labels], dtype=np.int64)
 
     @property
     def mirror(self) -> bool:
@@ -85,26 +103,33 @@ def load_run_data(run: Run) -> RunData:
     )
 
 
+def _digest(images: np.ndarray, *more: np.ndarray) -> str:
+    return hashlib.sha1(b"".join(np.ascontiguousarray(a).tobytes() for a in (images, *more))).hexdigest()
+
+
 def real_features(data: RunData, device: torch.device, show_progress: bool = True) -> tuple[torch.nn.Module, dict, dict[str, torch.Tensor]]:
     """The feature classifier, what its training did (val-selected step, val metrics), and the features of the
-    run's real train/test images; from `<run>/audit/features.pt` when that was made with the same settings and data.
+    run's real train/test/val images; from `<run>/audit/features.pt` when that was made with the same settings and data.
 
     The classifier is the evaluate harness's (`train_classifier`, recipe `evaluate` settings), trained on the
-    generator's training images and selected on the real val split.
+    generator's training images and selected on the real val split; it has one output per class of the run
+    (`RunData.columns`). The test split never reaches it: the cache is keyed on train and val (and the settings), and
+    other test images only make their features again.
     """
     cache = data.run.features
     key = json.dumps(
         {
-            "features_of": ["train", "test", "val"],
             "classifier": data.recipe.evaluate.model_dump(mode="json", include=CLASSIFIER_FIELDS),
             "seed": data.recipe.audit.seed,
-            "train": hashlib.sha1(data.train.images.tobytes() + data.train_indices.tobytes()).hexdigest(),
-            "test": hashlib.sha1(data.test.images.tobytes()).hexdigest(),
-            "val": hashlib.sha1(data.val.images.tobytes()).hexdigest(),
+            "outputs": data.classes,  # column j is class classes[j]
+            "train": _digest(data.train.images, data.train_indices, data.train.labels),
+            "val": _digest(data.val.images, data.val.labels),
+            "selected_on": "val",
         },
         sort_keys=True,
     )
-    num_classes = len(data.class_names)
+    features_of = {name: _digest(getattr(data, name).images) for name in ("train", "test", "val")}
+    num_classes = len(data.classes)
     if cache.is_file():
         try:
             stored = torch.load(cache, map_location="cpu", weights_only=True)
@@ -113,7 +138,12 @@ def real_features(data: RunData, device: torch.device, show_progress: bool = Tru
         if stored is not None and stored.get("key") == key:
             model = build_classifier(data.recipe.evaluate, data.train.channels, num_classes)
             model.load_state_dict(stored["classifier"])
-            return model.to(device).eval(), json.loads(stored["training"]), stored["features"]
+            model, training = model.to(device).eval(), json.loads(stored["training"])
+            if stored.get("features_of") == json.dumps(features_of, sort_keys=True):
+                return model, training, stored["features"]
+            features = {name: extract_features(model, getattr(data, name).images, device) for name in ("train", "test", "val")}
+            _store(cache, key, features_of, model, training, features)
+            return model, training, features
     cfg = data.recipe.evaluate
     print(
         f"audit: training the feature classifier ({cfg.classifier}, {cfg.steps} steps, evaluate.* settings) on "
@@ -122,9 +152,9 @@ def real_features(data: RunData, device: torch.device, show_progress: bool = Tru
     )
     model, info = train_classifier(
         to_model_tensor(data.train.images, device),
-        torch.from_numpy(data.train.labels).to(device),
+        torch.from_numpy(data.columns(data.train.labels)).to(device),
         to_model_tensor(data.val.images, device),
-        torch.from_numpy(data.val.labels).to(device),
+        torch.from_numpy(data.columns(data.val.labels)).to(device),
         data.recipe.evaluate,
         seed=data.recipe.audit.seed,
         num_classes=num_classes,
@@ -133,8 +163,13 @@ def real_features(data: RunData, device: torch.device, show_progress: bool = Tru
     )
     training = {k: v for k, v in dataclasses.asdict(info).items() if k != "curve"}
     features = {name: extract_features(model, getattr(data, name).images, device) for name in ("train", "test", "val")}
+    _store(cache, key, features_of, model, training, features)
+    return model, training, features
+
+
+def _store(cache, key: str, features_of: dict, model: torch.nn.Module, training: dict, features: dict) -> None:
     buffer = io.BytesIO()
     state = {name: value.cpu() for name, value in model.state_dict().items()}
-    torch.save({"key": key, "classifier": state, "training": json.dumps(training), "features": features}, buffer)
+    torch.save({"key": key, "features_of": json.dumps(features_of, sort_keys=True), "classifier": state,
+                "training": json.dumps(training), "features": features}, buffer)
     atomic_write_bytes(cache, buffer.getvalue())
-    return model, training, features
