@@ -226,3 +226,101 @@ def test_the_leak_guard_covers_the_unlabeled_images_the_generator_saw(tmp_path):
         evaluate([open_run(run, ["data.unlabeled=null"])], tmp_path / "report", show_progress=False)
     with pytest.raises(UserError, match=r"learned from 12 unlabeled image"):
         evaluate([open_run(run, ["data.unlabeled.count=4"])], tmp_path / "report", show_progress=False)
+
+
+@pytest.mark.parametrize("classes", [[0, 3], [0, 3, 5], None], ids=["2 of 8", "3 of 8", "all 8"])
+def test_class_subsets_of_every_size(tmp_path, classes):
+    # Two classes of eight used to crash: the classifier has eight outputs, and sklearn's one-vs-rest AUC refused a binary target.
+    from conftest import tiny_recipe_dict, write_class_folders
+
+    from synthaug.recipe.recipe import recipe_from_dict
+
+    names = [f"c{i}" for i in range(8)]
+    data = write_class_folders(tmp_path / "images", names, n=6, size=12, channels=1, splits=True)
+    raw = tiny_recipe_dict({"folder": str(data), "size": 12, "classes": classes}, tmp_path / "runs", "k",
+                           evaluate={**TINY_EVAL, "seeds": [0], "arms": ["real", "real+classic"]})
+    results = evaluate([make_run(recipe_from_dict(raw)).root], tmp_path / "out", show_progress=False)
+    chosen = classes or list(range(8))
+    assert all(0 <= row["test_auc"] <= 1 and 0 <= row["val_auc"] <= 1 for row in results["rows"])
+    for row in results["rows"]:
+        assert 0 <= row["val_bacc"] <= 1 and 0 <= row["test_f1"] <= 1
+        assert [k for k in row if k.startswith("recall_")] == [f"recall_{c}" for c in chosen]
+        assert row["test_bacc"] == pytest.approx(np.mean([row[f"recall_{c}"] for c in chosen]))
+        assert row["rare_classes"] == chosen  # 6 real images each, below 60
+
+
+def test_long_tail_rebalancing_and_topup_arms(tmp_path, monkeypatch):
+    import synthaug.evaluation.evaluate as evaluate_module
+    from test_regimes import tail_run
+
+    arms = ["real", "real+classic", "real+balanced", "real+logit_adjusted+classic", "real+reweight_inverse", "real+reweight_effective",
+            "real+topup", "real+topup+balanced+classic"]
+    run = tail_run(tmp_path, arms=arms, select_on="bacc", rare_below=5)  # a --balance set: no synthetic image of the largest class
+    trained, real_train = {}, evaluate_module.train_classifier
+
+    def spy(images, labels, *args, **kwargs):
+        trained[kwargs["desc"].split(" ")[-3]] = (np.bincount(labels.cpu().numpy(), minlength=3).tolist(), kwargs)
+        return real_train(images, labels, *args, **kwargs)
+
+    monkeypatch.setattr(evaluate_module, "train_classifier", spy)
+    out = tmp_path / "report"
+    results = evaluate([run], out, show_progress=False)
+    assert trained["real+topup"][0] == trained["real+topup+balanced+classic"][0] == [8, 8, 8]  # 8, 4, 1 real + 0, 4, 7 synthetic
+    assert trained["real"][0] == [8, 4, 1]
+    options = {arm: {k for k in ("balanced", "logit_adjust", "sample_weight") if k in kw} for arm, (_, kw) in trained.items()}
+    assert options == {"real": set(), "real+classic": set(), "real+balanced": {"balanced"}, "real+logit_adjusted+classic": {"logit_adjust"},
+                       "real+reweight_inverse": {"sample_weight"}, "real+reweight_effective": {"sample_weight"}, "real+topup": set(),
+                       "real+topup+balanced+classic": {"balanced"}}
+    weights = trained["real+reweight_inverse"][1]["sample_weight"].cpu().numpy()
+    assert weights[:8].tolist() == [1 / 8] * 8 and weights[-1] == pytest.approx(1.0)  # the tail's one image weighs 8 head images
+    rows = pd.DataFrame(results["rows"]).set_index("arm")
+    assert rows.loc["real+topup", "n_synthetic"] == 11 and rows.loc["real+balanced", "n_synthetic"] == 0
+    assert {"val_bacc", "test_bacc", "test_f1", "test_rare_recall"} <= set(rows.columns) and rows["test_bacc"].between(0, 1).all()
+    assert rows.loc["real", "rare_classes"] == [1, 2]
+    assert rows.loc["real", "test_rare_recall"] == pytest.approx((rows.loc["real", "recall_1"] + rows.loc["real", "recall_2"]) / 2)
+    best = results["best_baseline"][rows["regime"].iloc[0]]
+    assert set(best["val"]) == set(arms[:6]) and best["select_on"] == "bacc"
+    assert best["arm"] == max(arms[:6], key=lambda a: rows.loc[a, "val_bacc"])  # chosen on val balanced accuracy
+    against = [g for g in results["gains"] if g.get("best_baseline")]
+    assert {g["arm"] for g in against} == {"real+topup", "real+topup+balanced+classic"} and all("dbacc" in g for g in against)
+    assert "points test BACC" in evaluate_module.result_line(results, out)
+    report = (out / "report.md").read_text()
+    assert "| BACC | macro-F1 | rare-class recall |" in report and "ΔBACC [95 % CI]" in report
+    assert "Rare classes of" in report and ": middle, tail" in report
+    # the settings of one scheme enter only its arms' keys
+    assert evaluate([open_run(run, ["evaluate.logit_tau=2"])], out, show_progress=False)["arms_from_cache"] == len(arms) - 1
+    assert evaluate([open_run(run, ["evaluate.effective_beta=0.99"])], out, show_progress=False)["arms_from_cache"] == len(arms) - 1
+    again = evaluate([open_run(run, ["evaluate.rare_below=median"])], out, show_progress=False)  # no weight changes: all cached
+    assert again["arms_from_cache"] == len(arms) and {tuple(r["rare_classes"]) for r in again["rows"]} == {(2,)}
+    assert all(r["test_rare_recall"] == r["recall_2"] for r in again["rows"])
+
+
+def test_rows_cached_before_the_balanced_scores_get_them_from_their_predictions(eval_run, tmp_path):
+    run, out = eval_run("old", 4, seeds=[0], arms=["real"]), tmp_path / "report"
+    first = evaluate([run], out, show_progress=False)["rows"][0]
+    cached = next((out / "cache").glob("*.json"))
+    old = {k: v for k, v in json.loads(cached.read_text()).items()
+           if k not in ("val_bacc", "test_bacc", "test_f1", "test_rare_recall", "rare_classes", "rebalance")}
+    cached.write_text(json.dumps(old))
+    again = evaluate([run], out, show_progress=False)
+    row = again["rows"][0]
+    assert again["arms_from_cache"] == 1 and np.isnan(row["val_bacc"])  # val was not kept: unknown
+    assert all(row[k] == first[k] for k in ("test_acc", "test_bacc", "test_f1", "test_rare_recall", "rare_classes"))
+
+
+def test_replace_probability_per_class(tmp_path, monkeypatch):
+    import synthaug.evaluation.evaluate as evaluate_module
+    from test_regimes import tail_run
+
+    run = tail_run(tmp_path, synthetic=(8, 8, 8), variations=True, arms=["real", "real+replace"], replace_p=[0.25])
+    plain = evaluate([run], tmp_path / "out", show_progress=False)
+    seen, real_train = [], evaluate_module.train_classifier
+    monkeypatch.setattr(evaluate_module, "train_classifier", lambda *a, **k: seen.append(k["replace"].p) or real_train(*a, **k))
+    scaled = evaluate([open_run(run, ["evaluate.replace_p_by_class=inverse"])], tmp_path / "out", show_progress=False)
+    assert [r["arm"] for r in scaled["rows"]] == ["real", "real+replace p0.25 inverse"] and scaled["arms_from_cache"] == 1
+    assert sorted(set(seen[0].cpu().tolist())) == [0.25, 0.5, 1.0]  # 8, 4 and 1 real images: p x 1, x 2, x 8 clipped
+    assert scaled["rows"][1]["key"] != plain["rows"][1]["key"]
+    by_class = evaluate([open_run(run, ["evaluate.replace_p_by_class={tail: 2}"])], tmp_path / "out", show_progress=False)
+    assert by_class["rows"][1]["arm"] == "real+replace p0.25 by class" and sorted(set(seen[1].cpu().tolist())) == [0.25, 0.5]
+    with pytest.raises(UserError, match="evaluate.replace_p_by_class: no class 'nope'"):
+        evaluate([open_run(run, ["evaluate.replace_p_by_class={nope: 2}"])], tmp_path / "out", show_progress=False)

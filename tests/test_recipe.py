@@ -34,6 +34,12 @@ def test_shipped_recipes_validate(path):
 def test_defaults_and_derived_fields():
     recipe = recipe_from_dict(BASE)
     assert recipe.model.sample_size == 28
+    e = recipe.evaluate
+    assert (e.select_on, e.top_up, e.rare_below, e.replace_p_by_class, e.logit_tau, e.effective_beta) == ("auc", "balance", 60, None, 1.0, 0.999)
+    long_tail = recipe_from_dict(with_change("evaluate", {"select_on": "bacc", "top_up": 600, "rare_below": "median",
+                                                          "replace_p_by_class": {"basophil": 4, 3: 2},
+                                                          "arms": ["real+balanced+classic", "real+topup+logit_adjusted+classic"]})).evaluate
+    assert (long_tail.top_up, long_tail.rare_below, long_tail.replace_p_by_class) == (600, "median", {"basophil": 4.0, 3: 2.0})
     assert recipe.model.attention_levels == [False, True, False]
     assert recipe.run_dir == Path("runs/x")
 
@@ -59,6 +65,18 @@ BAD = [
     (with_change("diffusion.prediction_type", "sample"), "diffusion.prediction_type: Input should be 'epsilon' or 'v_prediction'"),
     (with_change("name", "../escape"), "name: String should match pattern"),
     ({"name": "x", "data": {"medmnist": "pneumoniamnist"}}, "train: required field is missing"),
+    (with_change("evaluate.select_on", "f1"), "evaluate.select_on: Input should be 'auc', 'acc' or 'bacc'"),
+    (with_change("evaluate.arms", ["real+classic+balanced"]), "evaluate.arms.0: Input should be 'real', 'real+classic'"),
+    (with_change("evaluate.top_up", "most"), "evaluate.top_up: expected 'balance' (every class up to the largest class's real count) "
+                                             "or a whole number >= 1, got 'most'"),
+    (with_change("evaluate.top_up", 0), "evaluate.top_up: expected 'balance'"),
+    (with_change("evaluate.rare_below", "mean"), "evaluate.rare_below: expected a whole number >= 1 (a real training count) or 'median', got 'mean'"),
+    (with_change("evaluate.rare_below", 2.5), "evaluate.rare_below: expected a whole number >= 1"),
+    (with_change("evaluate.replace_p_by_class", "inverted"), "evaluate.replace_p_by_class: expected 'inverse' (p x largest class count / "
+                                                             "class count) or {class: factor > 0, ...}, got 'inverted'"),
+    (with_change("evaluate.replace_p_by_class", {"tail": 0}), "evaluate.replace_p_by_class: expected 'inverse'"),
+    (with_change("evaluate.logit_tau", 0), "evaluate.logit_tau: Input should be greater than 0"),
+    (with_change("evaluate.effective_beta", 1), "evaluate.effective_beta: Input should be less than 1"),
 ]
 
 

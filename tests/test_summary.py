@@ -68,3 +68,30 @@ def test_test_predictions_add_the_test_sets_own_noise():
     assert with_noise["dacc"] == pytest.approx(units_only["dacc"])
     assert with_noise["dacc_hi"] - with_noise["dacc_lo"] > units_only["dacc_hi"] - units_only["dacc_lo"]
     assert not with_noise["dauc_test_noise"]  # AUC: the subsets only
+
+
+def test_selecting_on_balanced_accuracy_reports_its_gains_and_verdict():
+    from synthaug.evaluation.report import interval_note, verdicts
+
+    def lt(arm, subset, val, test_acc, test_bacc):
+        return {**row(arm, 0, 0.5, test_acc, subset=subset), "val_bacc": val, "test_bacc": test_bacc, "test_f1": test_bacc,
+                "test_rare_recall": test_bacc - 0.1}
+
+    rows = []
+    for subset in range(5):
+        rows += [lt("real", subset, 0.60, 0.90, 0.60), lt("real+balanced", subset, 0.70, 0.85, 0.70 + 0.01 * subset),
+                 lt("real+topup+balanced", subset, 0.75, 0.84, 0.75 + 0.01 * subset)]
+    cfg = EvaluateConfig(**{**TINY_EVAL, "select_on": "bacc"})
+    results = summarise(rows, cfg)
+    assert results["best_baseline"]["4/class"]["arm"] == "real+balanced"  # re-balancing competes, on val balanced accuracy
+    gain = next(g for g in results["gains"] if g.get("best_baseline"))
+    assert gain["arm"] == "real+topup+balanced" and gain["dbacc"] == pytest.approx(0.05) and gain["dbacc_verdict"] == "higher"
+    assert gain["dacc"] == pytest.approx(-0.01) and "dauc" in gain  # acc and auc kept beside it
+    summary = {s["arm"]: s for s in results["summary"]}
+    assert summary["real"]["rare_recall_mean"] == pytest.approx(0.5) and summary["real"]["f1_mean"] == pytest.approx(0.6)
+    results.update(config=cfg.model_dump(mode="json"))
+    assert verdicts(results) == ["4/class: synthetic data helps; `real+topup+balanced` (the synthetic arm chosen on val) vs "
+                                 "`real+balanced` (the best baseline chosen on val): +5.0 points test BACC [95 % CI +5.0, +5.0] "
+                                 "over 5 independent subset(s)."]
+    with_noise = {"gains": [{**gain, "dacc_test_noise": True}]}  # test predictions add the test set's noise to ΔACC only
+    assert "ΔAUC and ΔBACC cover the subsets only (a balanced accuracy is no mean of per-image terms)" in interval_note(with_noise)[0]

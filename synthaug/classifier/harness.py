@@ -1,4 +1,5 @@
-"""The downstream classifier harness: classical augmentation, training with val selection, prediction, features.
+"""The downstream classifier harness: classical augmentation, training with val selection (and re-balancing for
+long-tailed data: class-balanced batches, logit-adjusted loss, class weights), prediction, metrics, features.
 
 Used by `evaluate` (every arm), by `audit` (its feature space) and by generate's confidence filter.
 """
@@ -14,7 +15,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 import torch.nn.functional as F
-from sklearn.metrics import accuracy_score, recall_score, roc_auc_score
+from sklearn.metrics import accuracy_score, f1_score, recall_score, roc_auc_score
 from torch import nn
 from tqdm.auto import tqdm
 
@@ -37,7 +38,7 @@ class TrainInfo:
     steps: int
     best_step: int
     val: dict  # metrics of the selected checkpoint on the val split
-    curve: list[dict] = field(default_factory=list)  # {"step", "loss", "val_acc", "val_auc"} at every evaluation
+    curve: list[dict] = field(default_factory=list)  # {"step", "loss", "val_acc", "val_auc", "val_bacc"} at every evaluation
     wall_s: float = 0.0
 
 
@@ -74,22 +75,56 @@ def predict(model: nn.Module, images: torch.Tensor, batch_size: int = PREDICT_BA
     return torch.cat(probs).numpy()
 
 
-def classification_metrics(labels: np.ndarray, probs: np.ndarray) -> dict:
-    """ACC, AUC (binary, or macro one-vs-rest for several classes) and the recall of each class."""
+def classification_metrics(labels: np.ndarray, probs: np.ndarray, rare: list[int] | None = None) -> dict:
+    """ACC, AUC (binary for two classes present, else macro one-vs-rest) and `label_metrics` (balanced ACC, macro-F1,
+    recall of each class and of the `rare` ones) of class probabilities (N, K)."""
     labels = np.asarray(labels)
     num_classes = probs.shape[1]
     pred = probs.argmax(1)
     present = np.unique(labels)
+    # Renormalised over the classes present: the classifier also has outputs for classes outside data.classes.
+    sub = probs[:, present] / np.clip(probs[:, present].sum(1, keepdims=True), 1e-12, None)
     if len(present) < 2:
         auc = float("nan")  # AUC is undefined when the split holds one class
     elif num_classes == 2:
         auc = roc_auc_score(labels, probs[:, 1])
+    elif len(present) == 2:  # two classes chosen of more (data.classes): sklearn's OvR refuses a binary target
+        auc = roc_auc_score(labels == present[1], sub[:, 1])
     else:
-        # Renormalise over the classes present so sklearn's OvR sees probabilities that sum to 1.
-        sub = probs[:, present] / np.clip(probs[:, present].sum(1, keepdims=True), 1e-12, None)
         auc = roc_auc_score(labels, sub, multi_class="ovr", average="macro", labels=present)
+    return {"acc": float(accuracy_score(labels, pred)), "auc": float(auc), **label_metrics(labels, pred, num_classes, rare)}
+
+
+def label_metrics(labels: np.ndarray, pred: np.ndarray, num_classes: int, rare: list[int] | None = None) -> dict:
+    """From predicted classes: the recall of each class, balanced ACC (mean recall over the classes present in
+    `labels`), macro-F1 over those classes and the mean recall of the `rare` classes present (nan when none is)."""
+    labels, pred = np.asarray(labels), np.asarray(pred)
+    present = np.unique(labels)
     recall = recall_score(labels, pred, labels=list(range(num_classes)), average=None, zero_division=0)
-    return {"acc": float(accuracy_score(labels, pred)), "auc": float(auc), "recall": [float(r) for r in recall]}
+    rare = [c for c in rare or [] if c in present]
+    return {"recall": [float(r) for r in recall], "bacc": float(recall[present].mean()),
+            "f1": float(f1_score(labels, pred, labels=present, average="macro", zero_division=0)),
+            "rare_recall": float(recall[rare].mean()) if rare else float("nan")}
+
+
+def class_counts(labels: np.ndarray, num_classes: int) -> np.ndarray:
+    return np.bincount(np.asarray(labels, dtype=np.int64), minlength=num_classes).astype(np.float64)
+
+
+def class_weights(labels: np.ndarray, num_classes: int, scheme: str, beta: float = 0.999) -> np.ndarray:
+    """Loss weight of each class (K,) for re-weighting: "inverse" 1 / n_c, "effective" (1 - beta) / (1 - beta^n_c)
+    (Cui et al. 2019). Classes without images weigh 0. Only ratios matter: the loss is a weighted mean."""
+    n = class_counts(labels, num_classes)
+    with np.errstate(divide="ignore"):
+        w = 1.0 / n if scheme == "inverse" else (1 - beta) / (1 - np.power(beta, n))
+    return np.where(n > 0, w, 0.0)
+
+
+def logit_adjustment(labels: np.ndarray, num_classes: int, tau: float = 1.0) -> np.ndarray:
+    """tau x log(class prior) (K,), added to the logits of the training loss (Menon et al. 2021). A class without
+    training images gets 0: a very negative term would spare its logits the loss's push down, and test would pick it."""
+    n = class_counts(labels, num_classes)
+    return np.where(n > 0, tau * np.log(np.maximum(n, 1) / n.sum()), 0.0)
 
 
 @dataclass
@@ -101,7 +136,7 @@ class Replacement:
     `images[start[i] : start[i] + count[i]]` (count 0: never swapped).
     """
 
-    p: float
+    p: float | torch.Tensor  # or per training image (N,), on the training device (replace_p_by_class)
     images: torch.Tensor  # float (V, C, H, W) in [-1, 1], on the training device
     start: torch.Tensor  # int64 (N,)
     count: torch.Tensor  # int64 (N,)
@@ -109,7 +144,8 @@ class Replacement:
 
     def apply(self, idx: torch.Tensor, x: torch.Tensor, gen: torch.Generator, weight: torch.Tensor | None):
         n = len(idx)
-        swap = (torch.rand(n, generator=gen) < self.p).to(x.device) & (self.count[idx] > 0)
+        p = self.p if isinstance(self.p, float) else self.p[idx].cpu()
+        swap = (torch.rand(n, generator=gen) < p).to(x.device) & (self.count[idx] > 0)
         pick = (torch.rand(n, generator=gen).to(x.device) * self.count[idx]).long()
         source = (self.start[idx] + pick).clamp(max=max(len(self.images) - 1, 0))
         if len(self.images):
@@ -129,6 +165,26 @@ def _batches(n: int, batch_size: int, gen: torch.Generator):
             yield order[start : start + size]
 
 
+def _balanced_batches(labels: torch.Tensor, batch_size: int, gen: torch.Generator):
+    """Endless batches (as large as `_batches`') that draw every class present equally often: each class gets
+    batch // K places and the batch % K left over go to classes drawn without repeat; a class's images come in
+    shuffled rounds, every one before any twice (a 10-image class repeats within a batch, a 600-image one rarely)."""
+    labels = labels.cpu()
+    members = [torch.nonzero(labels == c).flatten() for c in torch.unique(labels)]
+    k, size = len(members), min(batch_size, len(labels))
+    queues = [torch.empty(0, dtype=torch.long) for _ in members]
+    while True:
+        take = torch.full((k,), size // k)
+        take[torch.randperm(k, generator=gen)[: size % k]] += 1
+        batch = []
+        for i, want in enumerate(take.tolist()):
+            while len(queues[i]) < want:
+                queues[i] = torch.cat([queues[i], members[i][torch.randperm(len(members[i]), generator=gen)]])
+            batch.append(queues[i][:want])
+            queues[i] = queues[i][want:]
+        yield torch.cat(batch)
+
+
 def train_classifier(
     train_images: torch.Tensor,
     train_labels: torch.Tensor,
@@ -143,6 +199,8 @@ def train_classifier(
     desc: str = "classifier",
     sample_weight: torch.Tensor | None = None,
     replace: Replacement | None = None,
+    balanced: bool = False,
+    logit_adjust: torch.Tensor | None = None,
 ) -> tuple[nn.Module, TrainInfo]:
     """Train `cfg.classifier` for `cfg.steps` steps (Adam, x`gamma` at each milestone) and return the
     checkpoint with the best val `select_on` metric, with its TrainInfo.
@@ -150,7 +208,9 @@ def train_classifier(
     Images are float (N, C, H, W) in [-1, 1] on the training device, labels int64. The initial weights
     depend on `seed` alone (so arms of one seed start alike); batch order and augmentation on
     (`seed`, `stream`). `augment` applies `classic_augment` to every batch. `sample_weight` (N,) weighs each
-    training image's loss (a weighted mean over the batch); `replace` swaps drawn images for their variations.
+    training image's loss (a weighted mean over the batch; class weights for re-weighting); `replace` swaps drawn
+    images for their variations. `balanced`: class-balanced batches (`_balanced_batches`). `logit_adjust` (K,): added
+    to the logits in the training loss only (logit-adjusted loss), never at prediction.
     """
     if len(train_images) == 0:
         raise UserError("evaluate: an arm has no training images")
@@ -167,7 +227,7 @@ def train_classifier(
     val_np = val_labels.cpu().numpy()
     best_score, best_state, best_step, best_val, curve = None, None, 0, {}, []
     began = time.perf_counter()
-    batches = _batches(len(train_images), cfg.batch_size, gen)
+    batches = _balanced_batches(train_labels, cfg.batch_size, gen) if balanced else _batches(len(train_images), cfg.batch_size, gen)
     model.train()
     for step in tqdm(range(1, cfg.steps + 1), desc=desc, disable=not show_progress, leave=False, unit="step"):
         idx = next(batches).to(device)
@@ -177,18 +237,19 @@ def train_classifier(
             x, weight = replace.apply(idx, x, gen, weight)
         if augment is not None:
             x = classic_augment(x, augment, gen)
+        logits = model(x) if logit_adjust is None else model(x) + logit_adjust
         if weight is None:
-            loss = F.cross_entropy(model(x), y)
+            loss = F.cross_entropy(logits, y)
         else:
-            loss = (F.cross_entropy(model(x), y, reduction="none") * weight).sum() / weight.sum()
+            loss = (F.cross_entropy(logits, y, reduction="none") * weight).sum() / weight.sum()
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
         schedule.step()
         if step % eval_every == 0 or step == cfg.steps:
             val = classification_metrics(val_np, predict(model, val_images))
-            curve.append({"step": step, "loss": float(loss.detach()), "val_acc": val["acc"], "val_auc": val["auc"]})
-            other = "acc" if cfg.select_on == "auc" else "auc"
+            curve.append({"step": step, "loss": float(loss.detach()), "val_acc": val["acc"], "val_auc": val["auc"], "val_bacc": val["bacc"]})
+            other = "acc" if cfg.select_on == "auc" else "auc"  # the tie-break
             score = tuple(-1.0 if math.isnan(val[k]) else val[k] for k in (cfg.select_on, other))
             if best_score is None or score > best_score:  # ties keep the earlier checkpoint
                 best_score, best_step, best_val = score, step, val

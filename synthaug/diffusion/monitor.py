@@ -2,7 +2,7 @@
 
 At 10 images per class a small DDPM starts to reproduce its training images; the copy fraction in
 metrics.csv (and printed at every grid) shows when, measured with the audit's copy threshold: the
-`audit.copy_quantile` quantile of the real test images' correlation with their nearest training image.
+`audit.copy_quantile` quantile of the real val images' correlation with their nearest training image.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ GRID_SIZE = 16
 
 
 class Monitor:
-    """Writes `samples/<model_dir>/step_<N>.png` and measures the grid's copy fraction (None without a test split)."""
+    """Writes `samples/<model_dir>/step_<N>.png` and measures the grid's copy fraction (None without a val split)."""
 
     def __init__(self, recipe: Recipe, device):
         self.run = RunDir(recipe.run_dir)
@@ -29,7 +29,7 @@ class Monitor:
         self.copies: CopyFilter | None
         try:
             self.copies = copy_filter(open_run(recipe), device)
-        except UserError:  # e.g. a folder dataset without a test split: grids only
+        except UserError:  # e.g. a folder dataset without a val split: grids only
             self.copies = None
 
     def grid(self, unet, noise_scheduler, model_dir: str, class_idx: int, labels: list[int] | None, step: int,

@@ -10,7 +10,8 @@ on sets of different sizes, so one shared stream would not give them the same ba
 name makes each arm's numbers reproducible on their own, whichever other arms run beside it, which is what
 lets a finished arm be cached and reused, and a real+pseudo arm's teacher be the very model of its real arm.
 Every finished arm is cached under `<out>/cache/` by a hash of everything that decides its numbers;
-re-running skips it unless `force`.
+re-running skips it unless `force`. Each row carries ACC and AUC, and for long-tailed data balanced ACC, macro-F1 and
+the recall of each class and of the rare ones (`_label_scores`, made again from the row's test predictions at every read).
 
 One process: run it without `accelerate launch` (fit and generate scale out across processes; an arm's
 classifier is small). On success it prints one line (`result_line`): where the report is.
@@ -36,7 +37,8 @@ from accelerate.utils import get_int_from_env
 from tqdm.auto import tqdm
 
 from synthaug.auditing.audit import read_audit_summary
-from synthaug.classifier.harness import CLASSIFIER_FIELDS, Replacement, classification_metrics, predict, train_classifier
+from synthaug.classifier.harness import (CLASSIFIER_FIELDS, Replacement, class_weights, classification_metrics, label_metrics, logit_adjustment,
+                                         predict, train_classifier)
 from synthaug.data.images import load_split
 from synthaug.storage.pixels import to_model_tensor
 from synthaug.core.errors import UserError
@@ -46,7 +48,8 @@ from synthaug.evaluation.plots import accuracy_vs_size_png, real_beside_syntheti
 from synthaug.recipe.sections import EvaluateConfig
 from synthaug.recipe.recipe import Recipe
 from synthaug.evaluation.summary import summarise
-from synthaug.evaluation.regimes import Arm, Regime, arm_data, check_synthetic, expand_arms, load_regime, regime_label, teacher_arm
+from synthaug.evaluation.regimes import (Arm, Regime, arm_data, check_synthetic, expand_arms, load_regime, rare_classes, regime_label,
+                                         replace_probabilities, teacher_arm)
 from synthaug.evaluation.report import grid_name, render_evaluate_report, verdicts
 from synthaug.storage.rundir import Run, SynthDir, open_run
 from synthaug.core.runtime import hardware, pick_device
@@ -97,6 +100,14 @@ def arm_key(arm: Arm, cfg: EvaluateConfig, seed: int, train_digest: str, eval_di
         settings["classic"] = cfg.classic.model_dump(mode="json", exclude={"rot90"} if not cfg.classic.rot90 else None)
     if arm.synthetic and arm.kind != "synthetic" and cfg.synthetic_weight != 1.0:
         settings["synthetic_weight"] = cfg.synthetic_weight
+    # the settings of the newer options enter only the keys of the arms that use them: older keys stay what they were
+    if arm.rebalance == "logit_adjusted":
+        settings["logit_tau"] = cfg.logit_tau
+    if arm.rebalance == "reweight_effective":
+        settings["effective_beta"] = cfg.effective_beta
+    if arm.replace_by_class:
+        settings["replace_p_by_class"] = (cfg.replace_p_by_class if isinstance(cfg.replace_p_by_class, str)
+                                          else {str(k): v for k, v in cfg.replace_p_by_class.items()})
     blob = json.dumps({"v": __version__, "arm": arm.name, "seed": seed, "cfg": settings,
                        "train": train_digest, "eval": eval_digest}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:20]
@@ -112,7 +123,7 @@ def run_arm(regime: Regime, arm: Arm, seed: int, cfg: EvaluateConfig, data: Eval
             device, show_progress: bool) -> dict:
     """Train, select on val and test once: one row of results.csv (read from the cache when it is there)."""
     pool_probs = _teacher_probs(regime, arm, seed, cfg, data, cache, device, show_progress) if arm.pseudo_confidence else None
-    arm_set = arm_data(regime, arm, pool_probs)
+    arm_set = arm_data(regime, arm, pool_probs, cfg)
     labels, n_synth = arm_set.labels, arm_set.n_synthetic
     key = _key_of(arm, arm_set, cfg, seed, data)
     cached = cache / f"{key}.json"
@@ -123,18 +134,21 @@ def run_arm(regime: Regime, arm: Arm, seed: int, cfg: EvaluateConfig, data: Eval
             warnings.warn(f"{exc}; training the arm again")
         else:
             row.update(cached=True, run=str(regime.run))  # a shared cache may hold it from another run on the same data
-            return row
+            row.setdefault("val_bacc", float("nan"))  # cached before balanced metrics: val is not known again
+            return _label_scores(row, regime, cfg, data)
     model, info = _train_arm(regime, arm, arm_set, seed, cfg, data, device, show_progress)
     test_probs = predict(model, data.test_images)  # the one look at test
-    test = classification_metrics(data.test_labels, test_probs)
+    rare = rare_classes(regime, cfg)
+    test = classification_metrics(data.test_labels, test_probs, rare)
     row = {
         "regime": regime.label, "n_real": int(len(regime.train.labels)), "subset_seed": regime.subset_seed,
         "run": str(regime.run), "arm": arm.name, "kind": arm.kind, "ratio": arm.ratio, "replace_p": arm.replace_p, "seed": seed,
         "n_real_used": 0 if arm.kind == "synthetic" else int(len(regime.train.labels)),
         "classifier": cfg.classifier, "steps": info.steps, "batch_size": cfg.batch_size, "n_synthetic": n_synth,
         "n_pseudo": int(len(labels) - len(regime.train.labels)) if arm.pseudo_confidence else 0,
-        "best_step": info.best_step, "val_acc": info.val["acc"], "val_auc": info.val["auc"],
-        "test_acc": test["acc"], "test_auc": test["auc"],
+        "rebalance": arm.rebalance, "best_step": info.best_step, "val_acc": info.val["acc"], "val_auc": info.val["auc"],
+        "val_bacc": info.val["bacc"], "test_acc": test["acc"], "test_auc": test["auc"], "test_bacc": test["bacc"], "test_f1": test["f1"],
+        "test_rare_recall": test["rare_recall"], "rare_classes": rare,
         **{f"recall_{c}": test["recall"][c] for c in regime.classes},
         "wall_s": info.wall_s, "key": key, "curve": info.curve,
         # each test image's predicted class: the intervals add the test set's own sampling noise from them
@@ -145,12 +159,26 @@ def run_arm(regime: Regime, arm: Arm, seed: int, cfg: EvaluateConfig, data: Eval
     return row
 
 
+def _label_scores(row: dict, regime: Regime, cfg: EvaluateConfig, data: EvalData) -> dict:
+    """The row's scores that follow from its test predictions: balanced ACC, macro-F1, per-class recall and the recall
+    of the rare classes. Made again at every read, so that rows cached before them, or with another
+    `evaluate.rare_below` (which is in no key: it changes no weight), get them too."""
+    rare = rare_classes(regime, cfg)
+    row["rare_classes"] = rare
+    if row.get("test_pred") is None:
+        return row
+    scores = label_metrics(data.test_labels, np.asarray(row["test_pred"]), len(regime.class_names), rare)
+    row.update({"test_bacc": scores["bacc"], "test_f1": scores["f1"], "test_rare_recall": scores["rare_recall"],
+                **{f"recall_{c}": scores["recall"][c] for c in regime.classes}})
+    return row
+
+
 def _train_arm(regime: Regime, arm: Arm, arm_set, seed: int, cfg: EvaluateConfig, data: EvalData, device, show_progress: bool):
     return train_classifier(
         to_model_tensor(arm_set.images, device), torch.from_numpy(arm_set.labels).to(device), data.val_images, data.val_labels, cfg,
         seed, num_classes=len(regime.class_names), augment=cfg.classic if arm.classic else None,
         stream=zlib.crc32(arm.name.encode()), show_progress=show_progress, desc=f"{regime.label} {arm.name} seed {seed}",
-        **_usage(arm_set, arm, cfg, device),
+        **_usage(regime, arm_set, arm, cfg, device),
     )
 
 
@@ -161,7 +189,7 @@ def _teacher_probs(regime: Regime, arm: Arm, seed: int, cfg: EvaluateConfig, dat
     if regime.pool is None:
         raise UserError(f"{regime.run}: the {arm.kind} arms label an unlabeled pool; give the recipe data.unlabeled")
     teacher = teacher_arm(arm)
-    teacher_set = arm_data(regime, teacher)
+    teacher_set = arm_data(regime, teacher, cfg=cfg)
     key = _key_of(teacher, teacher_set, cfg, seed, data)
     path = cache / f"{key}.pool-{_digest(regime.pool.images)[:16]}.npy"
     if path.is_file():
@@ -177,16 +205,28 @@ def _teacher_probs(regime: Regime, arm: Arm, seed: int, cfg: EvaluateConfig, dat
     return probs
 
 
-def _usage(arm_set, arm: Arm, cfg: EvaluateConfig, device) -> dict:
-    """How an arm uses its synthetic images: loss weights of added ones, or the replacement of real images by variations."""
+def _usage(regime: Regime, arm_set, arm: Arm, cfg: EvaluateConfig, device) -> dict:
+    """How an arm uses its images: loss weights of added synthetic ones, the replacement of real images by variations,
+    and its re-balancing (class-balanced batches, logit adjustment or class weights, from the classes it trains on)."""
     if arm.replace_p is not None:
-        return {"replace": Replacement(arm.replace_p, to_model_tensor(arm_set.variations.images, device),
+        p = (torch.from_numpy(replace_probabilities(regime, arm, cfg)).float().to(device) if arm.replace_by_class
+             else arm.replace_p)
+        return {"replace": Replacement(p, to_model_tensor(arm_set.variations.images, device),
                                        torch.from_numpy(arm_set.variation_start).to(device), torch.from_numpy(arm_set.variation_count).to(device),
                                        cfg.synthetic_weight)}
+    usage, weight, classes = {}, None, len(regime.class_names)
     if arm_set.synthetic_mask is not None and cfg.synthetic_weight != 1.0:
         weight = np.where(arm_set.synthetic_mask, cfg.synthetic_weight, 1.0).astype(np.float32)
-        return {"sample_weight": torch.from_numpy(weight).to(device)}
-    return {}
+    if arm.rebalance in ("reweight_inverse", "reweight_effective"):
+        per_class = class_weights(arm_set.labels, classes, arm.rebalance.removeprefix("reweight_"), cfg.effective_beta)
+        weight = per_class[arm_set.labels].astype(np.float32) * (1.0 if weight is None else weight)
+    if weight is not None:
+        usage["sample_weight"] = torch.from_numpy(weight).to(device)
+    if arm.rebalance == "balanced":
+        usage["balanced"] = True
+    if arm.rebalance == "logit_adjusted":
+        usage["logit_adjust"] = torch.from_numpy(logit_adjustment(arm_set.labels, classes, cfg.logit_tau)).float().to(device)
+    return usage
 
 
 def _merge_config(recipes: list[Recipe]) -> EvaluateConfig:
@@ -293,7 +333,7 @@ def _evaluate(runs, recipes, cfg, arms, need_synthetic, device, out_dir, synthet
     jobs = [(r, a, s) for r in regimes for a in arms for s in cfg.seeds]
     for regime in regimes:  # fail before any training if a synthetic set is too small
         if need_synthetic:
-            check_synthetic(regime, arms)
+            check_synthetic(regime, arms, cfg)
     rows = []
     cache = Path(cache_dir or out_dir / "cache")
     trackers = check_trackers(cfg.log_with, "evaluate.log_with")
@@ -320,7 +360,7 @@ def _evaluate(runs, recipes, cfg, arms, need_synthetic, device, out_dir, synthet
                  # the labels the rows' test_pred are scored against, so that a report can be made again from this file
                  "test_labels": None if val_only else data.test_labels.astype(int).tolist(),
                  "regimes": [{"regime": r.label, "run": str(r.run), "subset_seed": r.subset_seed,
-                              "real_train": len(r.train.labels), "real_per_class": r.train.counts(),
+                              "real_train": len(r.train.labels), "real_per_class": r.train.counts(), "rare_classes": rare_classes(r, cfg),
                               "synthetic_available": r.synthetic.images.counts() if r.synthetic is not None else None,
                               "synthetic_dir": str(r.synthetic_dir), "generator": generator_summary(run, r.synthetic_dir),
                               "audit": a} for r, run, a in zip(regimes, runs, audits)]},

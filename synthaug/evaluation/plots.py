@@ -12,13 +12,15 @@ from synthaug.evaluation.summary import unit_values
 
 
 def accuracy_vs_size_png(results: dict) -> bytes:
-    """Test ACC and AUC of every arm: against real training-set size, one line per arm, when the regimes differ in
-    size; as one point per arm when they do not. Means over subsets (seeds averaged), bars: 95 % t interval over subsets."""
+    """Test ACC, AUC (and balanced ACC where the rows have it) of every arm: against real training-set size, one line
+    per arm, when the regimes differ in size; as one point per arm when they do not. Means over subsets (seeds
+    averaged), bars: 95 % t interval over subsets."""
     table, split = pd.DataFrame(results["rows"]), results.get("split", "test")
     one_size = table["n_real"].nunique() == 1
-    figure = Figure(figsize=(11, 4.2 if not one_size else 3.6 + 0.08 * table["arm"].nunique()), layout="tight")
-    axes = figure.subplots(1, 2)
-    for ax, metric in zip(axes, ("acc", "auc")):
+    metrics = ["acc", "auc", *(["bacc"] if f"{split}_bacc" in table and table[f"{split}_bacc"].notna().any() else [])]
+    figure = Figure(figsize=(5.5 * len(metrics), 4.2 if not one_size else 3.6 + 0.08 * table["arm"].nunique()), layout="tight")
+    axes = figure.subplots(1, len(metrics))
+    for ax, metric in zip(axes, metrics):
         for i, (arm, group) in enumerate(table.groupby("arm", sort=False)):
             points = []
             for size, at in group.groupby("n_real"):
@@ -38,7 +40,7 @@ def accuracy_vs_size_png(results: dict) -> bytes:
             if table["n_real"].max() > 4 * table["n_real"].min():
                 ax.set_xscale("log")
             ax.set_xlabel("real training images")
-        ax.set_ylabel(f"{split} {metric.upper()}")
+        ax.set_ylabel(f"{split} {'balanced ACC' if metric == 'bacc' else metric.upper()}")
         ax.grid(alpha=0.3)
     if not one_size:
         axes[0].legend(fontsize=7)

@@ -14,11 +14,17 @@ information the compared classifier did not have. Synthetic images never enter v
     real+replace+classic pP   the same, augmented
     real+pseudo[+classic] tT  the real images and the pool images (data.unlabeled) the real[+classic] arm of the same seed
                               labels with confidence >= T, with those labels (self-training: non-synthetic)
+    real+S[+classic]          re-balanced real images, S one of balanced (class-balanced batches), logit_adjusted,
+                              reweight_inverse, reweight_effective (recipe.sections.REBALANCE; non-synthetic)
+    real+topup[+S][+classic]  the real images plus synthetic ones of each class up to evaluate.top_up images in all
+                              (from noise or variations, whichever the set holds), optionally re-balanced by S
+    real+replace pP inverse   (evaluate.replace_p_by_class) class c's images swapped with probability p_c, higher for rarer classes
 
-With an unlabeled pool the guard widens: the arms may use every image the generators saw, labelled or not, and
-the best arm without synthetic data is chosen among real, real+classic and the real+pseudo arms.
+With an unlabeled pool the guard widens: the arms may use every image the generators saw, labelled or not. The best arm
+without synthetic data is chosen among real, real+classic, the re-balancing arms and the real+pseudo arms.
 
-Synthetic samples weigh `evaluate.synthetic_weight` in the loss (real ones 1).
+Synthetic samples weigh `evaluate.synthetic_weight` in the loss (real ones 1). Re-balancing counts the classes of what
+the arm trains on (synthetic images included); rare classes (`rare_classes`) are counted in the real images alone.
 """
 
 from __future__ import annotations
@@ -28,20 +34,22 @@ from pathlib import Path
 
 import numpy as np
 
+from synthaug.data.classes import class_indices
 from synthaug.data.images import ImageSet, load_split, resolve_classes
 from synthaug.data.subsets import count_at_ratio, subset_indices
 from synthaug.data.synthetic import SyntheticImages, read_synthetic
 from synthaug.core.errors import UserError
 from synthaug.data.pool import Pool, load_pool
-from synthaug.recipe.sections import EvaluateConfig, SubsetConfig
+from synthaug.recipe.sections import REBALANCE, EvaluateConfig, SubsetConfig
 from synthaug.storage.rundir import Run
 
 BASELINES = ("real", "real+classic")
 
 
 def is_non_synthetic(arm_name: str) -> bool:
-    """Arms that may be the best baseline: real, real+classic, and self-training on the pool."""
-    return arm_name in BASELINES or arm_name.startswith("real+pseudo")
+    """Arms that may be the best baseline: real, real+classic, re-balancing and self-training on the pool."""
+    parts = arm_name.split(" ")[0].split("+")
+    return parts[0] == "real" and set(parts[1:]) <= {"classic", "pseudo", *REBALANCE}
 
 
 @dataclass
@@ -109,11 +117,12 @@ class Arm:
     ratio: float | None  # synthetic images per real image of each class; None: no synthetic
     replace_p: float | None = None  # real+replace arms: the probability of swapping a drawn real image for a variation
     pseudo_confidence: float | None = None  # real+pseudo arms: the teacher's confidence a pool image needs
+    replace_by_class: str | None = None  # real+replace arms with evaluate.replace_p_by_class: "inverse" or "by class"
 
     @property
     def name(self) -> str:
         if self.replace_p is not None:
-            return f"{self.kind} p{self.replace_p:g}"
+            return f"{self.kind} p{self.replace_p:g}" + (f" {self.replace_by_class}" if self.replace_by_class else "")
         if self.pseudo_confidence is not None:
             return f"{self.kind} t{self.pseudo_confidence:g}"
         return self.kind if self.ratio is None or self.kind == "synthetic" else f"{self.kind} {self.ratio:g}x"
@@ -123,8 +132,17 @@ class Arm:
         return self.kind.endswith("classic")
 
     @property
+    def topup(self) -> bool:
+        return "topup" in self.kind.split("+")
+
+    @property
+    def rebalance(self) -> str | None:
+        """The re-balancing scheme (recipe.sections.REBALANCE) of the arm, None when it has none."""
+        return next((part for part in self.kind.split("+") if part in REBALANCE), None)
+
+    @property
     def synthetic(self) -> bool:
-        return self.ratio is not None or self.replace_p is not None
+        return self.ratio is not None or self.replace_p is not None or self.topup
 
 
 def expand_arms(cfg: EvaluateConfig) -> list[Arm]:
@@ -133,7 +151,8 @@ def expand_arms(cfg: EvaluateConfig) -> list[Arm]:
         if kind in ("real+synthetic", "real+synthetic+classic"):
             arms += [Arm(kind, r) for r in cfg.ratios]
         elif kind in ("real+replace", "real+replace+classic"):
-            arms += [Arm(kind, None, p) for p in cfg.replace_p]
+            by_class = cfg.replace_p_by_class and ("inverse" if cfg.replace_p_by_class == "inverse" else "by class")
+            arms += [Arm(kind, None, p, replace_by_class=by_class or None) for p in cfg.replace_p]
         elif kind in ("real+pseudo", "real+pseudo+classic"):
             arms += [Arm(kind, None, pseudo_confidence=t) for t in cfg.pseudo_confidence]
         else:
@@ -147,33 +166,59 @@ def top_ratio(arms: list[Arm]) -> float:
 
 
 def synthetic_needed(arms: list[Arm], real_counts: dict[int, int]) -> dict[int, int]:
-    """Synthetic images each class must have for these arms."""
+    """Synthetic images each class must have for the ratio arms (real+synthetic, synthetic)."""
     return {c: count_at_ratio(top_ratio(arms), n) for c, n in real_counts.items()}
 
 
-def check_synthetic(regime: Regime, arms: list[Arm]) -> None:
-    """Refuse, naming the --per-class to generate, when a synthetic set is too small for the arms, and refuse replace
-    arms on a set without variations."""
-    real = {c: int((regime.train.labels == c).sum()) for c in regime.classes}
+def real_counts(regime: Regime) -> dict[int, int]:
+    return {c: int((regime.train.labels == c).sum()) for c in regime.classes}
+
+
+def topup_counts(regime: Regime, cfg: EvaluateConfig) -> dict[int, int]:
+    """Synthetic images of each class a real+topup arm adds: up to `evaluate.top_up` images in all (none past it)."""
+    real = real_counts(regime)
+    target = max(real.values()) if cfg.top_up == "balance" else cfg.top_up
+    return {c: max(0, target - n) for c, n in real.items()}
+
+
+def rare_classes(regime: Regime, cfg: EvaluateConfig) -> list[int]:
+    """The classes whose real training count is below `evaluate.rare_below` (or below the median class count)."""
+    real = real_counts(regime)
+    below = float(np.median(list(real.values()))) if cfg.rare_below == "median" else cfg.rare_below
+    return [c for c, n in real.items() if n < below]
+
+
+def check_synthetic(regime: Regime, arms: list[Arm], cfg: EvaluateConfig) -> None:
+    """Refuse, naming what to generate, when a synthetic set is too small for the arms (a `generate --balance` set
+    leaves the largest class empty: only the top-up arms take it), and refuse replace arms on a set without variations."""
+    real = real_counts(regime)
     needed = synthetic_needed(arms, real)
+    have = {c: int((regime.synthetic.images.labels == c).sum()) for c in regime.classes}
     for c, want in needed.items():
-        have = int((regime.synthetic.images.labels == c).sum())
-        if have < want:
+        if have[c] < want:
+            named = ", ".join(sorted({a.kind for a in arms if a.ratio is not None}))
             raise UserError(
-                f"{regime.synthetic_dir}: the arms need {want} synthetic images of class {c} ({regime.class_names[c]}), "
-                f"found {have}; run `synthaug generate` with --ratio {top_ratio(arms):g} (or --per-class {max(needed.values())})"
+                f"{regime.synthetic_dir}: the arms {named} need {want} synthetic images of class {c} ({regime.class_names[c]}), "
+                f"found {have[c]}; run `synthaug generate` with --ratio {top_ratio(arms):g} (or --per-class {max(needed.values())})"
+                + ("; a set made with --balance tops classes up: evaluate it with the real+topup arms" if have[c] == 0 else "")
             )
+    if any(a.topup for a in arms):
+        for c, want in topup_counts(regime, cfg).items():
+            if have[c] < want:
+                raise UserError(
+                    f"{regime.synthetic_dir}: the real+topup arms need {want} synthetic images of class {c} ({regime.class_names[c]}) "
+                    f"to reach evaluate.top_up {cfg.top_up} ({real[c] + want} images), found {have[c]}; run `synthaug generate` with "
+                    f"--balance (up to the largest class) or --per-class {max(topup_counts(regime, cfg).values())}"
+                )
     if any(a.replace_p is not None for a in arms) and not regime.synthetic.variations:
         raise UserError(f"{regime.synthetic_dir}: the real+replace arms swap real images for their own variations, and this set has none; "
                         "make one with `synthaug generate --from-real --per-real K`")
 
 
-def _take_synthetic(regime: Regime, ratio: float) -> ImageSet:
-    """The first round(ratio x real count) synthetic images of every class (smaller ratios use a prefix)."""
-    picked = []
-    for c in regime.classes:
-        want = count_at_ratio(ratio, int((regime.train.labels == c).sum()))
-        picked.append(np.flatnonzero(regime.synthetic.images.labels == c)[:want])  # enough: see check_synthetic
+def _take_synthetic(regime: Regime, wanted: dict[int, int]) -> ImageSet:
+    """The first `wanted[c]` synthetic images of every class c (smaller amounts use a prefix; variations cycle
+    through the real images before varying one twice, so a prefix spreads over them)."""
+    picked = [np.flatnonzero(regime.synthetic.images.labels == c)[: wanted[c]] for c in regime.classes]  # enough: check_synthetic
     return regime.synthetic.images.take(np.concatenate(picked))
 
 
@@ -195,9 +240,10 @@ def teacher_arm(arm: Arm) -> Arm:
     return Arm("real+classic" if arm.classic else "real", None)
 
 
-def arm_data(regime: Regime, arm: Arm, pool_probs: np.ndarray | None = None) -> ArmData:
-    """The data of an arm: real images, added synthetic ones, real images with their variations beside them, or real
-    images with the pool images whose teacher probabilities `pool_probs` (N_pool, classes) pass the arm's confidence."""
+def arm_data(regime: Regime, arm: Arm, pool_probs: np.ndarray | None = None, cfg: EvaluateConfig | None = None) -> ArmData:
+    """The data of an arm: real images, added synthetic ones (at a ratio, or topped up to `cfg.top_up`), real images
+    with their variations beside them, or real images with the pool images whose teacher probabilities `pool_probs`
+    (N_pool, classes) pass the arm's confidence."""
     if arm.pseudo_confidence is not None:
         probs = pool_probs[:, regime.classes]  # only the evaluated classes can be a pseudo-label
         keep = np.flatnonzero(probs.max(axis=1) >= arm.pseudo_confidence)
@@ -205,9 +251,12 @@ def arm_data(regime: Regime, arm: Arm, pool_probs: np.ndarray | None = None) -> 
         return ArmData(np.concatenate([regime.train.images, regime.pool.images[keep]]), np.concatenate([regime.train.labels, labels]), 0)
     if arm.replace_p is not None:
         return _with_variations(regime)
-    if arm.ratio is None:
+    if arm.topup:
+        synth = _take_synthetic(regime, topup_counts(regime, cfg))
+    elif arm.ratio is None:
         return ArmData(regime.train.images, regime.train.labels, 0)
-    synth = _take_synthetic(regime, arm.ratio)
+    else:
+        synth = _take_synthetic(regime, {c: count_at_ratio(arm.ratio, n) for c, n in real_counts(regime).items()})
     if arm.kind == "synthetic":
         return ArmData(synth.images, synth.labels, len(synth.labels))
     mask = np.concatenate([np.zeros(len(regime.train.labels), bool), np.ones(len(synth.labels), bool)])
@@ -224,3 +273,20 @@ def _with_variations(regime: Regime) -> ArmData:
     count = np.searchsorted(grouped, regime.train_indices, side="right") - start
     variations = regime.synthetic.images.take(order)
     return ArmData(regime.train.images, regime.train.labels, int(count.sum()), None, variations, start.astype(np.int64), count.astype(np.int64))
+
+
+def replace_probabilities(regime: Regime, arm: Arm, cfg: EvaluateConfig) -> np.ndarray:
+    """Per real training image, the probability a real+replace arm swaps it (`evaluate.replace_p_by_class`): p x
+    n_max / n_c ("inverse") or p x the class's factor (1 for classes not named), clipped to 1."""
+    real = real_counts(regime)
+    if cfg.replace_p_by_class == "inverse":
+        factor = {c: max(real.values()) / max(n, 1) for c, n in real.items()}
+    else:
+        factor = dict.fromkeys(regime.classes, 1.0)
+        for name, f in cfg.replace_p_by_class.items():
+            (c,) = class_indices([name], regime.class_names, "evaluate.replace_p_by_class", known=regime.classes)
+            factor[c] = f
+    per_class = np.zeros(len(regime.class_names))
+    for c, f in factor.items():
+        per_class[c] = min(1.0, arm.replace_p * f)
+    return per_class[regime.train.labels]

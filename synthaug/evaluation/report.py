@@ -8,9 +8,11 @@ import pandas as pd
 
 from synthaug.core.formatting import mean_std, significant
 from synthaug.evaluation.intervals import MIN_UNITS
+from synthaug.evaluation.summary import headline_metric
 
 
 VERDICT_WORDS = {"higher": "higher", "lower": "**lower**", "no difference shown": "no difference shown", "too few units": "too few units"}
+LABELS = {"acc": "ACC", "auc": "AUC", "bacc": "BACC", "f1": "macro-F1", "rare_recall": "rare-class recall"}
 
 
 def gain_ci(entry: dict, m: str) -> str:
@@ -30,23 +32,34 @@ def best_synthetic(results: dict, regime: str) -> dict | None:
     return max(entries, key=lambda g: val[(regime, g["arm"])])  # ties: the first
 
 
+def gain_metrics(results: dict) -> list[str]:
+    """The gains a report shows, the headline (the verdict's metric) first: ACC, AUC and BACC where the rows have it."""
+    first = headline_metric(results["config"]["select_on"])
+    have = [m for m in ("acc", "auc", "bacc") if any(f"d{m}" in g for g in results["gains"])]
+    return [first, *(m for m in have if m != first)] if first in have else have
+
+
 def verdicts(results: dict) -> list[str]:
     """One sentence per regime: does synthetic data help against the best baseline chosen on val? "helps" needs the
-    interval's lower bound above 0 over at least MIN_UNITS independent subsets; fewer units is "too few to tell"."""
+    interval's lower bound above 0 over at least MIN_UNITS independent subsets; fewer units is "too few to tell".
+    On balanced ACC when `select_on` is bacc, else on ACC."""
     sentences, split = [], results.get("split", "test")
     for regime, chosen in (results.get("best_baseline") or {}).items():
         g = best_synthetic(results, regime)
         if g is None:
             continue
+        m = headline_metric(results["config"]["select_on"])
+        m = m if f"d{m}" in g else "acc"
         numbers = (f"`{g['arm']}` (the synthetic arm chosen on val) vs `{g['vs']}` (the best baseline chosen on val): "
-                   f"{100 * g['dacc']:+.1f} points {split} ACC [95 % CI {100 * g['dacc_lo']:+.1f}, {100 * g['dacc_hi']:+.1f}] "
+                   f"{100 * g[f'd{m}']:+.1f} points {split} {LABELS[m]} [95 % CI {100 * g[f'd{m}_lo']:+.1f}, {100 * g[f'd{m}_hi']:+.1f}] "
                    f"over {g['units']} independent subset(s)")
         if split == "val":  # a sweep's lever try: it informs a choice and concludes nothing
             sentences.append(f"{regime}: val only (a lever try; test is not looked at here): {numbers}.")
             continue
-        word = {"higher": "synthetic data helps", "lower": "synthetic data does not help (it costs accuracy)",
+        cost = "balanced accuracy" if m == "bacc" else "accuracy"
+        word = {"higher": "synthetic data helps", "lower": f"synthetic data does not help (it costs {cost})",
                 "no difference shown": "synthetic data does not help (no gain shown)",
-                "too few units": f"too few independent subsets to tell (fewer than {MIN_UNITS})"}[g["dacc_verdict"]]
+                "too few units": f"too few independent subsets to tell (fewer than {MIN_UNITS})"}[g[f"d{m}_verdict"]]
         sentences.append(f"{regime}: {word}; {numbers}.")
     return sentences
 
@@ -74,6 +87,7 @@ def render_evaluate_report(results: dict, notes: str | None = None) -> str:
               f"**{cfg['steps']} steps for every arm**, batch {cfg['batch_size']}, checkpoint chosen on val {cfg['select_on'].upper()} "
               f"every {cfg['eval_every'] or max(1, cfg['steps'] // 10)} steps, test scored once per arm.",
               f"- Seeds: {seeds}; classic augmentation: {cfg['classic']}.",
+              *_rebalance_lines(cfg),
               f"- Real val / test images: {data['val']} {data['val_per_class']} / {data['test']} {data['test_per_class']} "
               f"(classes {data['class_names']}).",
               f"- Wall time: {results['wall_s_arms']:.0f} s of classifier training over {len(results['rows'])} arms "
@@ -87,16 +101,22 @@ def render_evaluate_report(results: dict, notes: str | None = None) -> str:
     if units < MIN_UNITS:  # the unit of every interval: a real subset with its own generator
         lines += ["", f"**{units} independent subset(s) in a regime: too few to tell whether synthetic data helps (the "
                   f"verdict needs {MIN_UNITS}); classifier seeds inside a subset are not independent units.**"]
-    lines += ["", f"## {split_name} accuracy and AUC (mean ± std over seeds and subsets)", "",
-              "| regime | arm | real | synthetic | steps | runs | ACC | AUC |", "|---|---|---|---|---|---|---|---|"]
+    shown = [m for m in LABELS if f"{m}_mean" in results["summary"][0]]
+    lines += ["", f"## {split_name} accuracy, AUC and balanced scores (mean ± std over seeds and subsets)", "",
+              "BACC: balanced accuracy (mean recall over the classes); rare-class recall: mean recall of the classes whose real "
+              f"training count is below evaluate.rare_below ({cfg.get('rare_below', 60)}), — where a regime has none.", "",
+              "| regime | arm | real | synthetic | steps | runs | " + " | ".join(LABELS[m] for m in shown) + " |",
+              "|---|---|---|---|---|---|" + "---|" * len(shown)]
     for s in results["summary"]:
         lines.append(f"| {s['regime']} | {s['arm']} | {s['n_real']:.0f} | {s['n_synthetic']:.0f} | {s['steps']} | {s['runs']} | "
-                     f"{mean_std(s['acc_mean'], s['acc_std'])} | {mean_std(s['auc_mean'], s['auc_std'])} |")
+                     + " | ".join(mean_std(s[f"{m}_mean"], s[f"{m}_std"]) for m in shown) + " |")
+    gained = gain_metrics(results)
     lines += ["", "## Gain over the baselines", "", *interval_note(results), "",
-              "| regime | arm | vs | subsets (pairs) | ΔACC [95 % CI] | verdict | ΔAUC [95 % CI] | verdict |", "|---|---|---|---|---|---|---|---|"]
+              "| regime | arm | vs | subsets (pairs) | " + " | ".join(f"Δ{LABELS[m]} [95 % CI] | verdict" for m in gained) + " |",
+              "|---|---|---|---|" + "---|---|" * len(gained)]
     for g in results["gains"]:
         if not g.get("best_baseline"):
-            lines.append(f"| {g['regime']} | {g['arm']} | {g['vs']} | {_units(g)} | {gain_ci(g, 'acc')} | {gain_ci(g, 'auc')} |")
+            lines.append(f"| {g['regime']} | {g['arm']} | {g['vs']} | {_units(g)} | " + " | ".join(gain_ci(g, m) for m in gained) + " |")
     lines += _best_baseline_lines(results)
     recall_cols = [k for k in results["rows"][0] if k.startswith("recall_")]
     if recall_cols:
@@ -110,9 +130,28 @@ def render_evaluate_report(results: dict, notes: str | None = None) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _rebalance_lines(cfg: dict) -> list[str]:
+    """The settings of the re-balancing and top-up arms, when the report has any."""
+    arms = cfg["arms"]
+    said = []
+    if any("logit_adjusted" in a for a in arms):
+        said.append(f"logit-adjusted loss tau {cfg['logit_tau']:g} (Menon et al. 2021)")
+    if any("reweight_effective" in a for a in arms):
+        said.append(f"effective-number weights beta {cfg['effective_beta']:g} (Cui et al. 2019)")
+    if any("topup" in a for a in arms):
+        target = "the largest class's real count" if cfg["top_up"] == "balance" else f"{cfg['top_up']} images"
+        said.append(f"real+topup arms: every class topped up with synthetic images to {target}")
+    if any("replace" in a for a in arms) and cfg.get("replace_p_by_class"):
+        said.append(f"real+replace p per class: {cfg['replace_p_by_class']}")
+    return [f"- Re-balancing: {'; '.join(said)}; class weights and priors count what each arm trains on."] if said else []
+
+
 def _recall_lines(results: dict, recall_cols: list[str]) -> list[str]:
     names = results["data"]["class_names"]
+    rare = {r["regime"]: r.get("rare_classes") for r in results["data"]["regimes"]}
     lines = ["", "## Per-class test recall (mean over seeds)", "",
+             *[f"Rare classes of {regime} (real training count below evaluate.rare_below, {results['config'].get('rare_below', 60)}): "
+               + (", ".join(names[c] for c in classes) or "none") for regime, classes in rare.items() if classes is not None], "",
              "| regime | arm | " + " | ".join(names[int(k.split('_')[1])] for k in recall_cols) + " |",
              "|---|---|" + "---|" * len(recall_cols)]
     table = pd.DataFrame(results["rows"])
@@ -128,10 +167,12 @@ def _units(g: dict) -> str:
 def interval_note(results: dict) -> list[str]:
     """What the intervals cover, in words."""
     noise = any(g.get("dacc_test_noise") for g in results["gains"])
+    others = "ΔAUC and ΔBACC cover" if any("dbacc" in g for g in results["gains"]) else "ΔAUC covers"
     return ["Intervals: 95 %, Student t over independent units — a unit is a real training subset with its own generator; "
             "the classifier seeds inside a subset are averaged first, never counted as units. They cover the choice of "
             "the subset (and its generator), the classifier's initialisation and batch order"
-            + (", and the test set's own sampling noise for ΔACC (paired over test images); ΔAUC covers the subsets only."
+            + (f", and the test set's own sampling noise for ΔACC (paired over test images); {others} the subsets only "
+               "(a balanced accuracy is no mean of per-image terms)."
                if noise else "; **not** the test set's own sampling noise (these rows keep no per-image predictions)."),
             f"Verdict: higher / lower when the interval lies above / below 0 over at least {MIN_UNITS} subsets; with fewer, "
             "\"too few units\" (coverage measured by simulation: tests/test_intervals.py, benchmarks/interval_coverage.py)."]
@@ -142,17 +183,18 @@ def _best_baseline_lines(results: dict) -> list[str]:
     best = results.get("best_baseline") or {}
     if not best:
         return []
+    gained = gain_metrics(results)
     lines = ["", "## Gain over the best arm without synthetic data (chosen on val)", "",
-             "Per regime, the arm without synthetic data (`real`, `real+classic` or self-training `real+pseudo` on the "
-             "unlabeled pool) with the higher mean val "
+             "Per regime, the arm without synthetic data (`real`, `real+classic`, a re-balancing arm such as `real+balanced`, "
+             "or self-training `real+pseudo` on the unlabeled pool) with the highest mean val "
              f"{next(iter(best.values()))['select_on'].upper()}; test never enters the choice.", "",
-             "| regime | best baseline (val) | arm | subsets (pairs) | ΔACC [95 % CI] | verdict | ΔAUC [95 % CI] | verdict |",
-             "|---|---|---|---|---|---|---|---|"]
+             "| regime | best baseline (val) | arm | subsets (pairs) | " + " | ".join(f"Δ{LABELS[m]} [95 % CI] | verdict" for m in gained) + " |",
+             "|---|---|---|---|" + "---|---|" * len(gained)]
     for g in results["gains"]:
         if g.get("best_baseline"):
             chosen = best[g["regime"]]
             val = ", ".join(f"{k} {v:.3f}" for k, v in chosen["val"].items())
-            lines.append(f"| {g['regime']} | {g['vs']} ({val}) | {g['arm']} | {_units(g)} | {gain_ci(g, 'acc')} | {gain_ci(g, 'auc')} |")
+            lines.append(f"| {g['regime']} | {g['vs']} ({val}) | {g['arm']} | {_units(g)} | " + " | ".join(gain_ci(g, m) for m in gained) + " |")
     cas = {regime: b["cas"] for regime, b in best.items() if "cas" in b}
     if cas:
         lines += ["", "Synthetic-only accuracy relative to real-only (CAS ratio: mean test ACC of `synthetic` / `real`, "

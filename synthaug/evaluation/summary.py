@@ -3,7 +3,8 @@ units, and the best arm without synthetic data, chosen on val.
 
 A unit is a real training subset with its own generator (`regime`, `subset_seed`); the classifier seeds inside it
 are averaged first (see intervals.py). Where each row keeps its test predictions (`test_pred`), the interval of a
-test ACC gain also covers the test set's own sampling noise; AUC gains and older rows cover the units only.
+test ACC gain also covers the test set's own sampling noise; AUC and balanced-ACC gains and older rows cover the units only.
+The headline gain is on the selection metric's kind: balanced ACC when `evaluate.select_on` is bacc, else ACC.
 """
 
 from __future__ import annotations
@@ -17,6 +18,13 @@ from synthaug.recipe.sections import EvaluateConfig
 
 UNIT = ["regime", "subset_seed"]  # what is independent: one real subset and the generator trained on it
 PAIR = [*UNIT, "seed"]  # an arm and its baseline trained on the same subset with the same classifier seed
+METRICS = ("acc", "auc", "bacc", "f1", "rare_recall")  # of every row where present (val has acc, auc and bacc)
+GAIN_METRICS = ("acc", "auc", "bacc")
+
+
+def headline_metric(select_on: str) -> str:
+    """The metric of the verdict: balanced ACC when checkpoints and baselines are selected on it, else ACC."""
+    return "bacc" if select_on == "bacc" else "acc"
 
 
 def summarise(rows: list[dict], cfg: EvaluateConfig, test_labels: np.ndarray | None = None, split: str = "test") -> dict:
@@ -31,7 +39,7 @@ def summarise(rows: list[dict], cfg: EvaluateConfig, test_labels: np.ndarray | N
             "regime": regime, "arm": arm, "n_real": float(group["n_real_used"].mean()), "n_synthetic": float(group["n_synthetic"].mean()),
             "runs": len(group), "units": int(group["subset_seed"].nunique()), "steps": int(group["steps"].iloc[0]),
             **{f"{m}_{stat}": float(getattr(group[f"{split}_{m}"], stat)(ddof=1) if stat == "std" else group[f"{split}_{m}"].mean())
-               for m in ("acc", "auc") for stat in ("mean", "std")},
+               for m in METRICS if f"{split}_{m}" in group for stat in ("mean", "std")},
         })
     for regime, group in table.groupby("regime", sort=False):
         by_arm = {arm: g for arm, g in group.groupby("arm", sort=False)}
@@ -63,7 +71,7 @@ def paired_gain(rows: pd.DataFrame, base: pd.DataFrame, column: str, test_labels
     each unit, with its interval over the units both have and its verdict: {"mean", "lo", "hi", "units", "pairs",
     "test_noise", "verdict", ...}. With `test_labels` (and `test_pred` in every row) a test ACC gain adds the test
     set's sampling noise. The one paired difference of evaluate, sweep and their reports."""
-    both = rows.set_index(PAIR).join(base.set_index(PAIR), how="inner", lsuffix="", rsuffix="_base")
+    both = rows.set_index(PAIR).join(base.set_index(PAIR).add_suffix("_base"), how="inner")
     both = both.reset_index()
     both["diff"] = both[column] - both[f"{column}_base"]
     unit_diffs = both.groupby(UNIT, sort=True)["diff"].mean()
@@ -78,10 +86,10 @@ def paired_gain(rows: pd.DataFrame, base: pd.DataFrame, column: str, test_labels
 
 
 def split_gains(rows: pd.DataFrame, base: pd.DataFrame, split: str = "test", test_labels: np.ndarray | None = None) -> dict:
-    """ACC and AUC gains of `rows` over `base` on `split` as flat fields: dacc, dacc_lo, dacc_hi, dacc_verdict, ... and
-    the numbers of units and pairs."""
+    """ACC, AUC and (where the rows have it) balanced-ACC gains of `rows` over `base` on `split` as flat fields: dacc,
+    dacc_lo, dacc_hi, dacc_verdict, ..., dbacc, ... and the numbers of units and pairs."""
     entry = {}
-    for m in ("acc", "auc"):
+    for m in (m for m in GAIN_METRICS if f"{split}_{m}" in rows and f"{split}_{m}" in base):
         g = paired_gain(rows, base, f"{split}_{m}", test_labels)
         entry.update({f"d{m}": g["mean"], f"d{m}_lo": g["lo"], f"d{m}_hi": g["hi"], f"d{m}_verdict": g["verdict"],
                       f"d{m}_test_noise": g["test_noise"], "units": g["units"], "pairs": g["pairs"]})

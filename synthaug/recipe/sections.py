@@ -10,7 +10,7 @@ import json
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 
 from synthaug.core.errors import UserError
 
@@ -222,9 +222,9 @@ class GenerateConfig(_Strict):
     batch_size: int = Field(256, gt=0)
     seed: int = 0
     format: Literal["png", "npz", "both"] = "png"
-    reject_copies: bool = False  # redraw near-copies of training images (synthaug.auditing.audit.copy_filter, audit.copy_quantile)
+    reject_copies: bool = False  # redraw near-copies of training images (synthaug.reference.filters.copy_filter, audit.copy_quantile on real val)
     # Redraw candidates the audit's feature classifier (evaluate.* settings, trained on the run's real training
-    # images) does not assign to their own class with at least this probability (synthaug.auditing.audit.confidence_filter).
+    # images) does not assign to their own class with at least this probability (synthaug.reference.filters.confidence_filter, calibrated on val).
     filter_confidence: float | None = Field(None, gt=0, lt=1)
     # Variations of the run's real training images (SDEdit) instead of images drawn from noise: each is noised to a
     # strength drawn uniformly from [lo, hi] (one number: fixed) and denoised over the last strength x steps steps.
@@ -245,9 +245,37 @@ class GenerateConfig(_Strict):
 # probability p (DA-Fusion's way of using them); the others add synthetic images to the real ones.
 # real+pseudo: the real images and the unlabeled pool's images that the real-only classifier (same seed, same
 # augmentation) labels with at least a confidence of evaluate.pseudo_confidence (self-training, non-synthetic).
+# Re-balancing for long-tailed data, as arms without synthetic images that compete for the best baseline (alone and with
+# classical augmentation): `balanced` batches draw every class equally often; `logit_adjusted` trains on the logits plus
+# evaluate.logit_tau x log(class prior) (Menon et al. 2021); `reweight_inverse` / `reweight_effective` weigh each image's
+# loss by 1 / n_c or by the inverse effective number (1 - beta) / (1 - beta^n_c) (Cui et al. 2019, evaluate.effective_beta).
+# real+topup: the real images plus synthetic ones of each class up to evaluate.top_up images, alone or with a scheme.
+REBALANCE = ("balanced", "logit_adjusted", "reweight_inverse", "reweight_effective")
+TOPUP_ARMS = tuple(f"real+topup{scheme}{classic}" for scheme in ("", *(f"+{r}" for r in REBALANCE)) for classic in ("", "+classic"))
 ARMS = ("real", "real+classic", "real+synthetic", "real+synthetic+classic", "synthetic", "real+replace", "real+replace+classic",
-        "real+pseudo", "real+pseudo+classic")
+        "real+pseudo", "real+pseudo+classic", *(f"real+{r}{classic}" for r in REBALANCE for classic in ("", "+classic")), *TOPUP_ARMS)
 DEFAULT_ARMS = ARMS[:5]
+
+
+def _top_up(value):
+    if value == "balance" or (isinstance(value, int) and not isinstance(value, bool) and value >= 1):
+        return value
+    raise ValueError(f"expected 'balance' (every class up to the largest class's real count) or a whole number >= 1, got {value!r}")
+
+
+def _rare_below(value):
+    if value == "median" or (isinstance(value, int) and not isinstance(value, bool) and value >= 1):
+        return value
+    raise ValueError(f"expected a whole number >= 1 (a real training count) or 'median', got {value!r}")
+
+
+def _replace_p_by_class(value):
+    if value is None or value == "inverse":
+        return value
+    if (isinstance(value, dict) and value and all(isinstance(k, (int, str)) and not isinstance(k, bool) for k in value)
+            and all(isinstance(f, (int, float)) and not isinstance(f, bool) and f > 0 for f in value.values())):
+        return value
+    raise ValueError(f"expected 'inverse' (p x largest class count / class count) or {{class: factor > 0, ...}}, got {value!r}")
 
 
 class ClassicAugConfig(_Strict):
@@ -281,6 +309,15 @@ class EvaluateConfig(_Strict):
     replace_variations: int = Field(5, ge=1)  # K: variations of each real image `experiment` draws for the real+replace arms
     pseudo_confidence: list[float] = Field(default_factory=lambda: [0.9], min_length=1)  # one real+pseudo arm per threshold
     synthetic_weight: float = Field(1.0, gt=0, le=1)  # loss weight of a synthetic sample (a real one weighs 1)
+    # real+replace arms: p per class instead of one p, so rarer classes are swapped more often: "inverse" p x n_max / n_c,
+    # or {class (name or index): factor} p x factor (others x 1); clipped to 1. null: the same p for every class.
+    replace_p_by_class: Annotated[Literal["inverse"] | dict[int | str, float] | None, BeforeValidator(_replace_p_by_class)] = None
+    # real+topup arms: each class gets synthetic images up to this many, real ones included ("balance": the largest class's)
+    top_up: Annotated[int | Literal["balance"], BeforeValidator(_top_up)] = "balance"
+    logit_tau: float = Field(1.0, gt=0)  # logit_adjusted arms: tau of tau x log(prior)
+    effective_beta: float = Field(0.999, gt=0, lt=1)  # reweight_effective arms: beta of the effective number
+    # Rare classes (their mean test recall is reported): real training count below this, or below the median class count
+    rare_below: Annotated[int | Literal["median"], BeforeValidator(_rare_below)] = 60
     log_with: list[str] = Field(default_factory=list)  # Accelerate trackers: each arm's val curve
     classifier: Literal["small_cnn", "resnet18"] = "resnet18"
     width: int = Field(32, gt=0)
@@ -291,7 +328,7 @@ class EvaluateConfig(_Strict):
     milestones: list[float] = Field(default_factory=lambda: [0.5, 0.75])
     gamma: float = Field(0.1, gt=0, le=1)
     eval_every: int | None = Field(None, gt=0)
-    select_on: Literal["auc", "acc"] = "auc"
+    select_on: Literal["auc", "acc", "bacc"] = "auc"  # bacc: balanced accuracy (mean recall over classes), for long-tailed data
     seeds: list[int] = Field(default_factory=lambda: [0, 1, 2], min_length=1)
     classic: ClassicAugConfig = Field(default_factory=ClassicAugConfig)
 
@@ -324,7 +361,7 @@ class AuditConfig(_Strict):
 # The levers of `synthaug sweep`, each a list of values (classic, source, usage: named settings), swept one at a time in `order`.
 SWEEP_LEVERS = ("conditioning", "augment", "balanced_batches", "classic", "source", "strength", "guidance_scale", "steps", "filter_confidence", "usage", "ratio",
                 "replace_variations")
-USAGE_ARMS = ("real+synthetic", "real+synthetic+classic", "real+replace", "real+replace+classic")  # the arms that use synthetic images
+USAGE_ARMS = ("real+synthetic", "real+synthetic+classic", "real+replace", "real+replace+classic", *TOPUP_ARMS)  # the arms that use synthetic images
 
 
 class SourceConfig(_Strict):
