@@ -36,9 +36,16 @@ def regime_recipes(recipe: Recipe) -> list[Recipe]:
 
 
 def synthetic_amount(recipe: Recipe) -> dict:
-    """What `generate` must draw for the recipe's arms: {"per_real": K}, {"ratio": R}, or {} when no arm uses synthetic images."""
+    """What `generate` must draw for the recipe's arms: {"per_real": K}, {"ratio": R}, {"balance": True} or
+    {"per_class": N} (the top-up arms), or {} when no arm uses synthetic images."""
     arms = expand_arms(recipe.evaluate)
     ratio = top_ratio(arms)
+    topup = any(a.topup for a in arms)
+    if topup and (ratio or any(a.replace_p is not None for a in arms)):
+        raise UserError("evaluate.arms: the real+topup arms need a set drawn to a per-class target and the other synthetic "
+                        "arms one drawn per real image; evaluate them in separate experiments")
+    if topup:  # up to the largest class, or N of every class (the arm takes N - n_c of class c)
+        return {"balance": True} if recipe.evaluate.top_up == "balance" else {"per_class": recipe.evaluate.top_up}
     if any(a.replace_p is not None for a in arms):
         if not recipe.generate.from_real:
             raise UserError("evaluate.arms: the real+replace arms need variations of the real images; set generate.from_real: true")
@@ -52,7 +59,8 @@ def drawn_alike(recipe: Recipe, folder: str, amount: dict) -> Path | None:
     recipe's generate settings and `amount` per class, under another name than `folder`; else None."""
     run = open_run(recipe)
     wanted = resolve_settings(recipe.generate, recipe.diffusion.num_train_timesteps).model_dump(mode="json")
-    counts = {str(t.class_idx): t.count for t in class_targets(run, None, amount.get("ratio"), False, None, amount.get("per_real"))}
+    counts = {str(t.class_idx): t.count for t in class_targets(run, amount.get("per_class"), amount.get("ratio"), amount.get("balance", False),
+                                                               None, amount.get("per_real"))}
     weights_sha256 = functools.cache(lambda model_dir: model_sha256(run.dir, model_dir))  # each model read once, not once per set
     for drawn in (SynthDir(d) for d in sorted(recipe.run_dir.iterdir()) if d.is_dir() and d.name != folder):
         try:

@@ -18,7 +18,7 @@ from synthaug.recipe.recipe import Recipe, recipe_from_dict
 from synthaug.evaluation.regimes import BASELINES
 from synthaug.storage.rundir import safe_name
 from synthaug.evaluation.intervals import t_interval
-from synthaug.evaluation.summary import paired_gain, unit_values
+from synthaug.evaluation.summary import headline_metric, paired_gain, unit_values
 
 FIT_LEVERS = ("conditioning", "augment", "balanced_batches")  # a new value needs new generators; the others only resample or reuse them
 ADD_ARMS = ("real+synthetic", "real+synthetic+classic")
@@ -178,13 +178,17 @@ def recommend(rows: list[dict], metric: str) -> dict:
 
 def confirm(results: dict, synthetic: str, baseline: str) -> dict:
     """The one test comparison, read from the evaluate `results` of the confirmation subsets (no choice saw them):
-    `synthetic` against `baseline`, both chosen before on val, test ACC and AUC with their intervals over the
-    subsets. It helps only when the ACC interval lies above 0 over at least MIN_UNITS subsets."""
+    `synthetic` against `baseline`, both chosen before on val, with their intervals over the subsets. It helps only
+    when the interval of the headline metric (balanced ACC when select_on is bacc, else ACC) lies above 0 over at
+    least MIN_UNITS subsets."""
     entry = next(g for g in results["gains"] if g["arm"] == synthetic and g["vs"] == baseline)
     summary = {s["arm"]: s for s in results["summary"]}
+    metric = headline_metric(results.get("config", {}).get("select_on", "acc"))
+    metrics = dict.fromkeys([metric, "acc", "auc"])
     gains = {f"gain_{m}": {"mean": entry[f"d{m}"], "lo": entry[f"d{m}_lo"], "hi": entry[f"d{m}_hi"], "units": entry["units"],
-                           "pairs": entry["pairs"], "verdict": entry[f"d{m}_verdict"], "test_noise": entry[f"d{m}_test_noise"]}
-             for m in ("acc", "auc")}
-    return {"synthetic_arm": synthetic, "baseline_arm": baseline, "acc": summary[synthetic]["acc_mean"],
-            "acc_baseline": summary[baseline]["acc_mean"], **gains, "verdict": entry["dacc_verdict"],
-            "helps": entry["dacc_verdict"] == "higher"}
+                           "pairs": entry["pairs"], "verdict": entry[f"d{m}_verdict"], "test_noise": entry.get(f"d{m}_test_noise", False)}
+             for m in metrics if f"d{m}" in entry}
+    return {"synthetic_arm": synthetic, "baseline_arm": baseline, "metric": metric,
+            "score": summary[synthetic][f"{metric}_mean"], "score_baseline": summary[baseline][f"{metric}_mean"],
+            "acc": summary[synthetic]["acc_mean"], "acc_baseline": summary[baseline]["acc_mean"], **gains,
+            "verdict": entry[f"d{metric}_verdict"], "helps": entry[f"d{metric}_verdict"] == "higher"}

@@ -52,9 +52,13 @@ def _answer_lines(answer: dict, metric: str, recipe_yaml: str | None) -> list[st
         lines = [f"**Not confirmed: synthetic data cannot be recommended yet.** {val} No subsets outside the sweep's "
                  "were evaluated, and a gain chosen on val is measured on test only on subsets that no choice saw."]
     else:
-        test = (f"On {check['gain_acc']['units']} real subsets that no choice saw (`{answer['confirm_report']}`), test ACC "
-                f"{check['acc']:.4f} against {check['acc_baseline']:.4f}: ΔACC {_interval(check['gain_acc'])}"
-                + (" (the interval includes the test set's own sampling noise)" if check["gain_acc"].get("test_noise") else "")
+        hm = check.get("metric", "acc")
+        name = {"acc": "ACC", "bacc": "balanced ACC"}[hm]
+        headline = check[f"gain_{hm}"]
+        test = (f"On {headline['units']} real subsets that no choice saw (`{answer['confirm_report']}`), test {name} "
+                f"{check.get('score', check['acc']):.4f} against {check.get('score_baseline', check['acc_baseline']):.4f}: "
+                f"Δ{name} {_interval(headline)}"
+                + (" (the interval includes the test set's own sampling noise)" if headline.get("test_noise") else "")
                 + f", ΔAUC {_interval(check['gain_auc'])}.")
         head = {"higher": f"**Use `{answer['synthetic_arm']}` with the settings below: it helps.**",
                 "lower": f"**Synthetic data does not help this set at this scale (it costs accuracy); use {classical_choice(answer)}.**",
