@@ -5,7 +5,8 @@ The public API (each name is imported on first use, so that `import synthaug` do
 - `load_recipe(path, overrides)`, `open_run(run)`: a validated recipe, an opened run directory;
 - `fit(recipe)`, `generate(run, ...)`, `evaluate(runs, ...)`, `audit(run, ...)`, `experiment(recipe)`, `sweep(recipe)`:
   the stages of the `synthaug` command, same names and options;
-- `SynthDataset`, `mix_real_synthetic`: a synthetic folder as a PyTorch dataset, and mixed with real data.
+- `SynthDataset`, `mix_real_synthetic`: a synthetic folder as a PyTorch dataset, and mixed with real data;
+- `SynthaugPipeline`: a finished model folder (`<run>/models/<model_dir>`) as a diffusers pipeline.
 """
 
 from synthaug.core.version import __version__
@@ -25,6 +26,7 @@ _PUBLIC = {
     "sweep": "synthaug.study.sweep",
     "SynthDataset": "synthaug.data.synthetic",
     "mix_real_synthetic": "synthaug.data.synthetic",
+    "SynthaugPipeline": "synthaug.diffusion.pipeline",
     "UserError": "synthaug.core.errors",
 }
 

@@ -19,10 +19,10 @@ def flags(command: str) -> set[str]:
 
 def test_the_parser_is_built_from_the_table_of_commands():
     sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
-    assert list(sub.choices) == list(COMMANDS) == ["fit", "generate", "evaluate", "audit", "experiment", "sweep"]
+    assert list(sub.choices) == list(COMMANDS) == ["fit", "generate", "evaluate", "audit", "experiment", "sweep", "report"]
 
 
-@pytest.mark.parametrize("command", list(COMMANDS))
+@pytest.mark.parametrize("command", [c for c in COMMANDS if c != "report"])  # report reads JSON files only: --wait alone
 def test_every_command_takes_the_common_flags(command):
     # every command takes a folder lock (--wait), draws bars (--no-progress) and may read the real data (--data-root)
     assert {"--wait", "--no-progress", "--data-root"} <= flags(command)
@@ -73,3 +73,20 @@ def test_one_process_is_not_refused(monkeypatch, eval_run, tmp_path):
     argv = ["evaluate", "--run", str(run), "--out", str(tmp_path / "out"), "--no-progress", "--set", "evaluate.seeds=[0]",
             "--set", "evaluate.arms=[real]"]
     assert main(argv) == 0 and (tmp_path / "out" / "report.md").is_file()
+
+
+def test_report_makes_an_evaluate_report_again_from_its_results(eval_run, tmp_path, capsys):
+    """`synthaug report DIR` recomputes the statistics from results.json, trains nothing, and prints the verdict."""
+    from synthaug.cli import main
+
+    run = eval_run("tiny", 4)
+    out = tmp_path / "rep"
+    assert main(["evaluate", "--run", str(run), "--out", str(out), "--no-progress", "--set", "evaluate.seeds=[0, 1]"]) == 0
+    (out / "report.md").write_text("stale")
+    cache = sorted((out / "cache").iterdir())
+    capsys.readouterr()
+    assert main(["report", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert printed.startswith(f"report: {out}") and "too few independent subsets to tell" in printed
+    assert "## Verdict" in (out / "report.md").read_text() and sorted((out / "cache").iterdir()) == cache
+    assert main(["report", str(tmp_path)]) == 2  # neither results.json nor sweep.json: one line, exit 2

@@ -177,7 +177,7 @@ def test_candidate_filter_redraws_rejected_images_deterministically(run, tmp_pat
 def test_npz_conditional_rgb_and_ddpm(tmp_path):
     run = untrained_run(tmp_path, names=["a", "b", "c"], conditioning="class_conditional", channels=3, counts=(3, 5, 4))
     out = generate(run.root, ratio=1.0, out=tmp_path / "n", format="npz", sampler="ddpm", guidance_scale=2.0, show_progress=False)
-    assert sorted(p.name for p in out.iterdir()) == [".synthaug.lock", "manifest.json", "synthetic_gen.npz"]  # working PNGs removed
+    assert sorted(p.name for p in out.iterdir()) == [".synthaug.lock", "README.md", "manifest.json", "synthetic_gen.npz"]  # working PNGs removed
     assert (out / ".synthaug.lock").read_text() == ""  # released
     with np.load(out / "synthetic_gen.npz") as npz:
         assert sorted(npz.files) == ["train_images", "train_labels"]

@@ -70,3 +70,19 @@ def test_image_grid_tiles_in_rows():
     assert grid.shape == (4, 9, 1)
     assert grid[::2, ::3, 0].tolist() == [[1, 2, 3], [4, 5, 0]]
     assert image_grid(images, columns=5).shape == (2, 15, 1)
+
+
+def test_a_progress_wrapper_sees_every_timestep_and_changes_nothing():
+    unet = tiny_unet("class_conditional")
+    seen = []
+
+    def progress(timesteps):
+        for t in timesteps:
+            seen.append(int(t))
+            yield t
+
+    scheduler = lambda: sampling_scheduler(TRAIN_SCHEDULER, "dpm-solver++", 4)  # noqa: E731
+    generators = lambda: [image_generator(0, 1, k) for k in range(2)]  # noqa: E731
+    watched = denoise(unet, scheduler(), generators(), [1, 1], guidance_scale=2.0, progress=progress)
+    assert seen == scheduler().timesteps.tolist()
+    assert torch.equal(watched, denoise(unet, scheduler(), generators(), [1, 1], guidance_scale=2.0))

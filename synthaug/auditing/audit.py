@@ -37,6 +37,7 @@ from synthaug.classifier.harness import CLASSIFIER_FIELDS, PREDICT_BATCH, extrac
 from synthaug.data.images import ImageSet
 from synthaug.data.synthetic import read_synthetic
 from synthaug.core.errors import UserError
+from synthaug.storage.cards import write_dataset_card, write_model_card
 from synthaug.storage.files import FolderLock, atomic_write_bytes, atomic_write_json, atomic_write_text, read_json
 from synthaug.reference.filters import copy_thresholds
 from synthaug.reference.metrics import NearestImages, frechet_distance, knn_distances, nearest_by_correlation, paired_correlation, prdc
@@ -329,6 +330,8 @@ def _audit(run: Run, data: RunData, folder: Path, device, show_progress: bool, c
     }
     atomic_write_json(SynthDir(folder).audit_json, report)
     atomic_write_text(SynthDir(folder).audit_md, render_audit_markdown(report))
+    write_dataset_card(folder)  # the cards carry the audit's figures once there are some
+    write_model_card(run)
     over = memorization_report["overall"]
     print(
         f"audit: {over['n_synthetic']} synthetic images, {over['flagged']} flagged as near-copies "

@@ -2,11 +2,13 @@
 
 Every image carries its own torch.Generator, so the noise of image i of class c depends on its seed
 alone; `generate` adds the fixed blocks that keep the arithmetic independent of the batch as well.
+`generate`, the training sample grids and `SynthaugPipeline` (pipeline.py) all sample through `denoise`.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Iterable
 
 import numpy as np
 import torch
@@ -57,13 +59,15 @@ def denoise(
     guidance_scale: float = 1.0,
     init: torch.Tensor | None = None,
     start: int = 0,
+    progress: Callable[[Iterable], Iterable] | None = None,
 ) -> torch.Tensor:
     """Sample one image per generator; returns float (N, C, H, W) in [-1, 1] on the UNet's device.
 
     `labels` are needed for class-conditional UNets; `guidance_scale` != 1 applies classifier-free
     guidance against the UNet's null class. `init` (float (N, C, H, W) in [-1, 1]) turns sampling into
     variation of those images (SDEdit): each is noised to the level of `scheduler.timesteps[start]` with
-    its generator's noise and denoised over the remaining steps.
+    its generator's noise and denoised over the remaining steps. `progress` wraps the timesteps, e.g. a
+    pipeline's `progress_bar`; it only watches the loop.
     """
     device, dtype = unet.device, unet.dtype
     size, channels = unet.config.sample_size, unet.config.in_channels
@@ -86,7 +90,7 @@ def denoise(
         guided = guidance_scale != 1.0
         if guided:
             class_labels = torch.cat([class_labels, torch.full_like(class_labels, null_class(unet))])
-    for t in timesteps:
+    for t in timesteps if progress is None else progress(timesteps):
         model_in = scheduler.scale_model_input(sample, t)
         if guided:
             cond, uncond = unet(torch.cat([model_in, model_in]), t, class_labels=class_labels).sample.chunk(2)

@@ -31,6 +31,7 @@ from synthaug.diffusion.monitor import Monitor
 from synthaug.diffusion.objective import min_snr_weight, training_batch
 from synthaug.diffusion.jobs import Job, make_jobs, prepare_run
 from synthaug.recipe.recipe import Recipe
+from synthaug.storage.cards import write_model_card
 from synthaug.storage.files import FolderLock, atomic_write_json, atomic_write_text, remove_stale_temps, replace_dir, temp_dir_beside
 from synthaug.storage.rundir import POOL_CLASS, RunDir, checkpoint_step
 from synthaug.core.runtime import on_cpu, package_versions, seeded_generator
@@ -381,4 +382,6 @@ def _fit(recipe: Recipe, probe: Accelerator, show_progress: bool) -> RunDir:
             if stop.requested:  # a Ctrl-C in the model's last step: it finished, the next one does not start
                 raise KeyboardInterrupt
     probe.wait_for_everyone()
+    if probe.is_main_process:  # every model finished: the run's model card (README.md), for sharing
+        write_model_card(run)
     return run

@@ -24,6 +24,7 @@ from tqdm.auto import tqdm
 
 from synthaug.storage.pixels import to_uint8
 from synthaug.core.errors import UserError
+from synthaug.storage.cards import write_dataset_card
 from synthaug.storage.files import FolderLock, atomic_write_json, atomic_write_text, remove_stale_temps
 from synthaug.reference.filters import CandidateFilter, confidence_filter, copy_filter, filter_name, filter_record
 from synthaug.diffusion.unet import null_class
@@ -354,6 +355,7 @@ def finish_folder(job: Generation, blocks: list[Block], manifest: dict, wall_s: 
         entry["rejected"] = rejected[c]  # the same, per filter
     manifest.update(complete=True, extra_files_on_disk=extra_files(images_root, targets) if job.settings.format != "npz" else 0)
     atomic_write_json(out.manifest, manifest)
+    write_dataset_card(out.root)  # README.md for sharing, from the finished manifest (and audit.json, if any)
     if job.settings.format == "npz":
         shutil.rmtree(images_root, ignore_errors=True)
     drawn = sum(len(b.missing) for b in blocks)

@@ -140,8 +140,8 @@ def read_provenance(path: Path) -> dict:
     return record
 
 
-# What a synthetic folder may hold besides its class folders: generate's and audit's own files.
-OWN_FILES = re.compile(r"^(manifest\.json|metadata\.csv|audit\.json|audit\.md|audit_[a-z_]+\.png|synthetic_[\w.-]+\.npz|\.synthaug\.lock|\..*\.tmp)$")
+# What a synthetic folder may hold besides its class folders: generate's and audit's own files (README.md: the dataset card).
+OWN_FILES = re.compile(r"^(README\.md|manifest\.json|metadata\.csv|audit\.json|audit\.md|audit_[a-z_]+\.png|synthetic_[\w.-]+\.npz|\.synthaug\.lock|\..*\.tmp)$")
 OWN_IMAGE = re.compile(r"^(\d+_\d{6}\.png|\..*\.tmp)$")
 
 
