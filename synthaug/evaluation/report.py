@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import pandas as pd
@@ -17,7 +18,9 @@ LABELS = {"acc": "ACC", "auc": "AUC", "bacc": "BACC", "f1": "macro-F1", "rare_re
 
 def gain_ci(entry: dict, m: str) -> str:
     """A gain with its interval and its verdict, as two table cells; a loss is never shown as good news."""
-    return (f"{entry[f'd{m}']:+.3f} [{entry[f'd{m}_lo']:+.3f}, {entry[f'd{m}_hi']:+.3f}] | "
+    lo, hi = entry[f"d{m}_lo"], entry[f"d{m}_hi"]
+    interval = "[no interval: one subset]" if math.isnan(lo) else f"[{lo:+.3f}, {hi:+.3f}]"
+    return (f"{entry[f'd{m}']:+.3f} {interval} | "
             f"{VERDICT_WORDS.get(entry.get(f'd{m}_verdict'), entry.get(f'd{m}_verdict', ''))}")
 
 
@@ -39,6 +42,13 @@ def gain_metrics(results: dict) -> list[str]:
     return [first, *(m for m in have if m != first)] if first in have else have
 
 
+def _points_interval(g: dict, m: str) -> str:
+    """A gain's interval in points, or why there is none (one subset)."""
+    if math.isnan(g[f"d{m}_lo"]):
+        return "(no interval from one subset)"
+    return f"[95 % CI {100 * g[f'd{m}_lo']:+.1f}, {100 * g[f'd{m}_hi']:+.1f}]"
+
+
 def verdicts(results: dict) -> list[str]:
     """One sentence per regime: does synthetic data help against the best baseline chosen on val? "helps" needs the
     interval's lower bound above 0 over at least MIN_UNITS independent subsets; fewer units is "too few to tell".
@@ -51,7 +61,7 @@ def verdicts(results: dict) -> list[str]:
         m = headline_metric(results["config"]["select_on"])
         m = m if f"d{m}" in g else "acc"
         numbers = (f"`{g['arm']}` (the synthetic arm chosen on val) vs `{g['vs']}` (the best baseline chosen on val): "
-                   f"{100 * g[f'd{m}']:+.1f} points {split} {LABELS[m]} [95 % CI {100 * g[f'd{m}_lo']:+.1f}, {100 * g[f'd{m}_hi']:+.1f}] "
+                   f"{100 * g[f'd{m}']:+.1f} points {split} {LABELS[m]} {_points_interval(g, m)} "
                    f"over {g['units']} independent subset(s)")
         if split == "val":  # a sweep's lever try: it informs a choice and concludes nothing
             sentences.append(f"{regime}: val only (a lever try; test is not looked at here): {numbers}.")
@@ -199,7 +209,8 @@ def _best_baseline_lines(results: dict) -> list[str]:
     if cas:
         lines += ["", "Synthetic-only accuracy relative to real-only (CAS ratio: mean test ACC of `synthetic` / `real`, "
                   "per subset, 95 % t interval over the subsets):", ""]
-        lines += [f"- {regime}: {c['ratio']:.3f} [{c['lo']:.3f}, {c['hi']:.3f}] ({c['units']} subsets)" for regime, c in cas.items()]
+        lines += [f"- {regime}: {c['ratio']:.3f} " + ("(no interval from one subset)" if math.isnan(c["lo"]) else f"[{c['lo']:.3f}, {c['hi']:.3f}]")
+                  + f" ({c['units']} subsets)" for regime, c in cas.items()]
     return lines
 
 
