@@ -50,8 +50,8 @@ def _command_line(args) -> str:
 # Flags shared by several commands, worded alike everywhere
 
 
-def _add_recipe(p: argparse.ArgumentParser) -> None:
-    p.add_argument("recipe", help="recipe YAML file, e.g. recipes/quickstart.yaml")
+def _add_recipe(p: argparse.ArgumentParser, example: str = "recipes/quickstart.yaml") -> None:
+    p.add_argument("recipe", help=f"recipe YAML file, e.g. {example}")
 
 
 def _add_set(p: argparse.ArgumentParser, example: str = "--set train.steps=200", whose: str = "the recipe") -> None:
@@ -215,7 +215,7 @@ def cmd_experiment(args) -> None:
 
 
 def _sweep_args(p: argparse.ArgumentParser) -> None:
-    _add_recipe(p)
+    _add_recipe(p, "recipes/bloodmnist-study.yaml (a recipe with a sweep: section)")
     _add_report(p, "sweep folder: sweep.md, sweep.json, recommended.yaml, one report per lever value (default reports/<recipe name>-sweep)")
     _add_set(p)
     _add_data_root(p)

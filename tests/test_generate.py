@@ -394,3 +394,14 @@ def test_a_damaged_manifest_is_named_before_any_work(run, tmp_path, capsys):
     message = _error_line(capsys, ["--run", str(run.root), "--per-class", "4", "--out", str(out)])
     assert "manifest.json: damaged manifest.json" in message
     assert len(list(out.rglob("*.png"))) == 4  # nothing drawn, nothing lost
+
+
+def test_a_folder_of_other_settings_is_refused_in_words(tmp_path, capsys):
+    """The refusal names each setting as the user sets it, not as the manifest stores it (`mode None -> 'from_real'`)."""
+    run = untrained_run(tmp_path, conditioning="class_conditional")
+    generate(run.root, per_class=2, out=tmp_path / "s", show_progress=False)
+    assert main(["generate", "--run", str(run.root), "--per-class", "2", "--out", str(tmp_path / "s"), "--seed", "1",
+                 "--sampler", "ddim", "--no-progress"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "--seed: 0 there, 1 now" in err and "--sampler: 'dpm-solver++' there, 'ddim' now" in err
+    assert "give another --out" in err

@@ -250,8 +250,28 @@ def check_compatible(folder: SynthDir, provenance: dict, generation_id: str) -> 
     if previous is None or previous.get("generation_id") in (None, generation_id):
         return  # no manifest yet: the per-file check at the end still guards the set
     before = previous.get("provenance", {})
-    changed = [f"{key} {before.get(key)!r} -> {value!r}" for key, value in provenance.items() if before.get(key) != value]
-    raise UserError(f"--out {folder.root}: holds images made with other settings ({'; '.join(changed)}); use another --out or delete it")
+    changed = [f"{SETTING_WORDS.get(key, key)}: {_in_words(key, before.get(key))} there, {_in_words(key, value)} now"
+               for key, value in provenance.items() if before.get(key) != value]
+    raise UserError(f"--out {folder.root}: holds images made with other settings ({'; '.join(changed)}); "
+                    "give another --out (e.g. --out <run>/synthetic-2) or delete that folder")
+
+
+# The provenance fields in the words of the flags that set them, for the refusal above.
+SETTING_WORDS = {"seed": "--seed", "sampler": "--sampler", "steps": "--steps", "guidance_scale": "--guidance-scale",
+                 "strength": "--strength", "mode": "the source", "block_size": "the block size (--batch-size on a GPU)",
+                 "device": "the device", "precision": "the precision", "model_sha256": "the run's model weights",
+                 "filters": "the candidate filters (--reject-copies, --filter-confidence)",
+                 "sources_sha256": "the real images varied"}
+
+
+def _in_words(key: str, value) -> str:
+    if key == "mode":
+        return "variations of real images (--from-real)" if value == "from_real" else "images drawn from noise"
+    if key == "model_sha256":
+        return "other weights" if value else "none"
+    if key == "filters":
+        return ", ".join(f.get("name", "?") for f in value) if value else "none"
+    return "not set" if value is None else repr(value)
 
 
 class PngWriter:
