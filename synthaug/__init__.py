@@ -26,6 +26,12 @@ _PUBLIC = {
     "sweep": "synthaug.study.sweep",
     "SynthDataset": "synthaug.data.synthetic",
     "mix_real_synthetic": "synthaug.data.synthetic",
+    "ArmDataset": "synthaug.data.arms",
+    "AddSynthetic": "synthaug.data.arms",
+    "SyntheticOnly": "synthaug.data.arms",
+    "TopUp": "synthaug.data.arms",
+    "ReplaceWithVariations": "synthaug.data.arms",
+    "ArmBatches": "synthaug.data.arms",
     "SynthaugPipeline": "synthaug.diffusion.pipeline",
     "UserError": "synthaug.core.errors",
 }

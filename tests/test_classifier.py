@@ -8,8 +8,8 @@ import torch
 from conftest import TINY_EVAL, make_images
 from sklearn.metrics import roc_auc_score
 
-from synthaug.classifier.harness import (Replacement, _balanced_batches, class_weights, classic_augment, classification_metrics,
-                                         logit_adjustment, train_classifier)
+from synthaug.classifier.harness import class_weights, classic_augment, classification_metrics, logit_adjustment, train_classifier
+from synthaug.data.arms import Replacement, balanced_indices
 from synthaug.recipe.sections import ClassicAugConfig, EvaluateConfig
 
 
@@ -89,11 +89,11 @@ def test_balanced_metrics_and_a_two_class_choice_of_more_classes():
 def test_class_balanced_batches_draw_classes_equally():
     labels = torch.tensor([0] * 50 + [1] * 5 + [2] * 1 + [4] * 10)  # class 3 has no image
     gen = torch.Generator().manual_seed(0)
-    batches = _balanced_batches(labels, 8, gen)
+    batches = balanced_indices(labels, 8, gen)
     drawn = torch.stack([next(batches) for _ in range(400)])
     per_batch = torch.stack([torch.bincount(labels[b], minlength=5) for b in drawn])
     assert (per_batch[:, 3] == 0).all() and (per_batch[:, [0, 1, 2, 4]] == 2).all()  # 8 places, 4 classes: 2 each
-    b12 = _balanced_batches(labels, 10, torch.Generator().manual_seed(0))  # 10 = 4 x 2 + 2 left over, drawn among the classes
+    b12 = balanced_indices(labels, 10, torch.Generator().manual_seed(0))  # 10 = 4 x 2 + 2 left over, drawn among the classes
     counts = torch.stack([torch.bincount(labels[next(b12)], minlength=5) for _ in range(2000)]).sum(0).float()
     assert counts[3] == 0 and counts[[0, 1, 2, 4]].sub(5000).abs().max() < 150
     # within a class, every image comes once per round: the 5 images of class 1 equally often

@@ -1,4 +1,5 @@
-"""SynthDataset: medmnist-shaped items, ConcatDataset and DataLoader, selection, the mixing helper, damaged folders."""
+"""SynthDataset: medmnist-shaped items, ConcatDataset and DataLoader, selection, target_transform and provenance, the
+per-class mixing helper, damaged folders."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import pytest
 import torch
 from conftest import untrained_run
 from PIL import Image
-from torch.utils.data import ConcatDataset, DataLoader, Dataset
+from torch.utils.data import ConcatDataset, DataLoader, Dataset, Subset
 
 from synthaug import SynthDataset, mix_real_synthetic
 from synthaug.data.synthetic import to_tensor
@@ -94,17 +95,31 @@ def test_concat_with_medmnist_in_a_dataloader(synthetic):
     assert seen == len(both)
 
 
-def test_mix_real_synthetic(synthetic):
-    real, syn = MedMNISTLike(20), SynthDataset(synthetic)
-    mixed = mix_real_synthetic(real, syn, ratio=0.5, seed=3)
-    assert len(mixed) == 30
+def test_mix_real_synthetic_adds_per_class(synthetic):
+    real, syn = MedMNISTLike(20), SynthDataset(synthetic)  # 10 real images of each class; 6 synthetic ones of each
+    mixed = mix_real_synthetic(real, syn, ratio=0.5)
+    assert len(mixed) == 30 and mixed.datasets[0] is real
     picked = mixed.datasets[1].indices
-    assert len(set(picked)) == 10 and picked == mix_real_synthetic(real, syn, 0.5, seed=3).datasets[1].indices
-    assert picked != mix_real_synthetic(real, syn, 0.5, seed=4).datasets[1].indices
-    assert mix_real_synthetic(real, syn, 0.25, seed=3).datasets[1].indices == picked[:5]
+    assert picked == [0, 1, 2, 3, 4, 6, 7, 8, 9, 10]  # the first 5 of each class: what the real+synthetic arm adds
+    assert syn.labels[picked].tolist() == [0] * 5 + [1] * 5
+    uneven = Subset(ConcatDataset([real, MedMNISTLike(4)]), list(range(20)) + [20, 22])  # 12 of class 0, 10 of class 1
+    uneven = mix_real_synthetic(uneven, syn, 0.25)
+    assert syn.labels[uneven.datasets[1].indices].tolist() == [0] * 3 + [1] * 3  # round(0.25 x 12), round(0.25 x 10)
+    drawn = mix_real_synthetic(real, syn, 0.5, seed=3).datasets[1].indices
+    assert sorted(syn.labels[drawn].tolist()) == [0] * 5 + [1] * 5 and drawn == mix_real_synthetic(real, syn, 0.5, seed=3).datasets[1].indices
+    assert drawn != mix_real_synthetic(real, syn, 0.5, seed=4).datasets[1].indices
+    fewer = mix_real_synthetic(real, syn, 0.25, seed=3).datasets[1].indices  # a prefix of each class's draw
+    assert [i for i in fewer if syn.labels[i] == 0] == [i for i in drawn if syn.labels[i] == 0][:3]
     assert len(mix_real_synthetic(real, syn, 0.0)) == 20
-    with pytest.raises(UserError, match="needs 40 synthetic"):
+    with pytest.raises(UserError, match="ratio 2: the synthetic set has 6 image.s. of class 0, 20 are needed"):
         mix_real_synthetic(real, syn, 2.0)
+
+
+def test_target_transform_and_provenance(synthetic):
+    data = SynthDataset(synthetic, target_transform=lambda label: int(label[0]) + 10)
+    assert data[7][1] == 11 and data.provenance(7) == (True, -1) and data.provenance(-1).synthetic
+    images, labels = next(iter(DataLoader(SynthDataset(synthetic, transform=to_tensor, target_transform=lambda y: int(y[0])), batch_size=12)))
+    assert labels.tolist() == data.labels.tolist() and labels.shape == (12,)
 
 
 def test_damaged_folders_name_the_file(folder):

@@ -90,11 +90,11 @@ def test_a_topup_arm_adds_target_minus_count_synthetic_images_per_class(tmp_path
         cfg = EvaluateConfig(arms=["real", "real+topup+balanced+classic"], top_up=top_up)
         check_synthetic(regime, expand_arms(cfg), cfg)  # the largest class has no synthetic image: a top-up needs none
         data = arm_data(regime, Arm("real+topup+balanced+classic", None), cfg=cfg)
-        synthetic = data.labels[data.synthetic_mask]
+        synthetic = data.labels[data.is_synthetic]
         assert np.bincount(synthetic, minlength=3).tolist() == added and data.n_synthetic == sum(added)
         assert np.bincount(data.labels, minlength=3).tolist() == [8 + added[0], 4 + added[1], 1 + added[2]]
         first = [np.flatnonzero(regime.synthetic.images.labels == c)[:n] for c, n in enumerate(added)]  # the first of each class
-        assert np.array_equal(data.images[data.synthetic_mask], regime.synthetic.images.images[np.concatenate(first)])
+        assert np.array_equal(data.images[data.is_synthetic], regime.synthetic.images.images[np.concatenate(first)])
     cfg = EvaluateConfig(arms=["real+topup"], top_up=10)
     with pytest.raises(UserError, match=r"^\S+: the real\+topup arms need 2 synthetic images of class 0 \(head\) to reach evaluate.top_up "
                                         r"10 \(10 images\), found 0; run `synthaug generate` with --balance .* or --per-class 9$"):

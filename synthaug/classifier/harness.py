@@ -22,6 +22,7 @@ from tqdm.auto import tqdm
 from synthaug.storage.pixels import to_model_tensor
 from synthaug.core.errors import UserError
 from synthaug.classifier.networks import build_classifier
+from synthaug.data.arms import Replacement, draw_batches
 from synthaug.data.symmetries import random_symmetries
 from synthaug.recipe.sections import ClassicAugConfig, EvaluateConfig
 from synthaug.core.runtime import seeded_generator
@@ -63,6 +64,11 @@ def classic_augment(x: torch.Tensor, cfg: ClassicAugConfig, gen: torch.Generator
         mean = x.mean(dim=(1, 2, 3), keepdim=True)
         x = (x - mean) * (1 + uniform(cfg.contrast))[:, None, None, None] + mean
     return x.clamp(-1, 1)
+
+
+def classic(cfg: ClassicAugConfig):
+    """`classic_augment` with these settings, as `ArmBatches`' and `draw_batches`' `augment(x, generator)`."""
+    return lambda x, gen: classic_augment(x, cfg, gen)
 
 
 @torch.no_grad()
@@ -127,62 +133,12 @@ def logit_adjustment(labels: np.ndarray, num_classes: int, tau: float = 1.0) -> 
     return np.where(n > 0, tau * np.log(np.maximum(n, 1) / n.sum()), 0.0)
 
 
-@dataclass
-class Replacement:
-    """DA-Fusion's use of variations: each drawn training image is swapped, with probability `p`, for one of its
-    own variations (uniformly), which then weighs `weight` in the loss.
-
-    `images` holds the variations grouped by the training image they vary: those of image i are
-    `images[start[i] : start[i] + count[i]]` (count 0: never swapped).
-    """
-
-    p: float | torch.Tensor  # or per training image (N,), on the training device (replace_p_by_class)
-    images: torch.Tensor  # float (V, C, H, W) in [-1, 1], on the training device
-    start: torch.Tensor  # int64 (N,)
-    count: torch.Tensor  # int64 (N,)
-    weight: float = 1.0
-
-    def apply(self, idx: torch.Tensor, x: torch.Tensor, gen: torch.Generator, weight: torch.Tensor | None):
-        n = len(idx)
-        p = self.p if isinstance(self.p, float) else self.p[idx].cpu()
-        swap = (torch.rand(n, generator=gen) < p).to(x.device) & (self.count[idx] > 0)
-        pick = (torch.rand(n, generator=gen).to(x.device) * self.count[idx]).long()
-        source = (self.start[idx] + pick).clamp(max=max(len(self.images) - 1, 0))
-        if len(self.images):
-            x = torch.where(swap[:, None, None, None], self.images[source], x)
-        if self.weight != 1.0:
-            base = torch.ones(n, device=x.device) if weight is None else weight
-            weight = torch.where(swap, torch.full_like(base, self.weight), base)
-        return x, weight
-
-
-def _batches(n: int, batch_size: int, gen: torch.Generator):
-    """Endless shuffled epochs of indices (the last partial batch of an epoch is dropped)."""
-    size = min(batch_size, n)
-    while True:
-        order = torch.randperm(n, generator=gen)
-        for start in range(0, n - size + 1, size):
-            yield order[start : start + size]
-
-
-def _balanced_batches(labels: torch.Tensor, batch_size: int, gen: torch.Generator):
-    """Endless batches (as large as `_batches`') that draw every class present equally often: each class gets
-    batch // K places and the batch % K left over go to classes drawn without repeat; a class's images come in
-    shuffled rounds, every one before any twice (a 10-image class repeats within a batch, a 600-image one rarely)."""
-    labels = labels.cpu()
-    members = [torch.nonzero(labels == c).flatten() for c in torch.unique(labels)]
-    k, size = len(members), min(batch_size, len(labels))
-    queues = [torch.empty(0, dtype=torch.long) for _ in members]
-    while True:
-        take = torch.full((k,), size // k)
-        take[torch.randperm(k, generator=gen)[: size % k]] += 1
-        batch = []
-        for i, want in enumerate(take.tolist()):
-            while len(queues[i]) < want:
-                queues[i] = torch.cat([queues[i], members[i][torch.randperm(len(members[i]), generator=gen)]])
-            batch.append(queues[i][:want])
-            queues[i] = queues[i][want:]
-        yield torch.cat(batch)
+def initial_classifier(cfg: EvaluateConfig, channels: int, num_classes: int, seed: int) -> nn.Module:
+    """`cfg.classifier` with the initial weights of `seed` (on the CPU): those of every arm of that seed, whatever its
+    data. The global random stream is left as it was."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(int(seeded_generator(seed, 7).initial_seed()))
+        return build_classifier(cfg, channels, num_classes)
 
 
 def train_classifier(
@@ -209,16 +165,15 @@ def train_classifier(
     depend on `seed` alone (so arms of one seed start alike); batch order and augmentation on
     (`seed`, `stream`). `augment` applies `classic_augment` to every batch. `sample_weight` (N,) weighs each
     training image's loss (a weighted mean over the batch; class weights for re-weighting); `replace` swaps drawn
-    images for their variations. `balanced`: class-balanced batches (`_balanced_batches`). `logit_adjust` (K,): added
-    to the logits in the training loss only (logit-adjusted loss), never at prediction.
+    images for their variations. `balanced`: class-balanced batches (`balanced_indices`). `logit_adjust` (K,): added
+    to the logits in the training loss only (logit-adjusted loss), never at prediction. The batches are
+    `synthaug.data.arms.draw_batches`' (what `ArmBatches` yields for the same seed and stream).
     """
     if len(train_images) == 0:
         raise UserError("evaluate: an arm has no training images")
     device = train_images.device
     num_classes = num_classes or int(max(train_labels.max(), val_labels.max())) + 1
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(int(seeded_generator(seed, 7).initial_seed()))
-        model = build_classifier(cfg, train_images.shape[1], num_classes).to(device)
+    model = initial_classifier(cfg, train_images.shape[1], num_classes, seed).to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     milestones = sorted({max(1, int(m * cfg.steps)) for m in cfg.milestones})
     schedule = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones, gamma=cfg.gamma)
@@ -227,21 +182,13 @@ def train_classifier(
     val_np = val_labels.cpu().numpy()
     best_score, best_state, best_step, best_val, curve = None, None, 0, {}, []
     began = time.perf_counter()
-    batches = _balanced_batches(train_labels, cfg.batch_size, gen) if balanced else _batches(len(train_images), cfg.batch_size, gen)
+    batches = draw_batches(train_images, train_labels, cfg.batch_size, gen, sample_weight=sample_weight, replace=replace, balanced=balanced,
+                           augment=None if augment is None else classic(augment))
     model.train()
     for step in tqdm(range(1, cfg.steps + 1), desc=desc, disable=not show_progress, leave=False, unit="step"):
-        idx = next(batches).to(device)
-        x, y = train_images[idx], train_labels[idx]
-        weight = None if sample_weight is None else sample_weight[idx]
-        if replace is not None:
-            x, weight = replace.apply(idx, x, gen, weight)
-        if augment is not None:
-            x = classic_augment(x, augment, gen)
-        logits = model(x) if logit_adjust is None else model(x) + logit_adjust
-        if weight is None:
-            loss = F.cross_entropy(logits, y)
-        else:
-            loss = (F.cross_entropy(logits, y, reduction="none") * weight).sum() / weight.sum()
+        batch = next(batches)
+        logits = model(batch.x) if logit_adjust is None else model(batch.x) + logit_adjust
+        loss = batch.loss(logits)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()

@@ -1,8 +1,10 @@
 """`SynthDataset`: a folder written by `synthaug generate`, as a PyTorch dataset shaped like medmnist's.
 
 `dataset[i]` is `(image, label)`: a PIL image (or the transform's output) and an int64 array of
-shape (1,), as medmnist's datasets return them, so the two concatenate in a `ConcatDataset`.
-The folder is read through its metadata.csv; the images are decoded when asked for.
+shape (1,) (or the target_transform's output), as medmnist's datasets return them, so the two concatenate
+in a `ConcatDataset`. The folder is read through its metadata.csv; the images are decoded when asked for.
+`dataset.provenance(i)` says where item i came from. `mix_real_synthetic` adds synthetic items to a real dataset
+per class, as evaluate's real+synthetic arm does (`synthaug.data.arms` holds every arm as a dataset).
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -100,14 +103,25 @@ def _check_rows(root: Path, table: pd.DataFrame, class_names: list[str]) -> None
             raise UserError(f"{root / name}: metadata.csv gives it label {label}, its name says class {path.name.split('_')[0]}")
 
 
+class Provenance(NamedTuple):
+    """Where a training item came from: `synthetic` or real, and `source_index`: for a variation of a real image
+    (generate --from-real), that real image's index in the train split; for a real image, its own index there (as
+    given to the arm); -1 for a synthetic image drawn from noise (or a real one of unknown index)."""
+
+    synthetic: bool
+    source_index: int
+
+
 class SynthDataset(Dataset):
     """A synthetic set written by `synthaug generate`, read through its metadata.csv.
 
     `classes`: class names or indices to keep (default all); `per_class`: the first N images of each
-    class; `as_rgb`: convert grayscale images to RGB (like medmnist's `as_rgb`). Attributes:
+    class; `as_rgb`: convert grayscale images to RGB (like medmnist's `as_rgb`); `transform` receives the PIL
+    image, `target_transform` the label array (int64, shape (1,)), as in medmnist. Attributes:
     `labels` (int64 (N,)), `class_names` (all classes of the run, by index), `counts` ({label: n}),
     `files` (paths), `source_index` (int64 (N,): for variations of real images, the index of the real
-    image in the train split, else -1); `to_numpy()` decodes every image into one uint8 (N, H, W, C) array.
+    image in the train split, else -1); `provenance(i)`: item i's `Provenance` (always synthetic);
+    `to_numpy()` decodes every image into one uint8 (N, H, W, C) array.
     """
 
     def __init__(
@@ -117,9 +131,11 @@ class SynthDataset(Dataset):
         classes: Sequence[int | str] | None = None,
         per_class: int | None = None,
         as_rgb: bool = False,
+        target_transform: Callable | None = None,
     ):
         self.root = Path(root)
         self.transform = transform
+        self.target_transform = target_transform
         self.as_rgb = as_rgb
         table = _read_metadata(self.root)
         manifest = SynthDir(self.root).read_manifest() or {}
@@ -187,7 +203,18 @@ class SynthDataset(Dataset):
         img = self.image(index)
         if self.transform is not None:
             img = self.transform(img)
-        return img, self.labels[index : index + 1].copy()
+        label = self.labels[index : index + 1].copy()
+        return img, (label if self.target_transform is None else self.target_transform(label))
+
+    def provenance(self, index: int) -> Provenance:
+        """Where item `index` came from: synthetic, and the real train-split image it varies (-1: drawn from noise)."""
+        index = range(len(self))[index]
+        return Provenance(True, int(self.source_index[index]))
+
+    def set_order(self) -> np.ndarray:
+        """The items in the set's index order: by class, then by file name (`<label>_<index>.png`), whatever order
+        metadata.csv lists them in. What `read_synthetic`, and so evaluate, reads; a prefix of a class is its first images."""
+        return np.lexsort(([p.name for p in self.files], self.labels))
 
     def to_numpy(self) -> tuple[np.ndarray, np.ndarray]:
         """All images as uint8 (N, H, W, C) and their labels int64 (N,)."""
@@ -206,19 +233,51 @@ def to_tensor(image: Image.Image) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(array))
 
 
-def mix_real_synthetic(real: Dataset, synthetic: Dataset, ratio: float, seed: int = 0) -> ConcatDataset:
-    """`real` plus round(ratio x len(real)) items of `synthetic` drawn without replacement by `seed`.
+def dataset_labels(data) -> np.ndarray:
+    """The labels (int64 (N,)) of a labelled dataset: its `labels` (SynthDataset, medmnist's (N, 1)) or `targets`
+    (torchvision) when it has them, else read item by item (`data[i][1]`, an int or an array of one label)."""
+    for name in ("labels", "targets"):
+        found = getattr(data, name, None)
+        if found is not None and not callable(found):
+            found = np.asarray(found)
+            if len(found) == len(data):
+                return found.reshape(len(found), -1)[:, 0].astype(np.int64)
+    return np.asarray([int(np.asarray(data[i][1]).reshape(-1)[0]) for i in range(len(data))], dtype=np.int64)
 
-    ratio 0.5 adds one synthetic image per two real ones; the same seed draws the same items, and
-    a smaller ratio's draw is a prefix of a larger one's.
+
+def first_per_class(labels: np.ndarray, wanted: dict[int, int], what: str = "the synthetic set") -> np.ndarray:
+    """Positions of the first `wanted[c]` items of each class c in `labels` (classes in `wanted`'s order): how every
+    arm of evaluate takes synthetic images, so a smaller amount is a prefix of a larger one (variations cycle through
+    the real images before varying one twice, so a prefix spreads over them). A UserError names a class with too few."""
+    picked = []
+    for c, want in wanted.items():
+        mine = np.flatnonzero(np.asarray(labels) == c)
+        if len(mine) < want:
+            raise UserError(f"{what} has {len(mine)} image(s) of class {c}, {want} are needed; generate more "
+                            f"(`synthaug generate --per-class {want}`)")
+        picked.append(mine[:want])
+    return np.concatenate(picked).astype(np.int64) if picked else np.zeros(0, dtype=np.int64)
+
+
+def mix_real_synthetic(real: Dataset, synthetic: Dataset, ratio: float, seed: int | None = None) -> ConcatDataset:
+    """`real` plus, for each class c of `real` (n_c items), round(ratio x n_c) items of `synthetic` of class c, as one
+    `ConcatDataset` of your two datasets (their own transforms apply).
+
+    Without `seed`, the first ones of each class in the set's index order: the very images evaluate's real+synthetic
+    arm adds at this ratio (`synthaug.data.arms.AddSynthetic`, which also reproduces its batches). With `seed`, a
+    seeded draw without replacement within each class. Either way a smaller ratio's items are a prefix, per class, of
+    a larger one's. (It used to draw round(ratio x len(real)) items across classes, which no arm of evaluate does.)
     """
     if not ratio >= 0:
         raise UserError(f"ratio: expected a number >= 0, got {ratio!r}")
-    wanted = count_at_ratio(ratio, len(real))
-    if wanted > len(synthetic):
-        raise UserError(f"ratio: {ratio} x {len(real)} real images needs {wanted} synthetic ones, the synthetic set has {len(synthetic)}")
-    order = np.random.default_rng(seed).permutation(len(synthetic))[:wanted]
-    return ConcatDataset([real, Subset(synthetic, order.tolist())])
+    classes, counts = np.unique(dataset_labels(real), return_counts=True)
+    labels = dataset_labels(synthetic)
+    order = synthetic.set_order() if isinstance(synthetic, SynthDataset) else np.arange(len(synthetic))
+    if seed is not None:  # shuffled within each class (first_per_class keeps each class's order)
+        order = order[np.random.default_rng(seed).permutation(len(order))]
+    wanted = {int(c): count_at_ratio(ratio, int(n)) for c, n in zip(classes, counts)}
+    picks = order[first_per_class(labels[order], wanted, f"ratio {ratio:g}: the synthetic set")]
+    return ConcatDataset([real, Subset(synthetic, picks.tolist())])
 
 
 @dataclass
@@ -255,7 +314,7 @@ def read_synthetic(folder: str | Path, run: Run, show_progress: bool = True) -> 
         raise UserError(f"{folder / 'metadata.csv'}: source_index {unseen[:5]} are not real images the run trained on")
     reading = tqdm(range(len(synthetic)), desc="read synthetic", leave=False, disable=not show_progress or len(synthetic) < 2000)
     images = np.stack([_pixels(synthetic.image(i), synthetic.files[i], info.size, info.channels) for i in reading])
-    order = np.lexsort(([p.name for p in synthetic.files], synthetic.labels))
+    order = synthetic.set_order()
     files = [synthetic.files[i].relative_to(folder).as_posix() for i in order]
     return SyntheticImages(ImageSet(images[order], synthetic.labels[order], list(info.class_names)), files, synthetic.source_index[order])
 

@@ -24,7 +24,6 @@ import io
 import json
 import time
 import warnings
-import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,8 +36,9 @@ from accelerate.utils import get_int_from_env
 from tqdm.auto import tqdm
 
 from synthaug.auditing.audit import read_audit_summary
-from synthaug.classifier.harness import (CLASSIFIER_FIELDS, Replacement, class_weights, classification_metrics, label_metrics, logit_adjustment,
-                                         predict, train_classifier)
+from synthaug.classifier.harness import (CLASSIFIER_FIELDS, class_weights, classification_metrics, label_metrics, logit_adjustment, predict,
+                                         train_classifier)
+from synthaug.data.arms import ArmDataset, stream_id
 from synthaug.data.images import load_split
 from synthaug.storage.pixels import to_model_tensor
 from synthaug.core.errors import UserError
@@ -49,7 +49,7 @@ from synthaug.recipe.sections import EvaluateConfig
 from synthaug.recipe.recipe import Recipe
 from synthaug.evaluation.summary import summarise
 from synthaug.evaluation.regimes import (Arm, Regime, arm_data, check_synthetic, expand_arms, load_regime, rare_classes, regime_label,
-                                         replace_probabilities, teacher_arm)
+                                         teacher_arm)
 from synthaug.evaluation.report import grid_name, render_evaluate_report, verdicts
 from synthaug.storage.rundir import Run, SynthDir, open_run
 from synthaug.core.runtime import hardware, pick_device
@@ -113,9 +113,10 @@ def arm_key(arm: Arm, cfg: EvaluateConfig, seed: int, train_digest: str, eval_di
     return hashlib.sha256(blob.encode()).hexdigest()[:20]
 
 
-def _key_of(arm: Arm, arm_set, cfg: EvaluateConfig, seed: int, data: EvalData) -> str:
+def _key_of(arm: Arm, arm_set: ArmDataset, cfg: EvaluateConfig, seed: int, data: EvalData) -> str:
     """The cache key of an arm trained on `arm_set` (its images and labels, and any variations beside them)."""
-    extra = (arm_set.variations.images, arm_set.variation_start, arm_set.variation_count) if arm_set.variations is not None else ()
+    variations = getattr(arm_set, "variations", None)
+    extra = (variations, arm_set.variation_start, arm_set.variation_count) if variations is not None else ()
     return arm_key(arm, cfg, seed, _digest(arm_set.images, arm_set.labels, *extra), data.digest)
 
 
@@ -173,11 +174,12 @@ def _label_scores(row: dict, regime: Regime, cfg: EvaluateConfig, data: EvalData
     return row
 
 
-def _train_arm(regime: Regime, arm: Arm, arm_set, seed: int, cfg: EvaluateConfig, data: EvalData, device, show_progress: bool):
+def _train_arm(regime: Regime, arm: Arm, arm_set: ArmDataset, seed: int, cfg: EvaluateConfig, data: EvalData, device, show_progress: bool):
+    """Train the arm's classifier: the batches are `ArmBatches(arm_set, cfg.batch_size, seed, arm.name, ...)`'s."""
     return train_classifier(
         to_model_tensor(arm_set.images, device), torch.from_numpy(arm_set.labels).to(device), data.val_images, data.val_labels, cfg,
         seed, num_classes=len(regime.class_names), augment=cfg.classic if arm.classic else None,
-        stream=zlib.crc32(arm.name.encode()), show_progress=show_progress, desc=f"{regime.label} {arm.name} seed {seed}",
+        stream=stream_id(arm.name), show_progress=show_progress, desc=f"{regime.label} {arm.name} seed {seed}",
         **_usage(regime, arm_set, arm, cfg, device),
     )
 
@@ -205,18 +207,14 @@ def _teacher_probs(regime: Regime, arm: Arm, seed: int, cfg: EvaluateConfig, dat
     return probs
 
 
-def _usage(regime: Regime, arm_set, arm: Arm, cfg: EvaluateConfig, device) -> dict:
-    """How an arm uses its images: loss weights of added synthetic ones, the replacement of real images by variations,
-    and its re-balancing (class-balanced batches, logit adjustment or class weights, from the classes it trains on)."""
-    if arm.replace_p is not None:
-        p = (torch.from_numpy(replace_probabilities(regime, arm, cfg)).float().to(device) if arm.replace_by_class
-             else arm.replace_p)
-        return {"replace": Replacement(p, to_model_tensor(arm_set.variations.images, device),
-                                       torch.from_numpy(arm_set.variation_start).to(device), torch.from_numpy(arm_set.variation_count).to(device),
-                                       cfg.synthetic_weight)}
-    usage, weight, classes = {}, None, len(regime.class_names)
-    if arm_set.synthetic_mask is not None and cfg.synthetic_weight != 1.0:
-        weight = np.where(arm_set.synthetic_mask, cfg.synthetic_weight, 1.0).astype(np.float32)
+def _usage(regime: Regime, arm_set: ArmDataset, arm: Arm, cfg: EvaluateConfig, device) -> dict:
+    """How an arm uses its images: loss weights of added synthetic ones (the dataset's `sample_weight`), the
+    replacement of real images by variations (its `replacement`), and its re-balancing (class-balanced batches, logit
+    adjustment or class weights, from the classes it trains on): `ArmBatches`' `balanced` and `class_weight`."""
+    replace = arm_set.replacement(device)
+    if replace is not None:
+        return {"replace": replace}
+    usage, weight, classes = {}, arm_set.sample_weight, len(regime.class_names)
     if arm.rebalance in ("reweight_inverse", "reweight_effective"):
         per_class = class_weights(arm_set.labels, classes, arm.rebalance.removeprefix("reweight_"), cfg.effective_beta)
         weight = per_class[arm_set.labels].astype(np.float32) * (1.0 if weight is None else weight)

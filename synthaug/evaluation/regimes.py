@@ -25,6 +25,9 @@ without synthetic data is chosen among real, real+classic, the re-balancing arms
 
 Synthetic samples weigh `evaluate.synthetic_weight` in the loss (real ones 1). Re-balancing counts the classes of what
 the arm trains on (synthetic images included); rare classes (`rare_classes`) are counted in the real images alone.
+
+What each arm trains on is one of the datasets of `synthaug.data.arms` (`arm_data`), the very classes a user's own loop
+takes: ArmDataset (real, re-balancing, pseudo-label arms), AddSynthetic, SyntheticOnly, TopUp, ReplaceWithVariations.
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ from pathlib import Path
 
 import numpy as np
 
+from synthaug.data.arms import AddSynthetic, ArmDataset, ReplaceWithVariations, SyntheticOnly, TopUp, top_up_counts
 from synthaug.data.classes import class_indices
 from synthaug.data.images import ImageSet, load_split, resolve_classes
 from synthaug.data.subsets import count_at_ratio, subset_indices
@@ -176,9 +180,7 @@ def real_counts(regime: Regime) -> dict[int, int]:
 
 def topup_counts(regime: Regime, cfg: EvaluateConfig) -> dict[int, int]:
     """Synthetic images of each class a real+topup arm adds: up to `evaluate.top_up` images in all (none past it)."""
-    real = real_counts(regime)
-    target = max(real.values()) if cfg.top_up == "balance" else cfg.top_up
-    return {c: max(0, target - n) for c, n in real.items()}
+    return top_up_counts(real_counts(regime), None if cfg.top_up == "balance" else cfg.top_up)
 
 
 def rare_classes(regime: Regime, cfg: EvaluateConfig) -> list[int]:
@@ -215,64 +217,34 @@ def check_synthetic(regime: Regime, arms: list[Arm], cfg: EvaluateConfig) -> Non
                         "make one with `synthaug generate --from-real --per-real K`")
 
 
-def _take_synthetic(regime: Regime, wanted: dict[int, int]) -> ImageSet:
-    """The first `wanted[c]` synthetic images of every class c (smaller amounts use a prefix; variations cycle
-    through the real images before varying one twice, so a prefix spreads over them)."""
-    picked = [np.flatnonzero(regime.synthetic.images.labels == c)[: wanted[c]] for c in regime.classes]  # enough: check_synthetic
-    return regime.synthetic.images.take(np.concatenate(picked))
-
-
-@dataclass
-class ArmData:
-    """What an arm trains on: uint8 images and labels, how many are synthetic, and how they are used."""
-
-    images: np.ndarray
-    labels: np.ndarray
-    n_synthetic: int
-    synthetic_mask: np.ndarray | None = None  # bool (N,): the synthetic rows (add arms), weighed synthetic_weight
-    variations: ImageSet | None = None  # replace arms: the variations, grouped by the real image they vary
-    variation_start: np.ndarray | None = None  # int64 (N,): where image i's variations begin in `variations`
-    variation_count: np.ndarray | None = None  # int64 (N,): how many it has
-
-
 def teacher_arm(arm: Arm) -> Arm:
     """The arm whose classifier labels the pool for a real+pseudo arm: same seed and augmentation, real images only."""
     return Arm("real+classic" if arm.classic else "real", None)
 
 
-def arm_data(regime: Regime, arm: Arm, pool_probs: np.ndarray | None = None, cfg: EvaluateConfig | None = None) -> ArmData:
-    """The data of an arm: real images, added synthetic ones (at a ratio, or topped up to `cfg.top_up`), real images
-    with their variations beside them, or real images with the pool images whose teacher probabilities `pool_probs`
-    (N_pool, classes) pass the arm's confidence."""
+def arm_data(regime: Regime, arm: Arm, pool_probs: np.ndarray | None = None, cfg: EvaluateConfig | None = None) -> ArmDataset:
+    """The data of an arm, as the dataset of `synthaug.data.arms` a user would build: real images, added synthetic
+    ones (at a ratio, or topped up to `cfg.top_up`), real images with their variations beside them, or real images
+    with the pool images whose teacher probabilities `pool_probs` (N_pool, classes) pass the arm's confidence.
+    Synthetic samples weigh `cfg.synthetic_weight` (1 without `cfg`)."""
+    real = {"real_index": regime.train_indices, "classes": regime.classes}
+    weight = cfg.synthetic_weight if cfg is not None else 1.0
     if arm.pseudo_confidence is not None:
         probs = pool_probs[:, regime.classes]  # only the evaluated classes can be a pseudo-label
         keep = np.flatnonzero(probs.max(axis=1) >= arm.pseudo_confidence)
         labels = np.asarray(regime.classes, dtype=np.int64)[probs[keep].argmax(axis=1)]
-        return ArmData(np.concatenate([regime.train.images, regime.pool.images[keep]]), np.concatenate([regime.train.labels, labels]), 0)
+        return ArmDataset((np.concatenate([regime.train.images, regime.pool.images[keep]]), np.concatenate([regime.train.labels, labels])),
+                          real_index=np.concatenate([regime.train_indices, np.full(len(keep), -1)]), classes=regime.classes)
     if arm.replace_p is not None:
-        return _with_variations(regime)
+        p = replace_probabilities(regime, arm, cfg) if arm.replace_by_class else arm.replace_p
+        return ReplaceWithVariations(regime.train, regime.synthetic, p, weight=weight, **real)
     if arm.topup:
-        synth = _take_synthetic(regime, topup_counts(regime, cfg))
-    elif arm.ratio is None:
-        return ArmData(regime.train.images, regime.train.labels, 0)
-    else:
-        synth = _take_synthetic(regime, {c: count_at_ratio(arm.ratio, n) for c, n in real_counts(regime).items()})
+        return TopUp(regime.train, regime.synthetic, None if cfg.top_up == "balance" else cfg.top_up, weight=weight, **real)
     if arm.kind == "synthetic":
-        return ArmData(synth.images, synth.labels, len(synth.labels))
-    mask = np.concatenate([np.zeros(len(regime.train.labels), bool), np.ones(len(synth.labels), bool)])
-    return ArmData(np.concatenate([regime.train.images, synth.images]), np.concatenate([regime.train.labels, synth.labels]),
-                   len(synth.labels), mask)
-
-
-def _with_variations(regime: Regime) -> ArmData:
-    """The real images, and every variation of each in the set, grouped by the real image (in set order)."""
-    sources = regime.synthetic.source_index
-    order = np.argsort(sources, kind="stable")
-    grouped = sources[order]
-    start = np.searchsorted(grouped, regime.train_indices, side="left")
-    count = np.searchsorted(grouped, regime.train_indices, side="right") - start
-    variations = regime.synthetic.images.take(order)
-    return ArmData(regime.train.images, regime.train.labels, int(count.sum()), None, variations, start.astype(np.int64), count.astype(np.int64))
+        return SyntheticOnly(regime.train, regime.synthetic, **real)
+    if arm.ratio is not None:
+        return AddSynthetic(regime.train, regime.synthetic, arm.ratio, weight=weight, **real)
+    return ArmDataset(regime.train, **real)
 
 
 def replace_probabilities(regime: Regime, arm: Arm, cfg: EvaluateConfig) -> np.ndarray:
