@@ -31,7 +31,7 @@ def card(path: Path) -> tuple[dict, str]:
 def fake_audit(folder: Path, flagged: int, n: int) -> None:
     """An audit.json as `audit` writes it (the parts the cards read), for the set as it is now."""
     metadata = hashlib.sha256((folder / "metadata.csv").read_bytes()).hexdigest()
-    row = {"n_synthetic": n, "flagged": flagged, "flagged_fraction": flagged / n, "real_val_over_threshold": 0.01}
+    row = {"n_synthetic": n, "flagged": flagged, "flagged_fraction": flagged / n, "real_test_over_threshold": 0.01}
     report = {
         "synthetic_metadata_sha256": metadata, "settings": {"copy_quantile": 0.99}, "command": "synthaug audit",
         "fidelity": {"overall": {"n": n, "fd_synthetic": 12.5, "fd_test": 1.25, "fd_val": 0.5, "precision_synthetic": 0.4}},

@@ -41,7 +41,7 @@ def test_subsets_are_reproducible_and_nested_across_kinds():
     assert set(a) <= per_class  # every class a prefix of the same permutation
     other_seed = subset_indices(labels, SubsetConfig(long_tail={"ratio": 8, "head": 40}, seed=4), list(range(5)), NAMES)
     assert not np.array_equal(a, other_seed)
-    counts = subset_indices(labels, SubsetConfig(counts={"class1": 7, "3": 2}, seed=3), list(range(5)), NAMES)
+    counts = subset_indices(labels, SubsetConfig(counts={"class1": 7, 3: 2}, seed=3), list(range(5)), NAMES)  # name or index
     assert np.bincount(labels[counts], minlength=5).tolist() == [0, 7, 0, 2, 0]  # classes not named: none
 
 

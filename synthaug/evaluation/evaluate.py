@@ -2,9 +2,9 @@
 
 In every regime (`regimes`) each arm trains the same classifier for the same number of steps from
 the same initialisation (per seed), selects its checkpoint on the real val split, and is scored once
-on the real test split. Gains over `real` and over `real+classic` come with a 95 % paired bootstrap
-confidence interval: the units are (subset, seed) pairs, so every arm of one unit shares the real
-data and the initialisation. Batch order, classical augmentation and replacement draws are not shared:
+on the real test split. Gains over the baselines come with a 95 % interval over independent units (a real subset
+with its own generator; the classifier seeds inside it averaged first; see intervals.py and summary.py). Every arm of
+one (subset, seed) shares the real data and the initialisation. Batch order, classical augmentation and replacement draws are not shared:
 each arm draws them from its own stream, seeded by (seed, the arm's name) (`_train_arm`). The arms train
 on sets of different sizes, so one shared stream would not give them the same batches anyway; seeding by
 name makes each arm's numbers reproducible on their own, whichever other arms run beside it, which is what

@@ -45,7 +45,7 @@ class SubsetConfig(_Strict):
     fraction: float | None = Field(None, gt=0, le=1)
     per_class: int | None = Field(None, gt=0)
     long_tail: LongTailConfig | None = None
-    counts: dict[str, Annotated[int, Field(ge=0)]] | None = Field(None, min_length=1)  # classes not named: none
+    counts: dict[int | str, Annotated[int, Field(ge=0)]] | None = Field(None, min_length=1)  # name or index; others: none
     seed: int = 0
 
     @model_validator(mode="after")
@@ -69,7 +69,8 @@ class SubsetConfig(_Strict):
         elif self.long_tail is not None:
             size = f"lt{self.long_tail.ratio:g}h{self.long_tail.head}"
         else:
-            size = "counts-" + hashlib.sha256(json.dumps(self.counts, sort_keys=True).encode()).hexdigest()[:6]
+            named = {str(k): v for k, v in self.counts.items()}
+            size = "counts-" + hashlib.sha256(json.dumps(named, sort_keys=True).encode()).hexdigest()[:6]
         return f"{size}-s{self.seed}"
 
     def label(self) -> str:

@@ -277,7 +277,7 @@ def _usage_section(run: Run) -> str:
         "Plain diffusers loads the components too (`UNet2DModel.from_pretrained(folder, subfolder=\"unet\")`). "
         "`synthaug generate --run <this folder>` draws a whole synthetic set with provenance.",
         "",
-        "Sharing: `hf upload <repo> <this folder> --exclude 'synthetic/**' 'checkpoints/**'` (older huggingface_hub: "
+        "Sharing: `hf upload <repo> <this folder> --include 'README.md' --include 'models/**' --include 'samples/**'` (older huggingface_hub: "
         "`huggingface-cli upload`); each synthetic set has its own dataset card (`hf upload <repo> <set> --repo-type dataset`).",
         "",
     ])
@@ -310,8 +310,8 @@ def _audit_section(run: RunDir) -> str:
         blocks.append(
             f"### `{folder.name}/`\n\n" + table(["", "synthetic", "real test", "real val"], rows) + "\n\n"
             f"Near-copies of training images: {mem.get('flagged', '-')} of {mem.get('n_synthetic', '-')} "
-            f"({_percent(mem.get('flagged_fraction'))}); real val images over the same threshold: "
-            f"{_percent(mem.get('real_val_over_threshold'))} (threshold: the {figures['copy_quantile']} quantile of real test "
+            f"({_percent(mem.get('flagged_fraction'))}); real test images over the same threshold (out of sample): "
+            f"{_percent(mem.get('real_test_over_threshold'))} (threshold: the {figures['copy_quantile']} quantile of real val "
             f"images' correlation with their nearest training image). Details: `{folder.name}/audit.md`." + _stale_note(figures) + "\n"
         )
     if len(blocks) == 1:
@@ -471,13 +471,13 @@ def _copy_rate_section(figures: dict | None) -> str:
     if figures is None:
         return "## Copy rate\n\nNot audited yet: `synthaug audit --run <run> --synthetic <this folder>` measures near-copies of training images.\n"
     mem = figures["overall"]
-    rows = [[name, e.get("n_synthetic"), e.get("flagged"), _percent(e.get("flagged_fraction")), _percent(e.get("real_val_over_threshold"))]
+    rows = [[name, e.get("n_synthetic"), e.get("flagged"), _percent(e.get("flagged_fraction")), _percent(e.get("real_test_over_threshold"))]
             for name, e in sorted(figures["per_class"].items())]
-    rows.append(["all", mem.get("n_synthetic"), mem.get("flagged"), _percent(mem.get("flagged_fraction")), _percent(mem.get("real_val_over_threshold"))])
+    rows.append(["all", mem.get("n_synthetic"), mem.get("flagged"), _percent(mem.get("flagged_fraction")), _percent(mem.get("real_test_over_threshold"))])
     return ("## Copy rate (audit)\n\n"
             f"Near-copies of the run's training images, by `synthaug audit` (threshold: the {figures['copy_quantile']} quantile of "
-            "real test images' correlation with their nearest training image, per class); real val images over the same "
-            "threshold for comparison.\n\n"
-            + table(["class", "images", "near-copies", "copy rate", "real val over threshold"], rows)
+            "real val images' correlation with their nearest training image, per class); real test images over the same "
+            "threshold (out of sample) for comparison.\n\n"
+            + table(["class", "images", "near-copies", "copy rate", "real test over threshold"], rows)
             + f"\n\nFrechet distance (features): synthetic {_num(figures['fidelity'].get('fd_synthetic'))}, real test "
             f"{_num(figures['fidelity'].get('fd_test'))}. Details: `audit.md`." + _stale_note(figures) + "\n")
