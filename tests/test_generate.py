@@ -240,7 +240,7 @@ def test_bad_run_and_out(run, tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path / "empty")
     assert "no run under runs/" in _error_line(capsys, ["--per-class", "1"])
     generate(run.root, per_class=1, out=tmp_path / "s", show_progress=False)
-    assert "seed 0 -> 5" in _error_line(capsys, ["--run", str(run.root), "--per-class", "1", "--seed", "5", "--out", str(tmp_path / "s")])
+    assert "--seed: 0 there, 5 now" in _error_line(capsys, ["--run", str(run.root), "--per-class", "1", "--seed", "5", "--out", str(tmp_path / "s")])
 
 
 def test_default_run_is_the_latest(tmp_path, monkeypatch):
