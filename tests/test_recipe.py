@@ -141,3 +141,11 @@ def test_legacy_hflip_recipes_read_as_augment(tmp_path, breast_root):
 def test_malformed_yaml_in_set_is_one_line(tmp_path):
     with pytest.raises(UserError, match=r"--set 'model.block_out_channels=\[8, 16': the value is not valid YAML"):
         parse_overrides(["model.block_out_channels=[8, 16"])
+
+
+def test_a_run_recipe_with_the_removed_bootstrap_field_still_opens_with_a_warning(tmp_path, breast_root):
+    """Runs made before the intervals changed store evaluate.bootstrap: they open, and the field is said to be unused."""
+    raw = tiny_recipe_dict({"medmnist": "breastmnist", "root": str(breast_root)}, tmp_path, evaluate={"bootstrap": 10000})
+    with pytest.warns(UserWarning, match="evaluate.bootstrap is no longer used"):
+        recipe = recipe_from_dict(raw)
+    assert "bootstrap" not in recipe.evaluate.model_dump()

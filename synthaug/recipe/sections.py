@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import warnings
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -300,9 +301,12 @@ class EvaluateConfig(_Strict):
     @model_validator(mode="before")
     @classmethod
     def _removed_bootstrap(cls, raw):
+        # Runs made before 2026-11-29 store `bootstrap` in their recipe.yaml, and must still open: the field is
+        # dropped with a warning instead of refused (the intervals no longer resample).
         if isinstance(raw, dict) and "bootstrap" in raw:
-            raise ValueError("bootstrap: removed: intervals are now Student t over independent subsets (no resampling); "
-                             "delete the field")
+            warnings.warn("evaluate.bootstrap is no longer used (intervals are Student t over independent subsets); "
+                          "delete the field", stacklevel=2)
+            raw = {k: v for k, v in raw.items() if k != "bootstrap"}
         return raw
 
     ratios: list[float] = Field(default_factory=lambda: [1.0, 5.0], min_length=1)
