@@ -22,6 +22,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import re
 import time
 import warnings
 from collections.abc import Sequence
@@ -386,11 +387,21 @@ def generator_summary(run: Run, synthetic_dir: Path) -> str:
             + (f", guidance {sampler.get('guidance_scale'):g}" if sampler.get("guidance_scale", 1) != 1 else ""))
 
 
+_NUMBER_LIST = re.compile(r"\[\s*(-?[\d.eE+-]+(?:,\s*-?[\d.eE+-]+)*)\s*\]")
+
+
+def write_results_json(path: Path, results: dict) -> None:
+    """results.json, indented, with every list of numbers on one line: each row's test predictions (thousands of
+    class indices) would otherwise take a line each and make the file ten times larger."""
+    text = json.dumps(results, indent=2, default=str)
+    atomic_write_text(path, _NUMBER_LIST.sub(lambda m: "[" + ", ".join(m.group(1).replace(" ", "").replace("\n", "").split(",")) + "]", text) + "\n")
+
+
 def write_report(out_dir: Path, results: dict, regimes: list[Regime]) -> None:
     out_dir.mkdir(parents=True, exist_ok=True)
     rows = pd.DataFrame([{k: v for k, v in r.items() if k not in ("curve", "cached", "test_pred")} for r in results["rows"]])
     atomic_write_text(out_dir / "results.csv", rows.to_csv(index=False))
-    atomic_write_json(out_dir / "results.json", results)
+    write_results_json(out_dir / "results.json", results)
     atomic_write_bytes(out_dir / "accuracy_vs_size.png", accuracy_vs_size_png(results))
     for regime in regimes:
         if regime.synthetic is not None:

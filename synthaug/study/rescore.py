@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 
 from synthaug.core.errors import UserError
+from synthaug.evaluation.evaluate import write_results_json
 from synthaug.evaluation.plots import accuracy_vs_size_png
 from synthaug.evaluation.report import render_evaluate_report, verdicts
 from synthaug.evaluation.summary import summarise
@@ -47,7 +48,7 @@ def rescore_evaluate(folder: Path, val_only: bool = False) -> list[str]:
     results["config"] = cfg.model_dump(mode="json")
     rows_csv = pd.DataFrame([{k: v for k, v in r.items() if k not in ("curve", "cached", "test_pred")} for r in results["rows"]])
     atomic_write_text(folder / "results.csv", rows_csv.to_csv(index=False))
-    atomic_write_json(folder / "results.json", results)
+    write_results_json(folder / "results.json", results)
     atomic_write_bytes(folder / "accuracy_vs_size.png", accuracy_vs_size_png(results))
     notes = folder / "notes.md"
     atomic_write_text(folder / "report.md", render_evaluate_report(results, notes.read_text() if notes.is_file() else None))
