@@ -48,7 +48,7 @@ from synthaug.storage.files import FolderLock, atomic_write_bytes, atomic_write_
 from synthaug.evaluation.plots import accuracy_vs_size_png, real_beside_synthetic_png
 from synthaug.recipe.sections import EvaluateConfig
 from synthaug.recipe.recipe import Recipe
-from synthaug.evaluation.summary import summarise
+from synthaug.evaluation.summary import summarise, val_only_rows
 from synthaug.evaluation.regimes import (Arm, Regime, arm_data, check_synthetic, expand_arms, load_regime, rare_classes, regime_label,
                                          teacher_arm)
 from synthaug.evaluation.report import grid_name, render_evaluate_report, verdicts
@@ -349,7 +349,7 @@ def _evaluate(runs, recipes, cfg, arms, need_synthetic, device, out_dir, synthet
     if tracker is not None:
         finish(tracker)
     if val_only:  # test fields out of every row: the report has nothing to show but val
-        rows = [{k: v for k, v in r.items() if not k.startswith(("test_", "recall_"))} for r in rows]
+        rows = val_only_rows(rows)
     results = summarise(rows, cfg, None if val_only else data.test_labels, "val" if val_only else "test")
     results.update({
         "commands": [command] if command else [],
@@ -397,7 +397,9 @@ def write_results_json(path: Path, results: dict) -> None:
     atomic_write_text(path, _NUMBER_LIST.sub(lambda m: "[" + ", ".join(m.group(1).replace(" ", "").replace("\n", "").split(",")) + "]", text) + "\n")
 
 
-def write_report(out_dir: Path, results: dict, regimes: list[Regime]) -> None:
+def write_report(out_dir: Path, results: dict, regimes: Sequence[Regime] = ()) -> None:
+    """results.csv, results.json, the plots and report.md (with a notes.md beside it); the real-beside-synthetic grid
+    of each of `regimes` (none when a report is made again from its results.json)."""
     out_dir.mkdir(parents=True, exist_ok=True)
     rows = pd.DataFrame([{k: v for k, v in r.items() if k not in ("curve", "cached", "test_pred")} for r in results["rows"]])
     atomic_write_text(out_dir / "results.csv", rows.to_csv(index=False))

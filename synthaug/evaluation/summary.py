@@ -32,7 +32,7 @@ def summarise(rows: list[dict], cfg: EvaluateConfig, test_labels: np.ndarray | N
     with its interval over units and a verdict; the synthetic-only arm's accuracy relative to real-only (CAS ratio).
     `test_labels`: the test split's labels, to add the test set's sampling noise to test ACC gains. `split`: "val" to
     summarise the val numbers instead (a sweep's lever tries, which report val only)."""
-    table = pd.DataFrame([{k: v for k, v in r.items() if k != "curve"} for r in rows])
+    table = rows_table(rows)
     summary, gains, best = [], [], {}
     for (regime, arm), group in table.groupby(["regime", "arm"], sort=False):
         summary.append({
@@ -64,6 +64,16 @@ def summarise(rows: list[dict], cfg: EvaluateConfig, test_labels: np.ndarray | N
             entry["cas"] = _unit_ratio(by_arm["synthetic"], by_arm["real"], f"{split}_acc")
         best[regime] = entry
     return {"rows": rows, "split": split, "summary": summary, "gains": gains, "best_baseline": best}
+
+
+def rows_table(rows: list[dict]) -> pd.DataFrame:
+    """The rows as a table, without each arm's val curve."""
+    return pd.DataFrame([{k: v for k, v in r.items() if k != "curve"} for r in rows])
+
+
+def val_only_rows(rows: list[dict]) -> list[dict]:
+    """The rows without their test fields (a sweep's lever tries report val only)."""
+    return [{k: v for k, v in r.items() if not k.startswith(("test_", "recall_"))} for r in rows]
 
 
 def paired_gain(rows: pd.DataFrame, base: pd.DataFrame, column: str, test_labels: np.ndarray | None = None) -> dict:

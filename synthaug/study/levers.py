@@ -18,7 +18,7 @@ from synthaug.recipe.recipe import Recipe, recipe_from_dict
 from synthaug.evaluation.regimes import BASELINES
 from synthaug.storage.rundir import safe_name
 from synthaug.evaluation.intervals import t_interval
-from synthaug.evaluation.summary import headline_metric, paired_gain, unit_values
+from synthaug.evaluation.summary import headline_metric, paired_gain, rows_table, unit_values
 
 FIT_LEVERS = ("conditioning", "augment", "balanced_batches")  # a new value needs new generators; the others only resample or reuse them
 ADD_ARMS = ("real+synthetic", "real+synthetic+classic")
@@ -135,10 +135,6 @@ def tie_key(mean: float) -> float:
     return round(mean, 9)
 
 
-def _rows(rows: list[dict]) -> pd.DataFrame:
-    return pd.DataFrame([{k: v for k, v in r.items() if k != "curve"} for r in rows])
-
-
 def _val_means(table: pd.DataFrame, metric: str) -> pd.Series:
     return table.groupby("arm", sort=False)[f"val_{metric}"].mean()
 
@@ -146,7 +142,7 @@ def _val_means(table: pd.DataFrame, metric: str) -> pd.Series:
 def score(rows: list[dict], metric: str, lever: str) -> dict:
     """A lever value's score: its best arm (real+classic for `classic`) and that arm's mean val metric, with a 95 % t
     interval over the independent subsets (seeds averaged within each)."""
-    table = _rows(rows)
+    table = rows_table(rows)
     val = _val_means(table, metric)
     kinds = table.groupby("arm", sort=False)["kind"].first()
     arms = ["real+classic"] if lever == "classic" else [a for a in val.index if kinds[a] in USAGE_ARMS]
@@ -166,7 +162,7 @@ def recommend(rows: list[dict], metric: str) -> dict:
     """The best arm with synthetic images against the best without, both chosen on val, and the val gain with its
     interval. Val only: this gain is measured on the data that made every choice, so it is optimistic and decides
     nothing; `confirm` scores the two arms on test, on subsets that no choice saw."""
-    table = _rows(rows)
+    table = rows_table(rows)
     val = _val_means(table, metric)
     kinds = table.groupby("arm", sort=False)["kind"].first()
     synthetic = max((a for a in val.index if kinds[a] in USAGE_ARMS), key=lambda a: tie_key(val[a]))  # ties: the first arm

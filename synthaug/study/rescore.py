@@ -8,13 +8,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 
 from synthaug.core.errors import UserError
-from synthaug.evaluation.evaluate import write_results_json
-from synthaug.evaluation.plots import accuracy_vs_size_png
-from synthaug.evaluation.report import render_evaluate_report, verdicts
-from synthaug.evaluation.summary import summarise
+from synthaug.evaluation.evaluate import write_report
+from synthaug.evaluation.report import verdicts
+from synthaug.evaluation.summary import summarise, val_only_rows
 from synthaug.recipe.sections import EvaluateConfig
 from synthaug.storage.files import FolderLock, atomic_write_bytes, atomic_write_json, atomic_write_text, read_json
 from synthaug.study.levers import confirm, recommend, score
@@ -42,16 +40,11 @@ def rescore_evaluate(folder: Path, val_only: bool = False) -> list[str]:
     cfg = EvaluateConfig(**config)
     rows = results["rows"]
     if val_only:
-        rows = [{k: v for k, v in r.items() if not k.startswith(("test_", "recall_"))} for r in rows]
+        rows = val_only_rows(rows)
     labels = results["data"].get("test_labels")
     results.update(summarise(rows, cfg, None if val_only or labels is None else np.asarray(labels), "val" if val_only else "test"))
     results["config"] = cfg.model_dump(mode="json")
-    rows_csv = pd.DataFrame([{k: v for k, v in r.items() if k not in ("curve", "cached", "test_pred")} for r in results["rows"]])
-    atomic_write_text(folder / "results.csv", rows_csv.to_csv(index=False))
-    write_results_json(folder / "results.json", results)
-    atomic_write_bytes(folder / "accuracy_vs_size.png", accuracy_vs_size_png(results))
-    notes = folder / "notes.md"
-    atomic_write_text(folder / "report.md", render_evaluate_report(results, notes.read_text() if notes.is_file() else None))
+    write_report(folder, results)  # the sample grids stay as they are: their runs may be gone
     return verdicts(results)
 
 
