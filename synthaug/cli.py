@@ -101,7 +101,8 @@ def _generate_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", metavar="DIR", help="output folder (default <run>/synthetic)")
     p.add_argument("--per-class", type=int, metavar="N", help="N images per class")
     p.add_argument("--ratio", type=float, metavar="R", help="R times each class's real training count")
-    p.add_argument("--balance", action="store_true", help="top every class up to the largest class's real count")
+    p.add_argument("--balance", nargs="?", const=True, default=False, type=int, metavar="N",
+                   help="top every class up to the largest class's real count, or up to N images (real + synthetic; none for a class already at N)")
     p.add_argument("--per-real", type=int, metavar="K", help="with --from-real: K variations of every real training image")
     p.add_argument("--from-real", action="store_true",
                    help="variations of the run's real training images (noised to --strength, denoised by the model of their class) "

@@ -9,7 +9,7 @@ import pytest
 from conftest import TINY_EVAL, tiny_recipe_dict
 
 from synthaug.core.errors import UserError
-from synthaug.study.experiment import experiment
+from synthaug.study.experiment import experiment, regime_recipes
 from synthaug.recipe.recipe import recipe_from_dict
 
 
@@ -38,3 +38,34 @@ def test_experiment_with_variations_and_replace_arms(tmp_path, breast_root):
     assert table.groupby("source_index").size().eq(5).all() and len(table) == 8 * 5  # 5 variations of each real image
     with pytest.raises(UserError, match="evaluate.arms: the real\\+replace arms need variations"):
         experiment(recipe_from_dict({**raw, "generate": {"steps": 4}}), tmp_path / "report2", show_progress=False)
+
+
+def test_a_topup_draws_what_each_class_lacks_and_is_served_by_a_set_drawn_to_more(tmp_path, breast_root):
+    evaluate = {**TINY_EVAL, "seeds": [0], "arms": ["real", "real+topup"], "top_up": 6}
+    raw = tiny_recipe_dict({"medmnist": "breastmnist", "root": str(breast_root), "subset": {"counts": {"0": 4, "1": 2}}},
+                           tmp_path / "runs", "lt", model={"conditioning": "class_conditional"}, train={"steps": 2},
+                           generate={"steps": 2, "sampler": "ddim"}, evaluate=evaluate)
+    recipe = recipe_from_dict(raw)
+    first = experiment(recipe, tmp_path / "a", show_progress=False, synthetic_folder="drawn")
+    run = regime_recipes(recipe)[0].run_dir
+    table = pd.read_csv(run / "drawn" / "metadata.csv")
+    assert table.groupby("label").size().to_dict() == {0: 2, 1: 4}  # 6 - n_c of each class, nothing more
+    # A set drawn to 6 of every class holds the top-up as its first images: it serves, unchanged, with the same numbers.
+    from synthaug.generation.generate import generate
+    generate(run, per_class=6, out=run / "more", show_progress=False)
+    again = experiment(recipe, tmp_path / "b", show_progress=False, synthetic_folder="more")
+    assert len(pd.read_csv(run / "more" / "metadata.csv")) == 12  # not rewritten to the smaller counts
+    rows = {r["arm"]: r for r in first["rows"]}
+    assert {r["arm"]: r["val_acc"] for r in again["rows"]} == {a: r["val_acc"] for a, r in rows.items()}
+
+
+def test_arms_of_real_images_alone_train_no_generator(tmp_path, breast_root):
+    """The ceiling of a long-tailed study (more real images of the rare classes) is a regime with real arms only."""
+    raw = tiny_recipe_dict({"medmnist": "breastmnist", "root": str(breast_root)}, tmp_path / "runs", "ceiling",
+                           evaluate={**TINY_EVAL, "seeds": [0], "arms": ["real", "real+balanced"],
+                                     "regimes": [{"counts": {"0": 6, "1": 3}, "seed": 0}]})
+    results = experiment(recipe_from_dict(raw), tmp_path / "report", show_progress=False)
+    run = regime_recipes(recipe_from_dict(raw))[0].run_dir
+    assert {r["arm"] for r in results["rows"]} == {"real", "real+balanced"}
+    assert json.loads((run / "classes.json").read_text())["counts"] == {"0": 6, "1": 3}
+    assert not (run / "models").exists() or not any((run / "models").iterdir())  # nothing trained

@@ -195,6 +195,8 @@ def test_amounts(run, tmp_path):
     run = open_run(run.root)
     assert [t.count for t in class_targets(run, None, 0.5, False)] == [5, 2]
     assert [t.count for t in class_targets(run, None, None, True)] == [0, 6]
+    assert [t.count for t in class_targets(run, None, None, 7)] == [0, 3]  # --balance N: up to N, none past it
+    assert [t.count for t in class_targets(run, None, None, 12)] == [2, 8]
     assert [t.class_idx for t in class_targets(run, 3, None, False, ["../odd/.name"])] == [1]
     assert [t.class_idx for t in class_targets(run, 3, None, False, ["0"])] == [0]
 
@@ -212,6 +214,7 @@ def _error_line(capsys, argv) -> str:
         (["--per-class", "-3"], "--per-class: expected a whole number >= 0"),
         ([], "give exactly one"),
         (["--per-class", "3", "--balance"], "give exactly one"),
+        (["--balance", "0"], "--balance: expected no value (up to the largest class) or a whole number N >= 1, got 0"),
         (["--per-class", "3", "--classes", "pneumonia"], "--classes: the run has no class 'pneumonia'; expected one of 0 (normal)"),
         (["--per-class", "3", "--sampler", "euler"], "--sampler: Input should be"),
         (["--per-class", "3", "--guidance-scale", "3"], "--guidance-scale: applies to class_conditional runs only"),

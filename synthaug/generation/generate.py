@@ -155,8 +155,8 @@ class GenerateOptions:
     """What `generate` draws and how; the fields are the `synthaug generate` flags. Settings left None come from the
     run's recipe (`generate:`).
 
-    Exactly one of `per_class` (N images per class), `ratio` (R times each class's real count), `balance` (up to the
-    largest class) and `per_real` (K variations of each real image). `from_real`: variations of the run's real training
+    Exactly one of `per_class` (N images per class), `ratio` (R times each class's real count), `balance` (True: up to the
+    largest class; N: up to N images, real and synthetic together) and `per_real` (K variations of each real image). `from_real`: variations of the run's real training
     images (SDEdit) at `strength` (one value or [lo, hi]); `ratio` R is then R variations per real image on average.
     `candidate_filters` reject candidates (see `filters.CandidateFilter`), each redrawn from (seed, c, i, attempt);
     `reject_copies` adds the near-copy filter (`filters.copy_filter`), `filter_confidence` (a probability) the
@@ -166,7 +166,7 @@ class GenerateOptions:
 
     per_class: int | None = None
     ratio: float | None = None
-    balance: bool = False
+    balance: bool | int = False
     per_real: int | None = None
     out: str | Path | None = None  # default: the run's synthetic/ folder
     classes: Sequence[int | str] | None = None  # names, indices or digit strings; default every trained class

@@ -58,13 +58,17 @@ def pick_classes(requested, info: ClassesInfo) -> list[int]:
     return class_indices(requested, info.class_names, "--classes", known=info.classes, holder="the run")
 
 
-def class_targets(run: Run, per_class: int | None, ratio: float | None, balance: bool, classes=None, per_real: int | None = None) -> list[ClassTarget]:
+def class_targets(run: Run, per_class: int | None, ratio: float | None, balance: bool | int, classes=None,
+                  per_real: int | None = None) -> list[ClassTarget]:
     """How many images each class gets: N each (--per-class), R times its real count (--ratio), up to the largest
-    class (--balance), or K per real image (--per-real, variations only)."""
+    class (--balance) or up to N images in all (--balance N: none for a class already at N), or K per real image
+    (--per-real, variations only)."""
     amounts = (per_class, ratio, balance, per_real)
     if sum(x is not None and x is not False for x in amounts) != 1:
         raise UserError("--per-class/--ratio/--balance/--per-real: give exactly one (N images per class, R times each class's real count, "
                         "top up to the largest class, or K variations of each real image)")
+    if balance is not True and balance is not False and (isinstance(balance, bool) or int(balance) != balance or balance < 1):
+        raise UserError(f"--balance: expected no value (up to the largest class) or a whole number N >= 1, got {balance!r}")
     for flag, value in (("--per-class", per_class), ("--per-real", per_real)):
         if value is not None and (isinstance(value, bool) or int(value) != value or value < 0):
             raise UserError(f"{flag}: expected a whole number >= 0, got {value!r}")
@@ -79,7 +83,7 @@ def class_targets(run: Run, per_class: int | None, ratio: float | None, balance:
         raise UserError(f"--classes: class(es) {unfinished} of {run.root} have no finished model yet; finish `synthaug fit` first")
     if unfinished:
         warnings.warn(f"{run.root}: no finished model for class(es) {unfinished} yet; generating the others")
-    largest = max(info.counts.values())
+    top = max(info.counts.values()) if balance is True else balance  # a top-up's target: a class takes what it lacks
     targets = []
     for c in chosen:
         if c in unfinished:
@@ -91,7 +95,7 @@ def class_targets(run: Run, per_class: int | None, ratio: float | None, balance:
         elif ratio is not None:
             n = count_at_ratio(ratio, info.counts[c])
         else:
-            n = largest - info.counts[c]
+            n = max(0, int(top) - info.counts[c])
         name = info.class_names[c]
         targets.append(ClassTarget(c, name, safe_name(name), n, info.models[c]))
     return targets

@@ -18,6 +18,7 @@ from synthaug.evaluation.regimes import expand_arms, top_ratio
 from synthaug.storage.rundir import SynthDir, open_run
 from synthaug.core.runtime import pick_device
 from synthaug.storage.synthset import model_sha256
+from synthaug.diffusion.jobs import prepare_run
 from synthaug.diffusion.training import fit
 
 
@@ -37,15 +38,15 @@ def regime_recipes(recipe: Recipe) -> list[Recipe]:
 
 def synthetic_amount(recipe: Recipe) -> dict:
     """What `generate` must draw for the recipe's arms: {"per_real": K}, {"ratio": R}, {"balance": True} or
-    {"per_class": N} (the top-up arms), or {} when no arm uses synthetic images."""
+    {"balance": N} (the top-up arms), or {} when no arm uses synthetic images."""
     arms = expand_arms(recipe.evaluate)
     ratio = top_ratio(arms)
     topup = any(a.topup for a in arms)
     if topup and (ratio or any(a.replace_p is not None for a in arms)):
         raise UserError("evaluate.arms: the real+topup arms need a set drawn to a per-class target and the other synthetic "
                         "arms one drawn per real image; evaluate them in separate experiments")
-    if topup:  # up to the largest class, or N of every class (the arm takes N - n_c of class c)
-        return {"balance": True} if recipe.evaluate.top_up == "balance" else {"per_class": recipe.evaluate.top_up}
+    if topup:  # what the arm takes: up to the largest class, or up to N (N - n_c of class c, none past N)
+        return {"balance": True if recipe.evaluate.top_up == "balance" else recipe.evaluate.top_up}
     if any(a.replace_p is not None for a in arms):
         if not recipe.generate.from_real:
             raise UserError("evaluate.arms: the real+replace arms need variations of the real images; set generate.from_real: true")
@@ -57,23 +58,36 @@ def synthetic_amount(recipe: Recipe) -> dict:
 def drawn_alike(recipe: Recipe, folder: str, amount: dict) -> Path | None:
     """A complete PNG set already in the recipe's run, drawn on this kind of device from its present models with the
     recipe's generate settings and `amount` per class, under another name than `folder`; else None."""
+    serves = set_server(recipe, amount)
+    return next((d for d in sorted(recipe.run_dir.iterdir()) if d.is_dir() and d.name != folder and serves(d)), None)
+
+
+def set_server(recipe: Recipe, amount: dict, more: bool = False):
+    """A test of whether a folder holds a complete PNG set that serves the arms: drawn on this kind of device from the
+    run's present models with the recipe's generate settings, with `amount` of each class. A top-up (`balance`) is
+    also served by a set with more of a class: image i of class c depends on (seed, c, i) alone, and the arm takes
+    the first ones, so a set drawn to 200 of every class holds exactly the top-up to 200 as its first images.
+    `more`: only such a larger set serves."""
     run = open_run(recipe)
     wanted = resolve_settings(recipe.generate, recipe.diffusion.num_train_timesteps).model_dump(mode="json")
     counts = {str(t.class_idx): t.count for t in class_targets(run, amount.get("per_class"), amount.get("ratio"), amount.get("balance", False),
                                                                None, amount.get("per_real"))}
+    at_least = bool(amount.get("balance"))
     weights_sha256 = functools.cache(lambda model_dir: model_sha256(run.dir, model_dir))  # each model read once, not once per set
-    for drawn in (SynthDir(d) for d in sorted(recipe.run_dir.iterdir()) if d.is_dir() and d.name != folder):
+
+    def serves(folder: Path) -> bool:
+        drawn = SynthDir(folder)
         try:
             manifest = drawn.read_manifest() or {}
             provenance = manifest.get("provenance", {})
             same_models = provenance.get("model_sha256") == {m: weights_sha256(m) for m in provenance.get("model_sha256", {})}
         except UserError:  # a damaged manifest or a model gone: not a set to reuse
-            continue
-        if (manifest.get("complete") and manifest.get("format") == "png" and manifest.get("recipe", {}).get("generate") == wanted
-                and {c: e.get("count") for c, e in manifest.get("classes", {}).items()} == counts
-                and provenance.get("device") == pick_device().type and same_models):
-            return drawn.root
-    return None
+            return False
+        have = {c: e.get("count") for c, e in manifest.get("classes", {}).items()}
+        enough = (all(have.get(c, 0) >= n for c, n in counts.items() if n) if at_least else have == counts) and (have != counts or not more)
+        return bool(manifest.get("complete") and manifest.get("format") == "png" and manifest.get("recipe", {}).get("generate") == wanted
+                    and enough and provenance.get("device") == pick_device().type and same_models)
+    return serves
 
 
 def link_set(source: Path, dest: Path) -> None:
@@ -104,14 +118,18 @@ def experiment(recipe: Recipe, out_dir: Path | None = None, force: bool = False,
     amount = synthetic_amount(recipe)
     runs = []
     for sub in regime_recipes(recipe):
-        run = fit(sub, show_progress=show_progress, wait=wait)
+        # arms of real images alone need the run's subset (recipe.yaml, classes.json), not its generators
+        run = fit(sub, show_progress=show_progress, wait=wait) if amount else prepare_run(sub, is_main=True)[0]
         if amount:
             out = run.root / synthetic_folder
             alike = None if out.exists() else drawn_alike(sub, synthetic_folder, amount)
             if alike is not None:
                 print(f"{out}: the images of {alike.name} (drawn with the same settings), linked", flush=True)
                 link_set(alike, out)
-            generate(sub, out=out, **amount, show_progress=show_progress, wait=wait)
+            if set_server(sub, amount, more=True)(out):  # generate would rewrite it to the smaller counts
+                print(f"{out}: holds the top-up's images as the first of each class (drawn to more), kept", flush=True)
+            else:
+                generate(sub, out=out, **amount, show_progress=show_progress, wait=wait)
         runs.append(run.root)
     return evaluate(runs, Path(out_dir or f"reports/{recipe.name}"), [run / synthetic_folder for run in runs], force=force,
                     show_progress=show_progress, command=command, cache_dir=cache_dir, wait=wait, arm_names=arm_names,
