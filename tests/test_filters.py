@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+import yaml
 from conftest import (
     BLOB_CLASSIFIER,
     blob_images,
@@ -219,3 +220,24 @@ def test_generate_filter_confidence_bad_values_are_one_line_errors(blob_run, tmp
         recipe_from_dict(tiny_recipe_dict(data, tmp_path / "runs", "x", generate={"filter_confidence": 1.5}))
     for inside in (0.001, 0.8, 0.999):  # any probability strictly between 0 and 1 is a valid recipe setting
         recipe_from_dict(tiny_recipe_dict(data, tmp_path / "runs", "x", generate={"filter_confidence": inside}))
+
+
+def test_a_balanced_judge_trains_on_class_balanced_batches_under_its_own_cache_key(tmp_path, monkeypatch):
+    """audit.judge_sampling: balanced (long-tailed data) trains the filter's and the audit's judge with class-balanced
+    batches; a judge cached under the uniform setting is not reused for it."""
+    write_blob_npz(tmp_path / "data", (40, 20, 60))
+    data = {"medmnist": "breastmnist", "root": str(tmp_path / "data"), "subset": {"counts": {"0": 30, "1": 3}, "seed": 0}}
+    raw = tiny_recipe_dict(data, tmp_path / "runs", "tail", evaluate=BLOB_CLASSIFIER)
+    with pytest.warns(UserWarning, match="MD5"):
+        run = make_run(recipe_from_dict(raw))
+    import synthaug.reference.realdata as realdata
+    trained = realdata.train_classifier
+    calls = []
+    monkeypatch.setattr(realdata, "train_classifier", lambda *a, **k: calls.append(k.get("balanced")) or trained(*a, **k))
+    confidence_filter(open_run(run.root), 0.5, show_progress=False)
+    confidence_filter(open_run(run.root), 0.5, show_progress=False)  # cached
+    assert calls == [False]
+    raw["audit"] = {"judge_sampling": "balanced"}
+    run.recipe.write_text(yaml.safe_dump(recipe_from_dict(raw).model_dump(mode="json")))
+    confidence_filter(open_run(run.root), 0.5, show_progress=False)
+    assert calls == [False, True]

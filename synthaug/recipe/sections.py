@@ -361,6 +361,10 @@ class AuditConfig(_Strict):
     copy_quantile: float = Field(0.99, gt=0, lt=1)
     closest_pairs: int = Field(16, ge=1)
     seed: int = 0
+    # How the judge (the feature classifier of label fidelity and of generate.filter_confidence) draws its batches:
+    # on long-tailed data a uniformly trained judge rarely names a rare class, so it would call good rare images
+    # off-class; `balanced` trains it with class-balanced batches (the re-balancing a user would use anyway).
+    judge_sampling: Literal["uniform", "balanced"] = "uniform"
 
 
 # The levers of `synthaug sweep`, each a list of values (classic, source, usage: named settings), swept one at a time in `order`.

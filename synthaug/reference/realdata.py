@@ -112,7 +112,8 @@ def real_features(data: RunData, device: torch.device, show_progress: bool = Tru
     run's real train/test/val images; from `<run>/audit/features.pt` when that was made with the same settings and data.
 
     The classifier is the evaluate harness's (`train_classifier`, recipe `evaluate` settings), trained on the
-    generator's training images and selected on the real val split; it has one output per class of the run
+    generator's training images (class-balanced batches with `audit.judge_sampling: balanced`) and selected on the
+    real val split; it has one output per class of the run
     (`RunData.columns`). The test split never reaches it: the cache is keyed on train and val (and the settings), and
     other test images only make their features again.
     """
@@ -125,6 +126,7 @@ def real_features(data: RunData, device: torch.device, show_progress: bool = Tru
             "train": _digest(data.train.images, data.train_indices, data.train.labels),
             "val": _digest(data.val.images, data.val.labels),
             "selected_on": "val",
+            **({"sampling": "balanced"} if data.recipe.audit.judge_sampling == "balanced" else {}),  # older caches keep their key
         },
         sort_keys=True,
     )
@@ -146,7 +148,8 @@ def real_features(data: RunData, device: torch.device, show_progress: bool = Tru
             return model, training, features
     cfg = data.recipe.evaluate
     print(
-        f"audit: training the feature classifier ({cfg.classifier}, {cfg.steps} steps, evaluate.* settings) on "
+        f"audit: training the feature classifier ({cfg.classifier}, {cfg.steps} steps, evaluate.* settings, "
+        f"{data.recipe.audit.judge_sampling} batches) on "
         f"{len(data.train.labels)} real images; cached in {cache} for later audits",
         flush=True,
     )
@@ -160,6 +163,7 @@ def real_features(data: RunData, device: torch.device, show_progress: bool = Tru
         num_classes=num_classes,
         show_progress=show_progress,
         desc="audit feature classifier",
+        balanced=data.recipe.audit.judge_sampling == "balanced",
     )
     training = {k: v for k, v in dataclasses.asdict(info).items() if k != "curve"}
     features = {name: extract_features(model, getattr(data, name).images, device) for name in ("train", "test", "val")}
