@@ -277,3 +277,15 @@ def test_kill_9_then_rerun_continues_and_ends_as_an_uninterrupted_sweep(tmp_path
         return summary["levers"], answer, recipe_lines
 
     assert outcome(out) == outcome(reference)
+
+
+def test_the_recommended_recipe_quotes_the_metric_of_its_verdict(tmp_path, breast_root):
+    """Choices made on balanced accuracy (long-tailed data) are confirmed on it: the header quotes that gain, not ACC's."""
+    from synthaug.study.sweep import _Sweep
+    recipe = load_recipe(write_recipe(tmp_path, breast_root))
+    sweep = _Sweep(recipe, tmp_path / "out", False, False, None, tmp_path / "cache")
+    gain = {"mean": -0.07, "lo": -0.09, "hi": -0.05, "units": 5}
+    answer = {"synthetic_arm": "real+topup+balanced+classic", "baseline_arm": "real+balanced+classic",
+              "confirm": {"metric": "bacc", "verdict": "lower", "gain_bacc": gain, "gain_acc": {**gain, "mean": 0.01}}}
+    header = sweep.recommended_yaml(recipe, [], answer).splitlines()[1]
+    assert "use real+balanced+classic; test balanced ACC -0.0700 [95 % CI -0.0900, -0.0500] over 5 subsets" in header

@@ -214,8 +214,10 @@ class _Sweep:
         if check is None:
             verdict = "Not confirmed on subsets that no choice saw (full-data regimes have none): no recommendation to use it."
         else:
-            g = check["gain_acc"]
-            numbers = (f"test ACC {g['mean']:+.4f} [95 % CI {g['lo']:+.4f}, {g['hi']:+.4f}] over {g['units']} subsets no choice saw "
+            metric = check.get("metric", "acc")  # the verdict's metric: balanced ACC when the choices were made on it
+            g = check[f"gain_{metric}"]
+            name = {"acc": "ACC", "bacc": "balanced ACC"}[metric]
+            numbers = (f"test {name} {g['mean']:+.4f} [95 % CI {g['lo']:+.4f}, {g['hi']:+.4f}] over {g['units']} subsets no choice saw "
                        f"({answer['synthetic_arm']} vs {answer['baseline_arm']})")
             verdict = {"higher": f"Use {answer['synthetic_arm']}: {numbers}.",
                        "too few units": f"Too few independent subsets to tell: {numbers}; use {answer['baseline_arm']} until more are run."
