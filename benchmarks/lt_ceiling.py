@@ -39,13 +39,19 @@ def main(ceiling_path: str, *study_paths: str) -> None:
         ceiling = ceiling.assign(test_rare_recall=ceiling[rare].mean(axis=1))
         seeds = sorted(set(study["subset_seed"]) & set(ceiling["subset_seed"]))
         print(f"\n{path}: draws {seeds}")
+        top, base = study[study["arm"] == "real+topup+balanced+classic"], study[study["arm"] == "real+balanced+classic"]
+        if len(top) and top["test_bacc"].notna().all():
+            gains = [paired_gain(top, base, m, labels if m == "test_acc" else None) for m in METRICS]
+            print("  real+topup+balanced+classic vs real+balanced+classic: " + "; ".join(
+                f"{m} {100 * g['mean']:+.1f} [{100 * g['lo']:+.1f}, {100 * g['hi']:+.1f}] over {g['units']} draws ({g['pairs']} pairs)"
+                for m, g in zip(METRICS, gains)))
         for arm in sorted(set(study["arm"]) - {"real", "real+classic"}):
             mine = study[study["arm"] == arm]
             if "test_bacc" not in mine or mine["test_bacc"].isna().all():
                 continue  # val-only rows
             gains = [paired_gain(ceiling, mine, m, labels if m == "test_acc" else None) for m in METRICS]
             print(f"  ceiling vs {arm}: " + "; ".join(
-                f"{m} {100 * g['mean']:+.1f} [{100 * g['lo']:+.1f}, {100 * g['hi']:+.1f}] over {g['units']} draws"
+                f"{m} {100 * g['mean']:+.1f} [{100 * g['lo']:+.1f}, {100 * g['hi']:+.1f}] over {g['units']} draws ({g['pairs']} pairs)"
                 for m, g in zip(METRICS, gains)))
 
 
