@@ -22,6 +22,9 @@ METRICS = ("acc", "auc", "bacc", "f1", "rare_recall")  # of every row where pres
 GAIN_METRICS = ("acc", "auc", "bacc")
 
 
+HEADLINE_NAMES = {"acc": "ACC", "bacc": "balanced ACC"}  # a verdict's metric, as sentences name it
+
+
 def headline_metric(select_on: str) -> str:
     """The metric of the verdict: balanced ACC when checkpoints and baselines are selected on it, else ACC."""
     return "bacc" if select_on == "bacc" else "acc"

@@ -84,7 +84,12 @@ def set_server(recipe: Recipe, amount: dict, more: bool = False):
         except UserError:  # a damaged manifest or a model gone: not a set to reuse
             return False
         have = {c: e.get("count") for c, e in manifest.get("classes", {}).items()}
-        enough = (all(have.get(c, 0) >= n for c, n in counts.items() if n) if at_least else have == counts) and (have != counts or not more)
+        if at_least:
+            enough = all(have.get(c, 0) >= n for c, n in counts.items() if n)
+        else:
+            enough = have == counts
+        if more:
+            enough = enough and have != counts
         return bool(manifest.get("complete") and manifest.get("format") == "png" and manifest.get("recipe", {}).get("generate") == wanted
                     and enough and provenance.get("device") == pick_device().type and same_models)
     return serves

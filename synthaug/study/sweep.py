@@ -28,6 +28,7 @@ from synthaug.study.levers import Value, base_dict, candidate, choose, confirm, 
 from synthaug.recipe.recipe import Recipe, recipe_from_dict
 from synthaug.recipe.sections import SubsetConfig
 from synthaug.evaluation.intervals import MIN_UNITS
+from synthaug.evaluation.summary import HEADLINE_NAMES
 from synthaug.evaluation.report import grid_name
 from synthaug.storage.rundir import checkpoint_step, safe_name
 from synthaug.study.sweepreport import render_sweep_markdown, val_by_lever_png
@@ -216,8 +217,7 @@ class _Sweep:
         else:
             metric = check.get("metric", "acc")  # the verdict's metric: balanced ACC when the choices were made on it
             g = check[f"gain_{metric}"]
-            name = {"acc": "ACC", "bacc": "balanced ACC"}[metric]
-            numbers = (f"test {name} {g['mean']:+.4f} [95 % CI {g['lo']:+.4f}, {g['hi']:+.4f}] over {g['units']} subsets no choice saw "
+            numbers = (f"test {HEADLINE_NAMES[metric]} {g['mean']:+.4f} [95 % CI {g['lo']:+.4f}, {g['hi']:+.4f}] over {g['units']} subsets no choice saw "
                        f"({answer['synthetic_arm']} vs {answer['baseline_arm']})")
             verdict = {"higher": f"Use {answer['synthetic_arm']}: {numbers}.",
                        "too few units": f"Too few independent subsets to tell: {numbers}; use {answer['baseline_arm']} until more are run."

@@ -8,6 +8,7 @@ from matplotlib.figure import Figure
 
 from synthaug.core.figures import figure_png
 from synthaug.core.formatting import fixed
+from synthaug.evaluation.summary import HEADLINE_NAMES
 
 
 def _interval(gain: dict) -> str:
@@ -53,7 +54,7 @@ def _answer_lines(answer: dict, metric: str, recipe_yaml: str | None) -> list[st
                  "were evaluated, and a gain chosen on val is measured on test only on subsets that no choice saw."]
     else:
         hm = check.get("metric", "acc")
-        name = {"acc": "ACC", "bacc": "balanced ACC"}[hm]
+        name = HEADLINE_NAMES[hm]
         headline = check[f"gain_{hm}"]
         test = (f"On {headline['units']} real subsets that no choice saw (`{answer['confirm_report']}`), test {name} "
                 f"{check.get('score', check['acc']):.4f} against {check.get('score_baseline', check['acc_baseline']):.4f}: "
