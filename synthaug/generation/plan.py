@@ -67,7 +67,7 @@ def class_targets(run: Run, per_class: int | None, ratio: float | None, balance:
     if sum(x is not None and x is not False for x in amounts) != 1:
         raise UserError("--per-class/--ratio/--balance/--per-real: give exactly one (N images per class, R times each class's real count, "
                         "top up to the largest class, or K variations of each real image)")
-    if balance is not True and balance is not False and (isinstance(balance, bool) or int(balance) != balance or balance < 1):
+    if balance is not True and balance is not False and (int(balance) != balance or balance < 1):
         raise UserError(f"--balance: expected no value (up to the largest class) or a whole number N >= 1, got {balance!r}")
     for flag, value in (("--per-class", per_class), ("--per-real", per_real)):
         if value is not None and (isinstance(value, bool) or int(value) != value or value < 0):
@@ -83,7 +83,7 @@ def class_targets(run: Run, per_class: int | None, ratio: float | None, balance:
         raise UserError(f"--classes: class(es) {unfinished} of {run.root} have no finished model yet; finish `synthaug fit` first")
     if unfinished:
         warnings.warn(f"{run.root}: no finished model for class(es) {unfinished} yet; generating the others")
-    top = max(info.counts.values()) if balance is True else balance  # a top-up's target: a class takes what it lacks
+    top = max(info.counts.values()) if balance is True else int(balance)  # a top-up's target: a class takes what it lacks
     targets = []
     for c in chosen:
         if c in unfinished:
@@ -95,7 +95,7 @@ def class_targets(run: Run, per_class: int | None, ratio: float | None, balance:
         elif ratio is not None:
             n = count_at_ratio(ratio, info.counts[c])
         else:
-            n = max(0, int(top) - info.counts[c])
+            n = max(0, top - info.counts[c])
         name = info.class_names[c]
         targets.append(ClassTarget(c, name, safe_name(name), n, info.models[c]))
     return targets

@@ -55,19 +55,17 @@ def synthetic_amount(recipe: Recipe) -> dict:
     return {"ratio": ratio} if ratio else {}  # R x each class's real count
 
 
-def drawn_alike(recipe: Recipe, folder: str, amount: dict) -> Path | None:
-    """A complete PNG set already in the recipe's run, drawn on this kind of device from its present models with the
-    recipe's generate settings and `amount` per class, under another name than `folder`; else None."""
-    serves = set_server(recipe, amount)
+def drawn_alike(recipe: Recipe, folder: str, serves) -> Path | None:
+    """A set already in the recipe's run that `serves` (a `set_server` test) under another name than `folder`; else None."""
     return next((d for d in sorted(recipe.run_dir.iterdir()) if d.is_dir() and d.name != folder and serves(d)), None)
 
 
-def set_server(recipe: Recipe, amount: dict, more: bool = False):
-    """A test of whether a folder holds a complete PNG set that serves the arms: drawn on this kind of device from the
+def set_server(recipe: Recipe, amount: dict):
+    """`serves(folder, more=False)`: whether a folder holds a complete PNG set that serves the arms: drawn on this kind of device from the
     run's present models with the recipe's generate settings, with `amount` of each class. A top-up (`balance`) is
     also served by a set with more of a class: image i of class c depends on (seed, c, i) alone, and the arm takes
     the first ones, so a set drawn to 200 of every class holds exactly the top-up to 200 as its first images.
-    `more`: only such a larger set serves."""
+    `more`: only such a larger set serves. The run's models are hashed once, whatever the number of folders tested."""
     run = open_run(recipe)
     wanted = resolve_settings(recipe.generate, recipe.diffusion.num_train_timesteps).model_dump(mode="json")
     counts = {str(t.class_idx): t.count for t in class_targets(run, amount.get("per_class"), amount.get("ratio"), amount.get("balance", False),
@@ -75,7 +73,7 @@ def set_server(recipe: Recipe, amount: dict, more: bool = False):
     at_least = bool(amount.get("balance"))
     weights_sha256 = functools.cache(lambda model_dir: model_sha256(run.dir, model_dir))  # each model read once, not once per set
 
-    def serves(folder: Path) -> bool:
+    def serves(folder: Path, more: bool = False) -> bool:
         drawn = SynthDir(folder)
         try:
             manifest = drawn.read_manifest() or {}
@@ -127,11 +125,12 @@ def experiment(recipe: Recipe, out_dir: Path | None = None, force: bool = False,
         run = fit(sub, show_progress=show_progress, wait=wait) if amount else prepare_run(sub, is_main=True)[0]
         if amount:
             out = run.root / synthetic_folder
-            alike = None if out.exists() else drawn_alike(sub, synthetic_folder, amount)
+            serves = set_server(sub, amount)
+            alike = None if out.exists() else drawn_alike(sub, synthetic_folder, serves)
             if alike is not None:
                 print(f"{out}: the images of {alike.name} (drawn with the same settings), linked", flush=True)
                 link_set(alike, out)
-            if set_server(sub, amount, more=True)(out):  # generate would rewrite it to the smaller counts
+            if serves(out, more=True):  # generate would rewrite it to the smaller counts
                 print(f"{out}: holds the top-up's images as the first of each class (drawn to more), kept", flush=True)
             else:
                 generate(sub, out=out, **amount, show_progress=show_progress, wait=wait)
