@@ -86,3 +86,30 @@ def test_balanced_batches_draw_every_class_about_equally(tiny_recipe):
         _, _, _, drawn = training_batch(recipe, job, 2, torch.Generator().manual_seed(0), "cpu")
         seen[balanced] = float((drawn == 1).float().mean())
     assert seen[False] < 0.12 and 0.4 < seen[True] < 0.6
+
+
+def test_two_sites_share_out_the_split_and_b_subsets_are_disjoint_blocks_of_the_reserve():
+    from synthaug.recipe.sections import SiteConfig
+
+    labels = labels_of([80, 60, 40, 80, 80])
+    classes = list(range(5))
+    a = subset_indices(labels, None, classes, NAMES, SiteConfig(side="A", reserve=0.5, seed=1))
+    reserve = subset_indices(labels, None, classes, NAMES, SiteConfig(side="B", reserve=0.5, seed=1))
+    assert not set(a) & set(reserve) and len(a) + len(reserve) == len(labels)
+    b = [set(subset_indices(labels, SubsetConfig(per_class=5, seed=k), classes, NAMES, SiteConfig(side="B", reserve=0.5, seed=1)))
+         for k in range(4)]
+    assert all(len(s) == 25 and s <= set(reserve) for s in b)
+    assert all(not b[i] & b[j] for i in range(4) for j in range(i + 1, 4))  # independent units: no image shared
+    # a subset of A stays inside A; another site seed shares the split out differently
+    inside = subset_indices(labels, SubsetConfig(per_class=10, seed=0), classes, NAMES, SiteConfig(side="A", reserve=0.5, seed=1))
+    assert set(inside) <= set(a)
+    assert set(subset_indices(labels, None, classes, NAMES, SiteConfig(side="A", reserve=0.5, seed=2))) != set(a)
+
+
+def test_a_b_block_past_the_reserve_is_one_line_naming_the_seed():
+    from synthaug.core.errors import UserError
+    from synthaug.recipe.sections import SiteConfig
+
+    labels = labels_of([40, 40])
+    with pytest.raises(UserError, match=r"^data.subset.seed: block 4 of 5 images of class 0 .* reserve holds 20"):
+        subset_indices(labels, SubsetConfig(per_class=5, seed=4), [0, 1], NAMES, SiteConfig(side="B", reserve=0.5))

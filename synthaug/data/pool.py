@@ -17,6 +17,7 @@ import numpy as np
 from synthaug.recipe.sections import DataConfig
 from synthaug.data.images import IMAGE_SUFFIXES, SPLITS, ImageSet, load_split, read_image
 from synthaug.core.errors import UserError
+from synthaug.data.subsets import site_order
 
 
 @dataclass
@@ -31,6 +32,8 @@ def load_pool(cfg: DataConfig, classes: list[int], labelled: np.ndarray, train: 
         return None
     if cfg.unlabeled.folder is None:
         rest = np.setdiff1d(np.flatnonzero(np.isin(train.labels, classes)), labelled)
+        if cfg.site is not None:  # the other site's images never enter this site's pool
+            rest = np.intersect1d(rest, np.concatenate(list(site_order(train.labels, cfg.site, classes).values())))
         chosen = np.sort(_draw(rest, cfg, "images of the training split outside the labelled subset"))
         return Pool(train.images[chosen], {"source": "train split", "count": int(len(chosen)), "indices": chosen.tolist()})
     root = Path(cfg.unlabeled.folder).expanduser()

@@ -8,12 +8,28 @@ import numpy as np
 
 from synthaug.core.errors import UserError
 from synthaug.data.classes import class_indices
-from synthaug.recipe.sections import SubsetConfig
+from synthaug.recipe.sections import SiteConfig, SubsetConfig
+
+# The reserve's permutation uses its own random stream, so that site seed s and subset seed s draw unrelated orders.
+_SITE_STREAM = 1_000_003
 
 
-def subset_counts(labels: np.ndarray, subset: SubsetConfig, classes: list[int], class_names: list[str] | None = None) -> dict[int, int]:
-    """How many training images of each class `subset` takes; one-line errors for counts a class cannot give."""
-    available = {c: int((labels == c).sum()) for c in classes}
+def site_order(labels: np.ndarray, site: SiteConfig, classes: list[int]) -> dict[int, np.ndarray]:
+    """Per class, the training indices of `site.side`'s part of the split: B's reserve in the order its disjoint
+    blocks are cut from, A's part sorted. The two parts of a class never share an index."""
+    parts = {}
+    for c in classes:
+        order = np.random.default_rng([site.seed, c, _SITE_STREAM]).permutation(np.flatnonzero(labels == c))
+        reserved = int(round(site.reserve * len(order)))
+        parts[c] = order[:reserved] if site.side == "B" else np.sort(order[reserved:])
+    return parts
+
+
+def subset_counts(labels: np.ndarray, subset: SubsetConfig, classes: list[int], class_names: list[str] | None = None,
+                  available: dict[int, int] | None = None) -> dict[int, int]:
+    """How many training images of each class `subset` takes; one-line errors for counts a class cannot give.
+    `available`: the images of each class it may draw from (default: the whole split)."""
+    available = available or {c: int((labels == c).sum()) for c in classes}
     class_names = class_names or [str(c) for c in range(max(classes, default=0) + 1)]
     if subset.per_class is not None:
         wanted, field = {c: subset.per_class for c in classes}, "data.subset.per_class"
@@ -34,19 +50,34 @@ def subset_counts(labels: np.ndarray, subset: SubsetConfig, classes: list[int], 
     return wanted
 
 
-def subset_indices(labels: np.ndarray, subset: SubsetConfig | None, classes: list[int], class_names: list[str] | None = None) -> np.ndarray:
+def subset_indices(labels: np.ndarray, subset: SubsetConfig | None, classes: list[int], class_names: list[str] | None = None,
+                   site: SiteConfig | None = None) -> np.ndarray:
     """Reproducible choice of training indices.
 
     Each class is drawn from its own generator seeded by (subset.seed, class), as a prefix of one permutation, so a
     smaller subset with the same seed is contained in a larger one, whatever its kind: 10 per class inside 25 per
     class, and a long tail whose counts are all below 25 inside 25 per class.
+
+    With `site` (data.site) the draw stays inside the site's part of the split. On side B, subset seed k takes the
+    k-th block of the reserve's order instead, so B's subsets of one size are disjoint, independent units.
     """
+    parts = site_order(labels, site, classes) if site is not None else {c: np.flatnonzero(labels == c) for c in classes}
     if subset is None:
-        chosen = [np.flatnonzero(labels == c) for c in classes]
+        chosen = [np.sort(parts[c]) for c in classes]
     else:
-        counts = subset_counts(labels, subset, classes, class_names)
-        chosen = [np.sort(np.random.default_rng([subset.seed, c]).permutation(np.flatnonzero(labels == c))[:counts[c]])
-                  for c in classes]
+        counts = subset_counts(labels, subset, classes, class_names, available={c: len(parts[c]) for c in classes})
+        if site is not None and site.side == "B":
+            chosen = []
+            for c in classes:
+                end = (subset.seed + 1) * counts[c]
+                if end > len(parts[c]):
+                    name = class_names[c] if class_names else c
+                    raise UserError(f"data.subset.seed: block {subset.seed} of {counts[c]} images of class {c} ({name}) needs "
+                                    f"{end} reserved images, site B's reserve holds {len(parts[c])}; raise data.site.reserve "
+                                    f"or use a smaller seed")
+                chosen.append(np.sort(parts[c][end - counts[c]:end]))
+        else:
+            chosen = [np.sort(np.random.default_rng([subset.seed, c]).permutation(parts[c])[:counts[c]]) for c in classes]
     if not chosen or sum(len(c) for c in chosen) == 0:
         raise UserError("data: the chosen classes have no training images")
     return np.sort(np.concatenate(chosen))

@@ -40,7 +40,7 @@ def prepare_run(recipe: Recipe, is_main: bool) -> tuple[RunDir, ImageSet, list[i
     run = RunDir(recipe.run_dir)
     classes = resolve_classes(recipe.data)
     train = load_split(recipe.data, "train")
-    indices = subset_indices(train.labels, recipe.data.subset, classes, train.class_names)
+    indices = subset_indices(train.labels, recipe.data.subset, classes, train.class_names, recipe.data.site)
     empty = [f"{c} ({train.class_names[c]})" for c in classes if not (train.labels[indices] == c).any()]
     if empty:  # found before any model trains, not after the others have
         raise UserError(f"data: class(es) {', '.join(empty)} have no training images; drop them with data.classes or add images")

@@ -82,7 +82,7 @@ def load_regime(run: Run, synthetic_dir: Path | None = None, need_synthetic: boo
     if classes != info.classes:
         raise UserError(f"{run.root}: trained classes {info.classes} but the evaluation data selects {classes}")
     train = load_split(recipe.data, "train")
-    real_idx = subset_indices(train.labels, recipe.data.subset, classes, train.class_names)
+    real_idx = subset_indices(train.labels, recipe.data.subset, classes, train.class_names, recipe.data.site)
     run_idx = np.asarray(info.train_indices, dtype=np.int64)
     unseen = np.setdiff1d(run_idx, real_idx)
     if unseen.size or (run_idx.size and run_idx.max() >= len(train.labels)):

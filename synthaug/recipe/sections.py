@@ -105,6 +105,17 @@ class UnlabeledConfig(_Strict):
         return self
 
 
+class SiteConfig(_Strict):
+    """One training split shared out between two sites (`data.site`), for cross-site studies: per class, a fixed
+    `reserve` fraction (drawn with `seed`) belongs to site B and the rest to site A. A's generators and classifiers see
+    only A's part; B's labelled subsets are drawn only from the reserve, as disjoint blocks (subset seed k takes block
+    k), so B's units share no image and none of them was seen by A."""
+
+    side: Literal["A", "B"]
+    reserve: float = Field(0.25, gt=0, lt=1)
+    seed: int = 0
+
+
 class DataConfig(_Strict):
     medmnist: str | None = None
     folder: Path | None = None
@@ -114,6 +125,7 @@ class DataConfig(_Strict):
     classes: list[int | str] | None = None
     subset: SubsetConfig | None = None
     unlabeled: UnlabeledConfig | None = None
+    site: SiteConfig | None = None
 
     @model_validator(mode="after")
     def _source(self):
