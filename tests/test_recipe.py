@@ -149,3 +149,39 @@ def test_a_run_recipe_with_the_removed_bootstrap_field_still_opens_with_a_warnin
     with pytest.warns(UserWarning, match="evaluate.bootstrap is no longer used"):
         recipe = recipe_from_dict(raw)
     assert "bootstrap" not in recipe.evaluate.model_dump()
+
+
+def test_a_mapping_given_with_set_replaces_the_old_one(tmp_path):
+    """`--set 'data.subset={counts: ...}'` on a recipe with data.subset.per_class: the counts alone, no complaint about
+    a per_class the user never set on the command line; dotted paths still reach into a mapping."""
+    path = tmp_path / "r.yaml"
+    path.write_text(yaml.safe_dump(with_change("data.subset", {"per_class": 5, "seed": 3})))
+    recipe = load_recipe(path, ["data.subset={counts: {0: 4, 1: 6}}"])
+    assert recipe.data.subset.counts == {0: 4, 1: 6} and recipe.data.subset.per_class is None
+    assert recipe.data.subset.seed == 0  # the old mapping's seed went with it
+    assert load_recipe(path, ["data.subset.seed=7"]).data.subset.per_class == 5  # a dotted path keeps the rest
+    nested = load_recipe(path, ["data.subset={per_class: 2}", "data.subset.seed=9"]).data.subset
+    assert (nested.per_class, nested.seed) == (2, 9)
+
+
+@pytest.mark.parametrize("path,hint", [("train.stepz", "train.stepz: unknown key (did you mean 'steps'?)"),
+                                       ("data.subset.per_clas", "data.subset.per_clas: unknown key (did you mean 'per_class'?)"),
+                                       ("evaluate.select_onn", "did you mean 'select_on'?"),
+                                       ("trian", "trian: unknown key (did you mean 'train'?)")])
+def test_unknown_keys_get_a_did_you_mean_hint(path, hint):
+    raw = with_change("data.subset", {"per_class": 5}) if path.startswith("data.subset") else BASE
+    raw = yaml.safe_load(yaml.safe_dump(raw))
+    node = raw
+    *parents, leaf = path.split(".")
+    for part in parents:
+        node = node.setdefault(part, {})
+    node[leaf] = 1
+    with pytest.raises(UserError) as err:
+        recipe_from_dict(raw, "r.yaml")
+    assert hint in str(err.value)
+
+
+def test_unknown_keys_far_from_any_field_get_no_hint():
+    with pytest.raises(UserError) as err:
+        recipe_from_dict(with_change("train.zzzzzz", 1), "r.yaml")
+    assert str(err.value) == "r.yaml: train.zzzzzz: unknown key"

@@ -6,12 +6,15 @@ entry point, and every problem it finds is a `UserError` naming the field path.
 
 from __future__ import annotations
 
+import copy
+import difflib
 import os
 import re
+import typing
 from pathlib import Path
 
 import yaml
-from pydantic import Field, ValidationError, model_validator
+from pydantic import BaseModel, Field, ValidationError, model_validator
 
 from synthaug.recipe.sections import AuditConfig, DataConfig, DiffusionConfig, EvaluateConfig, GenerateConfig, ModelConfig, SweepConfig, TrainConfig, _Strict
 from synthaug.core.errors import UserError
@@ -56,7 +59,8 @@ def _describe(err: dict) -> str:
     loc = ".".join(str(p) for p in err["loc"])
     kind = err["type"]
     if kind == "extra_forbidden":
-        return f"{loc}: unknown key"
+        close = difflib.get_close_matches(str(err["loc"][-1]), _known_keys(err["loc"][:-1]), n=1)
+        return f"{loc}: unknown key" + (f" (did you mean {close[0]!r}?)" if close else "")
     if kind == "missing":
         return f"{loc}: required field is missing"
     msg = err["msg"].removeprefix("Value error, ")
@@ -68,30 +72,47 @@ def _describe(err: dict) -> str:
     return f"{loc + ': ' if loc else ''}{msg}{shown}"
 
 
-def parse_overrides(pairs: list[str]) -> dict:
-    """Turn `["train.steps=200", "model.block_out_channels=[8,16]"]` into a nested dict (values parsed as YAML)."""
-    nested: dict = {}
+def _known_keys(loc: tuple) -> list[str]:
+    """The field names of the recipe section at `loc` (e.g. ("data", "subset")); none where `loc` is no section."""
+    section: type[BaseModel] | None = Recipe
+    for part in loc:
+        field = section.model_fields.get(str(part)) if section else None
+        section = _section_type(field.annotation) if field else None
+    return list(section.model_fields) if section else []
+
+
+def _section_type(annotation) -> type[BaseModel] | None:
+    """The recipe section a field holds (`SubsetConfig | None` -> SubsetConfig), None for a plain value."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    return next((t for t in map(_section_type, typing.get_args(annotation)) if t), None)
+
+
+def parse_overrides(pairs: list[str]) -> list[tuple[list[str], object]]:
+    """Turn `["train.steps=200", "model.block_out_channels=[8,16]"]` into (field path, value) pairs, values parsed as YAML."""
+    parsed = []
     for pair in pairs:
         key, sep, raw = pair.partition("=")
         if not sep or not key or any(not part for part in key.split(".")):
             raise UserError(f"--set {pair!r}: expected FIELD.PATH=VALUE, e.g. train.steps=200")
-        node = nested
-        *parents, leaf = key.split(".")
-        for part in parents:
-            node = node.setdefault(part, {})
-            if not isinstance(node, dict):
-                raise UserError(f"--set {pair!r}: {part} is set twice")
         try:
-            node[leaf] = yaml.safe_load(raw) if raw != "" else None
+            parsed.append((key.split("."), yaml.safe_load(raw) if raw != "" else None))
         except yaml.YAMLError:
             raise UserError(f"--set {pair!r}: the value is not valid YAML (quote it, e.g. {key}='[1, 2]')") from None
-    return nested
+    return parsed
 
 
-def _merge(base: dict, over: dict) -> dict:
-    out = dict(base)
-    for key, value in over.items():
-        out[key] = _merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+def apply_overrides(raw: dict, pairs: list[str]) -> dict:
+    """`raw` with each `--set FIELD.PATH=VALUE` applied in order. The value replaces what was at the path, a mapping
+    included: `data.subset={counts: ...}` drops the recipe's `data.subset.per_class`; `data.subset.seed=1` keeps it."""
+    out = copy.deepcopy(raw)
+    for path, value in parse_overrides(pairs):
+        node = out
+        for part in path[:-1]:
+            if not isinstance(node.get(part), dict):
+                node[part] = {}
+            node = node[part]
+        node[path[-1]] = value
     return out
 
 
@@ -126,7 +147,7 @@ def load_recipe(path: str | Path, overrides: list[str] | None = None) -> Recipe:
     if overrides:
         if not isinstance(raw, dict):
             raise UserError(f"{path}: expected a YAML mapping at the top level")
-        raw = _merge(raw, parse_overrides(overrides))
+        raw = apply_overrides(raw, overrides)
     return recipe_from_dict(raw, str(path))
 
 
