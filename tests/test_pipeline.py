@@ -106,14 +106,27 @@ def test_per_class_models_and_folders_saved_by_the_pipeline(tmp_path):
     assert images.shape == (3, 8, 8, 1)
     ddpm = pipe(sampler="ddpm", num_inference_steps=3, generator=[torch.Generator().manual_seed(0)], output_type="np").images
     assert ddpm.shape == (1, 8, 8, 1)
-    # plain diffusers still reads fit's folders; a folder the pipeline saves names it and loads back the same weights
+    # plain diffusers reads fit's folders, and the folders the pipeline saves (the same layout): same weights both ways
     assert type(DiffusionPipeline.from_pretrained(str(run.model("00_a")))) is DDPMPipeline
     pipe.save_pretrained(str(tmp_path / "saved"))
-    assert json.loads((tmp_path / "saved/model_index.json").read_text())["_class_name"] == "SynthaugPipeline"
+    plain = DiffusionPipeline.from_pretrained(str(tmp_path / "saved"))
+    assert type(plain) is DDPMPipeline and plain(batch_size=1, num_inference_steps=2, output_type="np").images.shape == (1, 8, 8, 1)
     again = load(tmp_path / "saved")
-    assert all(torch.equal(a, b) for a, b in zip(pipe.unet.state_dict().values(), again.unet.state_dict().values()))
+    for loaded in (plain, again):
+        assert all(torch.equal(a, b) for a, b in zip(pipe.unet.state_dict().values(), loaded.unet.state_dict().values()))
     assert np.array_equal(again(num_images=3, sampler="ddim", num_inference_steps=3, generator=torch.Generator().manual_seed(0),
                                 output_type="np").images, images)
+
+
+def test_a_saved_class_conditional_pipeline_opens_with_diffusers_own_loader(trained_run, tmp_path):
+    pipe = load(trained_run.model("all"))
+    pipe.save_pretrained(str(tmp_path / "saved"))
+    plain = DiffusionPipeline.from_pretrained(str(tmp_path / "saved"))  # diffusers' loader, no synthaug class named
+    assert plain.unet.config.num_class_embeds == 3 and type(plain.scheduler).__name__ == "DDPMScheduler"
+    assert all(torch.equal(a, b) for a, b in zip(pipe.unet.state_dict().values(), plain.unet.state_dict().values()))
+    again = load(tmp_path / "saved")
+    draw = lambda p: p(class_labels=[0, 1], num_inference_steps=10, generator=torch.Generator().manual_seed(0), output_type="np").images  # noqa: E731
+    assert np.array_equal(draw(again), draw(pipe))
 
 
 def test_bad_arguments_are_refused_before_sampling(tmp_path):
@@ -122,11 +135,15 @@ def test_bad_arguments_are_refused_before_sampling(tmp_path):
         single(class_labels=[0])
     with pytest.raises(ValueError, match="guidance_scale applies to class-conditional"):
         single(guidance_scale=2.0)
+    with pytest.raises(ValueError, match="num_images must be a whole number >= 1, got 0"):
+        single(num_images=0)
     cond = load(untrained_run(tmp_path / "c", names=("a", "b"), conditioning="class_conditional").model("all"))
     for kwargs, message in [
         ({}, "class_labels are required"),
         ({"class_labels": [0, 2]}, r"class indices in 0\.\.1, got \[2\]"),  # 2 is the null class
         ({"class_labels": [0, 1], "num_images": 3}, "does not match"),
+        ({"class_labels": [0], "num_images": 0}, r"^num_images must be a whole number >= 1, got 0$"),
+        ({"class_labels": [0], "num_images": 1.5}, r"^num_images must be a whole number >= 1, got 1\.5$"),
         ({"class_labels": [0, 1], "generator": [torch.Generator()]}, "1 generators for 2 images"),
         ({"class_labels": [0], "sampler": "euler"}, "sampler must be one of"),
         ({"class_labels": [0], "output_type": "latent"}, "output_type must be one of"),

@@ -6,7 +6,8 @@
 `fit` saves each model as diffusers' `DDPMPipeline` layout (model_index.json, unet/, scheduler/); loading it through this
 subclass keeps the folder's components (UNet2DModel, the training DDPMScheduler) and swaps only the sampling, which is
 `sampling.denoise`, the loop `generate` uses: the same model, sampler, steps, guidance and per-image generators give
-`generate`'s pixels (on CPU, for the same batch of 16 consecutive indices: see generate.BLOCK_SIZE).
+`generate`'s pixels (on CPU, for the same batch of 16 consecutive indices: see generate.BLOCK_SIZE). `save_pretrained`
+writes that same layout, so diffusers' own `DiffusionPipeline.from_pretrained` opens every folder (as DDPMPipeline).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from collections.abc import Sequence
 
 import numpy as np
 import torch
-from diffusers import DiffusionPipeline, ImagePipelineOutput, UNet2DModel
+from diffusers import DDPMPipeline, DiffusionPipeline, ImagePipelineOutput, UNet2DModel
 from diffusers.schedulers.scheduling_utils import SchedulerMixin
 from PIL import Image
 
@@ -44,6 +45,12 @@ class SynthaugPipeline(DiffusionPipeline):
     def num_classes(self) -> int | None:
         """The classes of a class-conditional model (its null class is this index), None for a one-class model."""
         return null_class(self.unet)
+
+    def save_pretrained(self, save_directory, **kwargs) -> None:
+        """Save in the layout `fit` writes (diffusers' DDPMPipeline: model_index.json, unet/, scheduler/): diffusers'
+        `DiffusionPipeline.from_pretrained` opens it as DDPMPipeline, this class's `from_pretrained` as a SynthaugPipeline.
+        (Named SynthaugPipeline, model_index.json would name a class that diffusers does not have.)"""
+        DDPMPipeline(unet=self.unet, scheduler=self.scheduler).save_pretrained(save_directory, **kwargs)
 
     @torch.no_grad()
     def __call__(
@@ -75,10 +82,10 @@ class SynthaugPipeline(DiffusionPipeline):
             raise ValueError(f"sampler must be one of {SAMPLERS}, got {sampler!r}")
         if output_type not in OUTPUT_TYPES:
             raise ValueError(f"output_type must be one of {OUTPUT_TYPES}, got {output_type!r}")
+        if num_images is not None and (isinstance(num_images, bool) or int(num_images) != num_images or num_images < 1):
+            raise ValueError(f"num_images must be a whole number >= 1, got {num_images}")
         labels = self._labels(class_labels, num_images)
         n = len(labels) if labels is not None else 1 if num_images is None else int(num_images)
-        if n < 1:
-            raise ValueError(f"num_images must be at least 1, got {num_images}")
         if guidance_scale != 1.0 and labels is None:
             raise ValueError("guidance_scale applies to class-conditional models only (this model has one class)")
         train_steps = self.scheduler.config.num_train_timesteps
