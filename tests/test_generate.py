@@ -199,6 +199,11 @@ def test_amounts(run, tmp_path):
     assert [t.count for t in class_targets(run, None, None, 12)] == [2, 8]
     assert [t.class_idx for t in class_targets(run, 3, None, False, ["../odd/.name"])] == [1]
     assert [t.class_idx for t in class_targets(run, 3, None, False, ["0"])] == [0]
+    # None is "not given", like the other amounts (the Python API's natural default), never a TypeError
+    assert [t.count for t in class_targets(run, 3, None, None)] == [3, 3]
+    assert [t.count for t in class_targets(run, None, 0.5, None)] == [5, 2]
+    with pytest.raises(UserError, match="give exactly one"):
+        class_targets(run, None, None, None)
 
 
 def _error_line(capsys, argv) -> str:

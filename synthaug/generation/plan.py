@@ -58,11 +58,12 @@ def pick_classes(requested, info: ClassesInfo) -> list[int]:
     return class_indices(requested, info.class_names, "--classes", known=info.classes, holder="the run")
 
 
-def class_targets(run: Run, per_class: int | None, ratio: float | None, balance: bool | int, classes=None,
+def class_targets(run: Run, per_class: int | None, ratio: float | None, balance: bool | int | None, classes=None,
                   per_real: int | None = None) -> list[ClassTarget]:
     """How many images each class gets: N each (--per-class), R times its real count (--ratio), up to the largest
     class (--balance) or up to N images in all (--balance N: none for a class already at N), or K per real image
-    (--per-real, variations only)."""
+    (--per-real, variations only). An amount of None (`balance` also False) is not given."""
+    balance = False if balance is None else balance
     amounts = (per_class, ratio, balance, per_real)
     if sum(x is not None and x is not False for x in amounts) != 1:
         raise UserError("--per-class/--ratio/--balance/--per-real: give exactly one (N images per class, R times each class's real count, "
