@@ -156,7 +156,7 @@ def _evaluate_args(p: argparse.ArgumentParser) -> None:
                    help="run directory, one per regime and subset (repeatable), e.g. --run runs/pneumo-50pc --run runs/pneumo-full")
     p.add_argument("runs", nargs="*", metavar="RUN", help=argparse.SUPPRESS)  # the older form, `evaluate RUN [RUN ...]`
     p.add_argument("--synthetic", action="append", metavar="DIR", help="synthetic set of each run, in the order of --run (default <run>/synthetic)")
-    _add_report(p, "report folder (default reports/<name of the first run>)")
+    _add_report(p, "report folder (default <first run>/report)")
     _add_set(p, "--set evaluate.seeds=[0,1,2]", "the runs' recipes")
     _add_data_root(p)
     _add_no_progress(p)
@@ -173,8 +173,8 @@ def cmd_evaluate(args) -> None:
     if not args.run:
         raise UserError("give at least one run directory: --run DIR (repeatable, one per regime)")
     runs = [open_run(Path(run), _overrides(args)) for run in args.run]
-    out = args.out or f"reports/{Path(args.run[0]).name}"
-    evaluate(runs, Path(out), args.synthetic, args.force, not args.no_progress, _command_line(args),
+    out = Path(args.out) if args.out else Path(args.run[0]) / "report"  # beside the run, never in the current folder
+    evaluate(runs, out, args.synthetic, args.force, not args.no_progress, _command_line(args),
              Path(args.cache) if args.cache else None, wait=args.wait)
 
 

@@ -75,6 +75,15 @@ def test_one_process_is_not_refused(monkeypatch, eval_run, tmp_path):
     assert main(argv) == 0 and (tmp_path / "out" / "report.md").is_file()
 
 
+def test_evaluate_writes_under_the_run_by_default_and_says_where(eval_run, tmp_path, monkeypatch, capsys):
+    """Without --out, the report goes to <first run>/report, never into a reports/ of the current folder."""
+    monkeypatch.chdir(tmp_path)
+    run = eval_run("tiny", 4)
+    assert main(["evaluate", "--run", str(run), "--no-progress", "--set", "evaluate.seeds=[0]", "--set", "evaluate.arms=[real]"]) == 0
+    assert (run / "report" / "report.md").is_file() and not (tmp_path / "reports").exists()
+    assert f"report: {run / 'report' / 'report.md'}" in capsys.readouterr().out
+
+
 def test_report_makes_an_evaluate_report_again_from_its_results(eval_run, tmp_path, capsys):
     """`synthaug report DIR` recomputes the statistics from results.json, trains nothing, and prints the verdict."""
     from synthaug.cli import main
