@@ -60,3 +60,53 @@ def test_one_writer_per_folder(tmp_path):
     with FolderLock(tmp_path / "f", "audit"):
         pass
     assert (tmp_path / "f" / ".synthaug.lock").read_text() == ""
+
+
+class Killed(BaseException):
+    """Stands for a kill -9: nothing after it runs."""
+
+
+def test_a_kill_inside_replace_dir_is_recovered_by_the_next_call_or_clean_up(tmp_path, monkeypatch):
+    import synthaug.storage.files as files_module
+
+    target = tmp_path / "models" / "all"
+
+    def filled(text: str):
+        folder = files_module.temp_dir_beside(target)
+        (folder / "w.bin").write_text(text)
+        return folder
+
+    def kill_at(function: str, call: int):
+        real, calls = getattr(files_module.os if function == "replace" else files_module.shutil, function), []
+
+        def killed(*args, **kwargs):
+            calls.append(1)
+            if len(calls) == call:
+                raise Killed
+            return real(*args, **kwargs)
+
+        monkeypatch.setattr(files_module.os if function == "replace" else files_module.shutil, function, killed)
+
+    def entries() -> list[str]:
+        return sorted(p.name for p in target.parent.iterdir())
+
+    files_module.replace_dir(filled("first"), target)
+    for recover in ("clean-up", "next call"):
+        kill_at("replace", 2)  # between the two renames: the old version moved aside, the new one not yet in place
+        with pytest.raises(Killed):
+            files_module.replace_dir(filled("second"), target)
+        monkeypatch.undo()
+        assert not target.exists() and ".all.old" in entries()
+        if recover == "clean-up":  # what fit runs under its lock before any work: the old version comes back
+            files_module.remove_stale_temps(target.parent)
+            assert entries() == ["all"] and (target / "w.bin").read_text() == "first"
+        else:
+            files_module.replace_dir(filled("third"), target)
+            files_module.remove_stale_temps(target.parent)
+            assert entries() == ["all"] and (target / "w.bin").read_text() == "third"
+    kill_at("rmtree", 1)  # after both renames, before the old version is deleted: the new one stands
+    with pytest.raises(Killed):
+        files_module.replace_dir(filled("fourth"), target)
+    monkeypatch.undo()
+    files_module.remove_stale_temps(target.parent)
+    assert entries() == ["all"] and (target / "w.bin").read_text() == "fourth"

@@ -67,12 +67,20 @@ def temp_dir_beside(path: Path) -> Path:
     return tmp
 
 
+def _moved_aside(path: Path) -> Path:
+    """Where `replace_dir` keeps the version it replaces until the new one is in place."""
+    return path.with_name(f".{path.name}.old")
+
+
 def replace_dir(tmp: Path, path: Path) -> None:
-    """Move a filled temporary directory to `path`, replacing what was there."""
+    """Move a filled temporary directory to `path`, replacing what was there.
+
+    Two renames (the old version aside, the new one in): a kill between them leaves no `path`, only `.<name>.old`, which
+    the next call or `remove_stale_temps` puts back (`recover_dir`), so `path` is always a whole version, old or new."""
     path = Path(path)
+    recover_dir(path)
     if path.exists():
-        old = path.with_name(f".{path.name}.old")
-        shutil.rmtree(old, ignore_errors=True)
+        old = _moved_aside(path)
         os.replace(path, old)
         os.replace(tmp, path)
         shutil.rmtree(old, ignore_errors=True)
@@ -80,13 +88,28 @@ def replace_dir(tmp: Path, path: Path) -> None:
         os.replace(tmp, path)
 
 
+def recover_dir(path: Path) -> None:
+    """Finish a `replace_dir` into `path` that a crash interrupted: killed between its renames, the old version comes back
+    (the new one is a stale temporary directory); killed after them, the old version is deleted."""
+    old = _moved_aside(Path(path))
+    if not old.is_dir():
+        return
+    if Path(path).exists():
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(old, path)
+
+
 def remove_stale_temps(directory: Path) -> None:
-    """Delete temporary files and directories left by a crash (`.<name>.*.tmp`)."""
+    """Delete temporary files and directories left by a crash (`.<name>.*.tmp`), and recover each `replace_dir` it
+    interrupted (`.<name>.old`)."""
     directory = Path(directory)
     if not directory.is_dir():
         return
     for item in directory.glob(".*.tmp"):
         shutil.rmtree(item, ignore_errors=True) if item.is_dir() else item.unlink(missing_ok=True)
+    for old in directory.glob(".*.old"):
+        recover_dir(old.with_name(old.name[1:-len(".old")]))
 
 
 class FolderLock:
