@@ -102,7 +102,11 @@ def test_per_class_copy_rate_and_label_fidelity_show_the_class_that_fails(blob_r
     assert "| malignant | 30 | 8 | 4 (50.00 %) |" in markdown
     assert f"| normal, benign | 8 | {benign['own_class']} ({100 * benign['own_class_fraction']:.2f} %) |" in markdown
     assert "selected on real val" in markdown and f"real val accuracy is {judge['val_acc']:.3f}" in markdown
-    assert read_audit_summary(folder)["label_fidelity"] == fidelity["overall"]["own_class_fraction"]
+    summary = read_audit_summary(folder)
+    assert summary["label_fidelity"] == fidelity["overall"]["own_class_fraction"]
+    assert summary["label_fidelity_real_val"] == fidelity["overall"]["real_val_own_class_fraction"]
+    assert summary["label_fidelity_lowest"] == {"class": "normal, benign", "synthetic": benign["own_class_fraction"],
+                                                "real_val": benign["real_val_own_class_fraction"]}
 
 
 def test_a_run_of_some_classes_of_a_dataset_audits_and_filters(tmp_path):

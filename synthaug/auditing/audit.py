@@ -371,6 +371,19 @@ def _metadata_digest(folder: Path) -> str:
     return hashlib.sha256(SynthDir(folder).metadata.read_bytes()).hexdigest()
 
 
+def _label_fidelity_summary(labels: dict | None) -> dict:
+    """read_audit_summary's label fidelity: overall, on real val, and the class where the synthetic share is lowest
+    (None values for audits made before label fidelity existed)."""
+    if not labels:
+        return {"label_fidelity": None, "label_fidelity_real_val": None, "label_fidelity_lowest": None}
+    rows = {name: row for name, row in labels["per_class"].items() if row["n_synthetic"]}
+    name = min(rows, key=lambda n: rows[n]["own_class_fraction"], default=None)
+    return {"label_fidelity": labels["overall"]["own_class_fraction"],
+            "label_fidelity_real_val": labels["overall"]["real_val_own_class_fraction"],
+            "label_fidelity_lowest": None if name is None else {
+                "class": name, "synthetic": rows[name]["own_class_fraction"], "real_val": rows[name]["real_val_own_class_fraction"]}}
+
+
 def read_audit_summary(synthetic_dir: str | Path) -> dict | None:
     """The headline numbers of a synthetic set's audit.json (for other reports), or None when it has not been audited.
 
@@ -394,6 +407,6 @@ def read_audit_summary(synthetic_dir: str | Path) -> dict | None:
         "real_val_over_threshold": mem["real_val_over_threshold"],
         "real_test_over_threshold": mem.get("real_test_over_threshold"),
         "calibration_split": report["settings"].get("calibration_split", "test"),  # audits before the fix calibrated on test
-        "label_fidelity": (report.get("label_fidelity") or {}).get("overall", {}).get("own_class_fraction"),
+        **_label_fidelity_summary(report.get("label_fidelity")),
         "copy_quantile": report["settings"]["copy_quantile"],
     }

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from synthaug.core.formatting import mean_std, significant
+from synthaug.core.formatting import mean_std, percent, significant
 from synthaug.evaluation.intervals import MIN_UNITS
 from synthaug.evaluation.summary import headline_metric
 
@@ -17,10 +17,10 @@ LABELS = {"acc": "ACC", "auc": "AUC", "bacc": "BACC", "f1": "macro-F1", "rare_re
 
 
 def gain_ci(entry: dict, m: str) -> str:
-    """A gain with its interval and its verdict, as two table cells; a loss is never shown as good news."""
+    """A gain in points with its interval and its verdict, as two table cells; a loss is never shown as good news."""
     lo, hi = entry[f"d{m}_lo"], entry[f"d{m}_hi"]
-    interval = "[no interval: one subset]" if math.isnan(lo) else f"[{lo:+.3f}, {hi:+.3f}]"
-    return (f"{entry[f'd{m}']:+.3f} {interval} | "
+    interval = "[no interval: one subset]" if math.isnan(lo) else f"[{100 * lo:+.1f}, {100 * hi:+.1f}]"
+    return (f"{100 * entry[f'd{m}']:+.1f} {interval} | "
             f"{VERDICT_WORDS.get(entry.get(f'd{m}_verdict'), entry.get(f'd{m}_verdict', ''))}")
 
 
@@ -122,7 +122,7 @@ def render_evaluate_report(results: dict, notes: str | None = None) -> str:
                      + " | ".join(mean_std(s[f"{m}_mean"], s[f"{m}_std"]) for m in shown) + " |")
     gained = gain_metrics(results)
     lines += ["", "## Gain over the baselines", "", *interval_note(results), "",
-              "| regime | arm | vs | subsets (pairs) | " + " | ".join(f"Δ{LABELS[m]} [95 % CI] | verdict" for m in gained) + " |",
+              "| regime | arm | vs | subsets (pairs) | " + " | ".join(f"Δ{LABELS[m]}, points [95 % CI] | verdict" for m in gained) + " |",
               "|---|---|---|---|" + "---|---|" * len(gained)]
     for g in results["gains"]:
         if not g.get("best_baseline"):
@@ -198,7 +198,7 @@ def _best_baseline_lines(results: dict) -> list[str]:
              "Per regime, the arm without synthetic data (`real`, `real+classic`, a re-balancing arm such as `real+balanced`, "
              "or self-training `real+pseudo` on the unlabeled pool) with the highest mean val "
              f"{next(iter(best.values()))['select_on'].upper()}; test never enters the choice.", "",
-             "| regime | best baseline (val) | arm | subsets (pairs) | " + " | ".join(f"Δ{LABELS[m]} [95 % CI] | verdict" for m in gained) + " |",
+             "| regime | best baseline (val) | arm | subsets (pairs) | " + " | ".join(f"Δ{LABELS[m]}, points [95 % CI] | verdict" for m in gained) + " |",
              "|---|---|---|---|" + "---|---|" * len(gained)]
     for g in results["gains"]:
         if g.get("best_baseline"):
@@ -220,15 +220,29 @@ def _audit_lines(regimes: list[dict]) -> list[str]:
     audited = [r for r in regimes if r.get("audit")]
     if not audited:
         return lines + ["Not audited: run `synthaug audit --run RUN` for each run, then evaluate again to include it here."]
-    lines += ["| regime | Fréchet distance | precision | recall | density | coverage | near-copies (real val over threshold) |",
-              "|---|---|---|---|---|---|---|"]
+    lines += ["Near-copies: synthetic images over their class's copy threshold, and the share of real val images over it. "
+              "Label fidelity: the share of synthetic images the audit's judge (a classifier trained on the run's real training "
+              "images) assigns to their own class, beside its share on real val images and the class where it is lowest "
+              "(audit.md has every class).", "",
+              "| regime | Fréchet distance | precision | recall | density | coverage | near-copies (real val over threshold) "
+              "| label fidelity (real val) |",
+              "|---|---|---|---|---|---|---|---|"]
     for r in regimes:
         a = r.get("audit")
         if not a:
-            lines.append(f"| {r['regime']} (subset seed {r['subset_seed']}) | not audited | | | | | |")
+            lines.append(f"| {r['regime']} (subset seed {r['subset_seed']}) | not audited | | | | | | |")
             continue
         cells = [" / ".join(significant(a[f"{m}_{c}"], 3) for c in ("synthetic", "test", "val")) for m in ("fd", "precision", "recall", "density", "coverage")]
-        copies = f"{a['flagged']} ({significant(a['flagged_fraction'], 3)}; real val {significant(a['real_val_over_threshold'], 3)})"
+        copies = f"{a['flagged']} ({percent(a['flagged_fraction'])}; real val {percent(a['real_val_over_threshold'])})"
         stale = " **(set changed since the audit)**" if a["stale"] else ""
-        lines.append(f"| {r['regime']} (subset seed {r['subset_seed']}){stale} | " + " | ".join(cells) + f" | {copies} |")
+        lines.append(f"| {r['regime']} (subset seed {r['subset_seed']}){stale} | " + " | ".join(cells) + f" | {copies} | {_label_fidelity(a)} |")
     return lines
+
+
+def _label_fidelity(audit: dict) -> str:
+    """The label-fidelity cell of a regime's audit; n/a for audits summarised before it was recorded."""
+    if audit.get("label_fidelity") is None:
+        return "n/a"
+    lowest = audit.get("label_fidelity_lowest")
+    worst = f"; lowest: {lowest['class']} {percent(lowest['synthetic'])}, real val {percent(lowest['real_val'])}" if lowest else ""
+    return f"{percent(audit['label_fidelity'])} (real val {percent(audit.get('label_fidelity_real_val'))}{worst})"
