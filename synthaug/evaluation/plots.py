@@ -12,9 +12,13 @@ from synthaug.evaluation.summary import unit_values
 
 
 def accuracy_vs_size_png(results: dict) -> bytes:
+    return figure_png(accuracy_vs_size_figure(results))
+
+
+def accuracy_vs_size_figure(results: dict) -> Figure:
     """Test ACC, AUC (and balanced ACC where the rows have it) of every arm: against real training-set size, one line
     per arm, when the regimes differ in size; as one point per arm when they do not. Means over subsets (seeds
-    averaged), bars: 95 % t interval over subsets."""
+    averaged), bars: 95 % t interval over subsets, where a point has two or more; the title says which."""
     table, split = pd.DataFrame(results["rows"]), results.get("split", "test")
     one_size = table["n_real"].nunique() == 1
     metrics = ["acc", "auc", *(["bacc"] if f"{split}_bacc" in table and table[f"{split}_bacc"].notna().any() else [])]
@@ -44,8 +48,18 @@ def accuracy_vs_size_png(results: dict) -> bytes:
         ax.grid(alpha=0.3)
     if not one_size:
         axes[0].legend(fontsize=7)
-    figure.suptitle(f"{results['data']['source']}: mean over subsets, bars = 95 % t interval over subsets")
-    return figure_png(figure)
+    figure.suptitle(f"{results['data']['source']}: mean over subsets; {_bars_said(table)}")
+    return figure
+
+
+def _bars_said(table: pd.DataFrame) -> str:
+    """What the interval bars of the figure are, from the subsets behind each point (one subset: no interval)."""
+    units = table.groupby(["arm", "n_real"])["subset_seed"].nunique()
+    lo, hi = int(units.min()), int(units.max())
+    if hi < 2:
+        return "one subset per point: no interval bars"
+    counted = f"{lo} subsets" if lo == hi else f"{max(lo, 2)}-{hi} subsets"
+    return f"bars: 95 % t interval over {counted}" + (" (none where a point has one subset)" if lo < 2 else "")
 
 
 def real_beside_synthetic_png(real, synthetic, classes: list[int], class_names: list[str], title: str, per_class: int = 8) -> bytes:
