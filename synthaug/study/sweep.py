@@ -46,7 +46,7 @@ def sweep(recipe: Recipe, out_dir: Path | None = None, force: bool = False, show
     fits, generates and evaluates). One process: refused under a several-process `accelerate launch`, before any work."""
     check_one_process("sweep")
     if recipe.sweep is None:
-        raise UserError(f"{recipe.name}: the recipe has no sweep: section (its levers and their values; see README, synthaug sweep)")
+        raise UserError(f"{recipe.name}: the recipe has no sweep: section (its levers and their values; see docs/evaluate.md, synthaug sweep)")
     out = Path(out_dir or f"reports/{recipe.name}-sweep")
     with FolderLock(out, "sweep", wait):
         return _Sweep(recipe, out, force, show_progress, command, Path(cache_dir or out / "cache"), wait).run()
