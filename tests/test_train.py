@@ -105,6 +105,29 @@ def test_resumed_run_ends_with_the_weights_of_an_uninterrupted_one(tiny_recipe, 
     assert resumed_metrics.groupby("class").size().tolist() == [6, 6]  # no duplicated rows after resuming
 
 
+class Killed(BaseException):
+    """Stands for a kill -9: nothing after it runs."""
+
+
+def test_a_kill_right_after_a_model_is_saved_loses_no_metrics_rows(tiny_recipe, monkeypatch):
+    real_replace = train_module.replace_dir
+
+    def replace_then_kill(tmp, path):
+        real_replace(tmp, path)
+        if path.parent.name == "models":  # the model is in place, so finished: a rerun skips it
+            raise Killed
+
+    monkeypatch.setattr(train_module, "replace_dir", replace_then_kill)
+    recipe = tiny_recipe("killed", train={"steps": 4, "checkpoint_every": 2})
+    with pytest.raises(Killed):
+        fit(recipe, show_progress=False)
+    monkeypatch.setattr(train_module, "replace_dir", real_replace)
+    run = RunDir(recipe.run_dir)
+    assert run.is_finished("00_malignant")
+    fit(recipe, show_progress=False)
+    assert pd.read_csv(run.metrics).groupby("class")["step"].apply(list).to_dict() == {0: [1, 2, 3, 4], 1: [1, 2, 3, 4]}
+
+
 @contextlib.contextmanager
 def sigint_after_optimizer_step(n: int):
     """Ctrl-C right after the `n`-th optimizer step: the weights have moved, the LR schedule and EMA not yet."""

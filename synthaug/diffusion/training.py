@@ -20,7 +20,7 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 from accelerate import Accelerator
-from diffusers import DDPMPipeline, DDPMScheduler, UNet2DModel
+from diffusers import DDPMScheduler, UNet2DModel
 from diffusers.optimization import get_cosine_schedule_with_warmup
 from diffusers.training_utils import EMAModel
 from tqdm.auto import tqdm
@@ -28,8 +28,10 @@ from tqdm.auto import tqdm
 from synthaug.core.errors import UserError
 from synthaug.diffusion.unet import build_noise_scheduler, build_unet
 from synthaug.diffusion.monitor import Monitor
+from synthaug.diffusion.pipeline import SynthaugPipeline
 from synthaug.diffusion.objective import min_snr_weight, training_batch
 from synthaug.diffusion.jobs import Job, make_jobs, prepare_run
+from synthaug.diffusion.privacy import EPSILON_COLUMN, PrivateTraining, check_private_fit, make_private
 from synthaug.recipe.recipe import Recipe
 from synthaug.storage.cards import write_model_card
 from synthaug.storage.files import FolderLock, atomic_write_json, atomic_write_text, remove_stale_temps, replace_dir, temp_dir_beside
@@ -76,7 +78,8 @@ def _write_metrics(run: RunDir, job: Job, rows: list[dict], keep_until: int) -> 
     old = pd.read_csv(run.metrics) if run.metrics.is_file() else pd.DataFrame(columns=METRIC_COLUMNS)
     mine = old["class"] == job.class_idx
     kept = old[~mine | (old["step"] <= keep_until)]
-    table = pd.concat([kept, pd.DataFrame(rows, columns=METRIC_COLUMNS)], ignore_index=True) if rows else kept
+    private = [EPSILON_COLUMN] if EPSILON_COLUMN in old.columns or any(EPSILON_COLUMN in row for row in rows) else []
+    table = pd.concat([kept, pd.DataFrame(rows, columns=METRIC_COLUMNS + private)], ignore_index=True) if rows else kept
     atomic_write_text(run.metrics, table.to_csv(index=False))
 
 
@@ -105,6 +108,7 @@ class Training:
     lr_schedule: torch.optim.lr_scheduler.LRScheduler
     start: int = 0
     rows: list[dict] = field(default_factory=list)
+    private: PrivateTraining | None = None  # train.privacy: DP-SGD's sampling, noise and accountant
 
 
 class StopRequest:
@@ -157,6 +161,8 @@ def train_job(recipe: Recipe, run: RunDir, job: Job, num_classes: int, class_nam
             loss = train_step(t, step)
             done = step + 1
             log_metrics(t, done, loss, images_per_s=images_per_step / (time.perf_counter() - tick))
+            if t.private is not None:
+                t.rows[-1][EPSILON_COLUMN] = t.private.after_step(done)
             bar.set_postfix(loss=f"{loss:.4f}", img_s=f"{t.rows[-1]['images_per_s']:.1f}")
             bar.update(1)
             maybe_sample_grid(t, done)
@@ -166,6 +172,8 @@ def train_job(recipe: Recipe, run: RunDir, job: Job, num_classes: int, class_nam
                     save_checkpoint(t, done)
                 raise KeyboardInterrupt
     wall = time.perf_counter() - began
+    if t.private is not None:
+        t.private.close()
     finish_job(t)
     return report(t, class_name, loss, wall, images_per_step)
 
@@ -175,6 +183,8 @@ def build_training(recipe: Recipe, run: RunDir, job: Job, num_classes: int, moni
     Accelerator that checkpoints the schedule and the EMA weights with the model and optimizer."""
     cfg = recipe.train
     accelerator = make_accelerator(recipe)
+    if cfg.privacy is not None:
+        check_private_fit(recipe, accelerator.num_processes)
     torch.manual_seed(int(seeded_generator(cfg.seed, job.class_idx).initial_seed()))
     unet = build_unet(recipe.model, job.images.shape[1], num_classes)
     noise_scheduler = build_noise_scheduler(recipe.diffusion)
@@ -183,10 +193,15 @@ def build_training(recipe: Recipe, run: RunDir, job: Job, num_classes: int, moni
     ema = EMAModel(unet.parameters(), decay=cfg.ema_decay, model_cls=UNet2DModel, model_config=unet.config)
     optimizer = torch.optim.AdamW(unet.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     lr_schedule = get_cosine_schedule_with_warmup(optimizer, cfg.warmup_steps, job.steps)
+    private = None
+    if cfg.privacy is not None:  # the same UNet, with per-sample gradient hooks; the DP optimizer in the AdamW's place
+        private = make_private(cfg.privacy, unet, optimizer, job.images.shape[0], cfg.batch_size, job.steps, job.model_dir)
+        optimizer = private.optimizer
     unet, optimizer = accelerator.prepare(unet, optimizer)
     ema.to(accelerator.device)
-    accelerator.register_for_checkpointing(lr_schedule, ema)
-    return Training(recipe, run, job, num_classes, monitor, accelerator, unet, noise_scheduler, ema, optimizer, lr_schedule)
+    accelerator.register_for_checkpointing(lr_schedule, ema, *([private.accountant] if private else []))
+    return Training(recipe, run, job, num_classes, monitor, accelerator, unet, noise_scheduler, ema, optimizer, lr_schedule,
+                    private=private)
 
 
 def resume_from_checkpoint(t: Training) -> int:
@@ -202,6 +217,8 @@ def resume_from_checkpoint(t: Training) -> int:
             print(f"{t.job.model_dir}: resuming from step {start} ({checkpoint.relative_to(t.run.root)})", flush=True)
     if t.accelerator.is_main_process:
         _write_metrics(t.run, t.job, [], keep_until=start)
+    if t.private is not None:
+        t.private.check_budget(start)
     return start
 
 
@@ -209,6 +226,8 @@ def train_step(t: Training, step: int) -> float:
     """Step `step` (0-based): `train.gradient_accumulation_steps` micro-batches, each drawn from its own seeded
     generator, one optimizer step, then the LR schedule and the EMA; the loss averaged over processes."""
     cfg, accelerator = t.recipe.train, t.accelerator
+    if t.private is not None:
+        return private_step(t, step)
     for micro in range(cfg.gradient_accumulation_steps):
         gen = seeded_generator(cfg.seed, t.job.class_idx, step, micro, accelerator.process_index)
         x, noise, timesteps, labels = training_batch(t.recipe, t.job, t.num_classes, gen, accelerator.device)
@@ -222,6 +241,28 @@ def train_step(t: Training, step: int) -> float:
     t.lr_schedule.step()
     t.ema.step(t.unet.parameters())
     return accelerator.reduce(loss.detach(), "mean").item()
+
+
+def private_step(t: Training, step: int) -> float:
+    """Step `step` of DP-SGD (one process, no accumulation): a Poisson batch and the step's noise, both from seeded
+    generators, per-sample clipping in place of the global one, then the LR schedule, the EMA and the accountant."""
+    cfg, private = t.recipe.train, t.private
+    gen = seeded_generator(cfg.seed, t.job.class_idx, step, 0, 0)
+    private.seed_noise(seeded_generator(cfg.seed, t.job.class_idx, step, 0, 0, 1), t.accelerator.device)
+    idx = private.poisson_indices(gen)
+    loss = torch.zeros(())  # an empty batch (possible with Poisson sampling) is a step of noise alone
+    if len(idx):
+        x, noise, timesteps, labels = training_batch(t.recipe, t.job, t.num_classes, gen, t.accelerator.device, idx=idx)
+        with private.quiet_backward():
+            loss = denoising_loss(t, x, noise, timesteps, labels)
+            t.accelerator.backward(loss)
+    else:
+        private.empty_batch()
+    t.optimizer.step()
+    t.optimizer.zero_grad(set_to_none=True)
+    t.lr_schedule.step()
+    t.ema.step(t.unet.parameters())
+    return loss.detach().item()
 
 
 def denoising_loss(t: Training, x: torch.Tensor, noise: torch.Tensor, timesteps: torch.Tensor,
@@ -296,18 +337,20 @@ def sample_grid(t: Training, step: int) -> float | None:
 
 
 def finish_job(t: Training) -> None:
-    """The last step's sample grid, the EMA weights saved as a DDPMPipeline, metrics.csv, the checkpoints removed, the
-    trackers closed."""
+    """The last step's sample grid, metrics.csv, the EMA weights saved as a pipeline (`SynthaugPipeline.save_pretrained`),
+    the checkpoints removed, the trackers closed. Metrics before the model: a saved model is finished and never trained
+    again, so rows written after it would be lost to a kill in between (rows past the last checkpoint are dropped by the
+    resume that follows a kill before it)."""
     final_copies = sample_grid(t, t.job.steps)
     if t.rows and t.rows[-1]["step"] == t.job.steps:
         t.rows[-1]["copy_fraction"] = final_copies
     if t.accelerator.is_main_process:
         final = copy.deepcopy(t.accelerator.unwrap_model(t.unet)).float().eval()
         t.ema.copy_to(final.parameters())
-        tmp = temp_dir_beside(t.run.model(t.job.model_dir))
-        DDPMPipeline(unet=final, scheduler=t.noise_scheduler).save_pretrained(str(tmp), safe_serialization=True)
-        replace_dir(tmp, t.run.model(t.job.model_dir))
         _write_metrics(t.run, t.job, t.rows, keep_until=t.start)
+        tmp = temp_dir_beside(t.run.model(t.job.model_dir))
+        SynthaugPipeline(unet=final, scheduler=t.noise_scheduler).save_pretrained(str(tmp), safe_serialization=True)
+        replace_dir(tmp, t.run.model(t.job.model_dir))
         shutil.rmtree(t.run.checkpoints(t.job.model_dir), ignore_errors=True)
     finish(t.accelerator)
     t.accelerator.wait_for_everyone()
@@ -328,6 +371,7 @@ def report(t: Training, class_name: str, loss: float, wall: float, images_per_st
         "final_loss": loss,
         "wall_s": round(wall, 2),
         "images_per_s": round(trained * images_per_step / wall, 2) if trained else None,
+        **({"privacy": t.private.record()} if t.private is not None else {}),
     }
     if t.accelerator.is_main_process:
         pool_note = f" + {result['unlabeled_images']} unlabeled" if result["unlabeled_images"] else ""
