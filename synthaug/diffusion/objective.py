@@ -18,15 +18,17 @@ def augment_batch(x: torch.Tensor, augments: list[str], gen: torch.Generator) ->
     return random_symmetries(x, gen, hflip="hflip" in augments, vflip="vflip" in augments, rot90="rot90" in augments)
 
 
-def training_batch(recipe: Recipe, job, num_classes: int, gen: torch.Generator, device):
-    """One micro-batch: images, noise, timesteps and (for the conditional model) labels with CFG dropout."""
+def training_batch(recipe: Recipe, job, num_classes: int, gen: torch.Generator, device, idx: torch.Tensor | None = None):
+    """One micro-batch: images, noise, timesteps and (for the conditional model) labels with CFG dropout.
+
+    `idx`: the batch's images, when the caller draws them (DP-SGD's Poisson sampling); the rest is drawn from `gen`."""
     cfg = recipe.train
     n = job.images.shape[0]
     labelled = cfg.batch_size if job.pool is None else max(1, round(cfg.labelled_share * cfg.batch_size))
-    if cfg.balanced_batches and job.labels is not None:  # each class equally likely, then each of its images
+    if idx is None and cfg.balanced_batches and job.labels is not None:  # each class equally likely, then each of its images
         counts = torch.bincount(job.labels).to(torch.float64)
         idx = torch.multinomial((1.0 / counts[job.labels]).cpu(), labelled, replacement=True, generator=gen)
-    else:
+    elif idx is None:
         idx = torch.randint(n, (labelled,), generator=gen)
     x = job.images[idx.to(device)]
     pool_idx = None
@@ -35,13 +37,13 @@ def training_batch(recipe: Recipe, job, num_classes: int, gen: torch.Generator, 
         x = torch.cat([x, job.pool[pool_idx.to(device)]])
     x = augment_batch(x, cfg.augment, gen)
     noise = torch.randn(x.shape, generator=gen).to(device)
-    t = torch.randint(recipe.diffusion.num_train_timesteps, (cfg.batch_size,), generator=gen).to(device)
+    t = torch.randint(recipe.diffusion.num_train_timesteps, (len(x),), generator=gen).to(device)
     labels = None
     if job.labels is not None:
         labels = job.labels[idx.to(device)]
         if pool_idx is not None:
             labels = torch.cat([labels, torch.full((len(pool_idx),), num_classes, dtype=labels.dtype, device=device)])
-        drop = (torch.rand(cfg.batch_size, generator=gen) < recipe.model.cfg_dropout).to(device)
+        drop = (torch.rand(len(x), generator=gen) < recipe.model.cfg_dropout).to(device)
         labels = torch.where(drop, torch.full_like(labels, num_classes), labels)
     return x, noise, t, labels
 

@@ -185,6 +185,16 @@ class DiffusionConfig(_Strict):
 GENERATOR_AUGMENTS = ("hflip", "vflip", "rot90")
 
 
+class PrivacyConfig(_Strict):
+    """`train.privacy`: DP-SGD with Opacus (synthaug.diffusion.privacy). Each model is (epsilon, delta)-differentially
+    private with respect to one of its training images: Poisson-sampled batches, each image's gradient clipped to
+    `max_grad_norm`, and Gaussian noise calibrated so that the RDP accountant reaches `epsilon` at the last step."""
+
+    epsilon: float = Field(gt=0)
+    delta: float = Field(1e-5, gt=0, lt=1)  # must be below 1 / (the model's training images)
+    max_grad_norm: float = Field(1.0, gt=0)
+
+
 class TrainConfig(_Strict):
     steps: int = Field(gt=0)
     batch_size: int = Field(64, gt=0)
@@ -208,6 +218,7 @@ class TrainConfig(_Strict):
     # Class-balanced batches: every class equally likely in a batch of the class-conditional model, each image of a
     # class equally likely within it. Off, a 10-image class beside a 600-image one is seen about 1 draw in 130.
     balanced_batches: bool = False
+    privacy: PrivacyConfig | None = None  # differentially private fits (DP-SGD); null: ordinary training
     seed: int = 0
 
     @model_validator(mode="before")

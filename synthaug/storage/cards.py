@@ -253,7 +253,22 @@ def _training_section(run: Run) -> str:
     ]
     if rows:
         lines += ["", table(["model", "steps", "final loss", "real images", "wall s (last session)", "images/s"], rows)]
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines + _privacy_lines(t.privacy, models)) + "\n"
+
+
+def _privacy_lines(privacy, models: dict) -> list[str]:
+    """The model card's privacy guarantee: the epsilon each model spent (summary.json), or that there is none."""
+    if privacy is None:
+        return ["", "- Differential privacy: none (`train.privacy` not set); see the audit's membership inference"]
+    spent = {model_dir: e["privacy"] for model_dir, e in sorted(models.items()) if e.get("privacy")}
+    rows = [[model_dir, _num(p["epsilon"]), f"{p['delta']:g}", _num(p["noise_multiplier"]), _num(p["sample_rate"]), p["steps"]]
+            for model_dir, p in spent.items()]
+    worst = max((p["epsilon"] for p in spent.values()), default=None)
+    return ["", f"- Differential privacy: DP-SGD with Opacus (Poisson sampling, per-sample clipping at {privacy.max_grad_norm}, "
+            f"Gaussian noise, RDP accountant), target epsilon {privacy.epsilon:g} at delta {privacy.delta:g} per model; "
+            + (f"spent: epsilon {_num(worst)} at most (each training image is in one model only, so the run is "
+               f"({_num(worst)}, {privacy.delta:g})-differentially private with respect to one image)" if spent else "no model finished yet"),
+            *(["", table(["model", "epsilon spent", "delta", "noise multiplier", "sample rate", "steps"], rows)] if rows else [])]
 
 
 def _usage_section(run: Run) -> str:
