@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import stat
+import time
 
 import pytest
 
@@ -110,3 +111,37 @@ def test_a_kill_inside_replace_dir_is_recovered_by_the_next_call_or_clean_up(tmp
     monkeypatch.undo()
     files_module.remove_stale_temps(target.parent)
     assert entries() == ["all"] and (target / "w.bin").read_text() == "fourth"
+
+
+def test_a_lock_that_made_its_folder_removes_it_when_nothing_else_came_in(tmp_path):
+    import threading
+
+    with FolderLock(tmp_path / "run", "fit", remove_unused=True):
+        pass
+    assert not (tmp_path / "run").exists()  # a command that failed before writing anything leaves no folder
+    with FolderLock(tmp_path / "run", "fit", remove_unused=True):
+        (tmp_path / "run" / "recipe.yaml").write_text("work")
+    assert sorted(p.name for p in (tmp_path / "run").iterdir()) == [".synthaug.lock", "recipe.yaml"]  # work stays
+    (tmp_path / "old").mkdir()
+    with FolderLock(tmp_path / "old", "fit", remove_unused=True):
+        pass
+    assert (tmp_path / "old").is_dir()  # a folder it did not make stays, empty or not
+
+    # a process queued on the lock file that the holder removes takes the lock of a new file, not of the removed one
+    taken, release = threading.Event(), threading.Event()
+
+    def queued():
+        with FolderLock(tmp_path / "new", "fit", wait=True):
+            taken.set()
+            release.wait(10)
+
+    with FolderLock(tmp_path / "new", "fit", remove_unused=True):
+        waiter = threading.Thread(target=queued)
+        waiter.start()
+        time.sleep(0.3)
+        assert not taken.is_set()
+    assert taken.wait(10)
+    with pytest.raises(UserError, match="in use by another synthaug process"):
+        FolderLock(tmp_path / "new", "audit").check_free()  # the queued one holds the lock file now in the folder
+    release.set()
+    waiter.join(10)

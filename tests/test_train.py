@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pandas as pd
@@ -17,6 +18,7 @@ import torch
 import yaml
 from conftest import tiny_recipe_dict, write_class_folders
 from diffusers import DDPMPipeline
+from PIL import Image
 from safetensors.torch import load_file
 from torch.optim.optimizer import register_optimizer_step_post_hook
 
@@ -26,7 +28,7 @@ from synthaug.diffusion.monitor import Monitor
 from synthaug.storage.files import FolderLock
 from synthaug.recipe.recipe import recipe_from_dict
 from synthaug.storage.rundir import RunDir
-from synthaug.diffusion.training import fit
+from synthaug.diffusion.training import _write_metrics, fit
 
 pytestmark = pytest.mark.filterwarnings("ignore:.*MD5 differs")
 
@@ -52,7 +54,7 @@ def test_per_class_fit_writes_the_run_directory(tiny_recipe):
         assert (run.samples(model_dir) / "step_0000004.png").is_file()
         assert not run.checkpoints(model_dir).exists()  # removed once the model is saved
     metrics = pd.read_csv(run.metrics)
-    assert list(metrics.columns) == ["step", "class", "loss", "lr", "images_per_s", "copy_fraction"]
+    assert list(metrics.columns) == ["step", "class", "loss", "lr", "images_per_s", "grid_copy_fraction"]
     assert metrics.groupby("class")["step"].apply(list).to_dict() == {0: [1, 2, 3, 4], 1: [1, 2, 3, 4]}
     summary = json.loads(run.summary.read_text())
     assert summary["device"] == "cpu" and set(summary["models"]) == {"00_malignant", "01_normal_benign"}
@@ -203,7 +205,7 @@ def test_ctrl_c_at_any_moment_then_the_same_command_ends_with_the_uninterrupted_
     fit(recipe, show_progress=False)
     a, b = unet_weights(whole, "00_malignant"), unet_weights(run, "00_malignant")
     assert all(torch.equal(a[k], b[k]) for k in a)
-    columns = ["step", "class", "loss", "lr", "copy_fraction"]
+    columns = ["step", "class", "loss", "lr", "grid_copy_fraction"]
     assert pd.read_csv(run.metrics)[columns].equals(pd.read_csv(whole.metrics)[columns])
 
 
@@ -223,6 +225,18 @@ def test_rerun_skips_finished_models_and_refuses_a_changed_recipe(tiny_recipe, c
     assert (run.model("00_malignant") / "model_index.json").stat().st_mtime_ns == stamp
     with pytest.raises(UserError, match="holds a run made with a different recipe"):
         fit(tiny_recipe("again", train={"lr": 0.5}), show_progress=False)
+
+
+def test_a_failed_fit_leaves_no_run_folder_it_made_but_keeps_one_holding_work(tiny_recipe, tmp_path):
+    recipe = tiny_recipe("nodata", data={"root": str(tmp_path / "missing")})
+    with pytest.raises(UserError):
+        fit(recipe, show_progress=False)
+    assert not recipe.run_dir.exists()
+    run = fit(tiny_recipe("kept"), show_progress=False)
+    before = sorted(p.name for p in run.root.iterdir())
+    with pytest.raises(UserError, match="different recipe"):
+        fit(tiny_recipe("kept", train={"lr": 0.5}), show_progress=False)
+    assert sorted(p.name for p in run.root.iterdir()) == before
 
 
 def test_unreadable_checkpoint_is_named(tiny_recipe):
@@ -286,11 +300,20 @@ def test_two_cpu_processes_with_accelerate_launch(tmp_path, breast_root):
 def test_sample_grids_report_their_copy_fraction(tiny_recipe, capsys):
     run = fit(tiny_recipe("watched", train={"steps": 4, "sample_every": 2}), show_progress=False)
     out = capsys.readouterr().out
-    assert "00_malignant: step 2: " in out and "grid images are near-copies of training images" in out
+    assert "00_malignant: step 2: " in out and "images of this step's sample grid are near-copies of training images" in out
     metrics = pd.read_csv(run.metrics)
     at_grids = metrics[metrics["step"].isin([2, 4])]
-    assert at_grids["copy_fraction"].between(0, 1).all() and len(at_grids) == 4  # 2 grids x 2 models
-    assert metrics[~metrics["step"].isin([2, 4])]["copy_fraction"].isna().all()
+    assert at_grids["grid_copy_fraction"].between(0, 1).all() and len(at_grids) == 4  # 2 grids x 2 models
+    assert metrics[~metrics["step"].isin([2, 4])]["grid_copy_fraction"].isna().all()
+    # legible: two rows of eight 28 px images, each row drawn at least 70 px tall (with the class's name at its left)
+    with Image.open(run.samples("00_malignant") / "step_0000002.png") as grid:
+        assert grid.height >= 2 * 70 and grid.width >= 8 * 70
+    # a metrics.csv written before the column was renamed keeps its grid numbers under the new name
+    old = metrics.rename(columns={"grid_copy_fraction": "copy_fraction"})
+    run.metrics.write_text(old.to_csv(index=False))
+    _write_metrics(run, SimpleNamespace(class_idx=0), [], keep_until=4)
+    again = pd.read_csv(run.metrics)
+    assert "copy_fraction" not in again and again["grid_copy_fraction"].equals(metrics["grid_copy_fraction"])
 
 
 def test_a_second_fit_of_one_run_is_refused_naming_the_first(tiny_recipe):
@@ -307,7 +330,7 @@ def test_fit_logs_loss_lr_speed_and_grids_to_tensorboard(tiny_recipe):
 
     run = fit(tiny_recipe("tracked", train={"steps": 4, "sample_every": 2, "log_with": ["tensorboard"]}), show_progress=False)
     events = EventAccumulator(str(run.root / "logs" / "00_malignant")).Reload()
-    assert {"loss", "lr", "images_per_s", "copy_fraction"} <= set(events.Tags()["scalars"])
+    assert {"loss", "lr", "images_per_s", "grid_copy_fraction"} <= set(events.Tags()["scalars"])
     assert [e.step for e in events.Scalars("loss")] == [1, 2, 3, 4]
     assert events.Tags()["images"]  # the sample grids
     with pytest.raises(UserError, match="train.log_with: unknown tracker 'tensorbored'"):

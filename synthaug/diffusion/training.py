@@ -27,7 +27,7 @@ from tqdm.auto import tqdm
 
 from synthaug.core.errors import UserError
 from synthaug.diffusion.unet import build_noise_scheduler, build_unet
-from synthaug.diffusion.monitor import Monitor
+from synthaug.diffusion.monitor import GRID_COPY_COLUMN, OLD_GRID_COPY_COLUMN, Monitor
 from synthaug.diffusion.pipeline import SynthaugPipeline
 from synthaug.diffusion.objective import min_snr_weight, training_batch
 from synthaug.diffusion.jobs import Job, make_jobs, prepare_run
@@ -39,7 +39,7 @@ from synthaug.storage.rundir import POOL_CLASS, RunDir, checkpoint_step
 from synthaug.core.runtime import on_cpu, package_versions, seeded_generator
 from synthaug.core.tracking import check_trackers, finish, flat_config, log_image
 
-METRIC_COLUMNS = ["step", "class", "loss", "lr", "images_per_s", "copy_fraction"]
+METRIC_COLUMNS = ["step", "class", "loss", "lr", "images_per_s", GRID_COPY_COLUMN]
 
 
 def make_accelerator(recipe: Recipe) -> Accelerator:
@@ -75,7 +75,7 @@ def _save_checkpoint(accelerator: Accelerator, run: RunDir, job: Job, step: int)
 
 def _write_metrics(run: RunDir, job: Job, rows: list[dict], keep_until: int) -> None:
     """Rewrite metrics.csv: other models' rows, this model's rows up to `keep_until`, then `rows`."""
-    old = pd.read_csv(run.metrics) if run.metrics.is_file() else pd.DataFrame(columns=METRIC_COLUMNS)
+    old = pd.read_csv(run.metrics).rename(columns={OLD_GRID_COPY_COLUMN: GRID_COPY_COLUMN}) if run.metrics.is_file() else pd.DataFrame(columns=METRIC_COLUMNS)
     mine = old["class"] == job.class_idx
     kept = old[~mine | (old["step"] <= keep_until)]
     private = [EPSILON_COLUMN] if EPSILON_COLUMN in old.columns or any(EPSILON_COLUMN in row for row in rows) else []
@@ -288,11 +288,11 @@ def log_metrics(t: Training, done: int, loss: float, images_per_s: float) -> Non
 
 
 def maybe_sample_grid(t: Training, done: int) -> None:
-    """Every `train.sample_every` steps, a sample grid, its copy fraction added to the step's row; `finish_job` samples the
+    """Every `train.sample_every` steps, a sample grid, its grid copy fraction added to the step's row; `finish_job` samples the
     last step's."""
     every = t.recipe.train.sample_every
     if every and done % every == 0 and done < t.job.steps:
-        t.rows[-1]["copy_fraction"] = sample_grid(t, done)
+        t.rows[-1][GRID_COPY_COLUMN] = sample_grid(t, done)
 
 
 def maybe_checkpoint(t: Training, done: int) -> bool:
@@ -328,7 +328,7 @@ def sample_grid(t: Training, step: int) -> float | None:
                                             t.recipe.train.seed)
             log_image(t.accelerator, "samples", grid, step)
             if fraction is not None:
-                t.accelerator.log({"copy_fraction": fraction}, step=step)
+                t.accelerator.log({GRID_COPY_COLUMN: fraction}, step=step)
         finally:
             model.train()
             t.ema.restore(model.parameters())
@@ -343,7 +343,7 @@ def finish_job(t: Training) -> None:
     resume that follows a kill before it)."""
     final_copies = sample_grid(t, t.job.steps)
     if t.rows and t.rows[-1]["step"] == t.job.steps:
-        t.rows[-1]["copy_fraction"] = final_copies
+        t.rows[-1][GRID_COPY_COLUMN] = final_copies
     if t.accelerator.is_main_process:
         final = copy.deepcopy(t.accelerator.unwrap_model(t.unet)).float().eval()
         t.ema.copy_to(final.parameters())
@@ -390,7 +390,7 @@ def fit(recipe: Recipe, show_progress: bool = True, wait: bool = False) -> RunDi
     One `fit` per run directory at a time: a second is refused naming the first's PID, or queues with `wait`.
     """
     probe = make_accelerator(recipe)
-    lock = FolderLock(recipe.run_dir, "fit", wait)
+    lock = FolderLock(recipe.run_dir, "fit", wait, remove_unused=True)  # a fit that failed before any work leaves no folder
     lock.check_free()  # every rank checks before the main process takes it, so a refused launch stops everywhere
     probe.wait_for_everyone()
     with lock if probe.is_main_process else contextlib.nullcontext():

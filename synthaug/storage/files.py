@@ -3,6 +3,7 @@ open() would give, damaged state files named in one line, and one advisory lock 
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import fcntl
 import json
@@ -119,12 +120,17 @@ class FolderLock:
     holder's PID, or waits (`wait=True`). Taken by the main process of an `accelerate launch`; its other
     ranks work under it. Temporary files are only ever cleaned up under the lock, so no live writer's
     files in flight are removed.
+
+    `remove_unused`: a folder this lock made and in which nothing but the lock file was written (a command that failed
+    before any work) is removed on release, while still held; a process queued on that lock file then takes the lock of
+    the new one instead (it checks that the file it locked is still the folder's lock file).
     """
 
-    def __init__(self, folder: Path, command: str, wait: bool = False):
-        self.folder, self.command, self.wait = Path(folder), command, wait
+    def __init__(self, folder: Path, command: str, wait: bool = False, remove_unused: bool = False):
+        self.folder, self.command, self.wait, self.remove_unused = Path(folder), command, wait, remove_unused
         self.path = self.folder / LOCK_FILE
         self.fd: int | None = None
+        self.made_folder = False
 
     def holder(self) -> str:
         try:
@@ -133,27 +139,42 @@ class FolderLock:
             return "?"
 
     def __enter__(self) -> "FolderLock":
-        self.folder.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, FILE_MODE)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError as exc:
-            if exc.errno not in (errno.EAGAIN, errno.EACCES):
-                os.close(fd)
-                raise
-            if not self.wait:
-                os.close(fd)
-                raise UserError(f"{self.folder}: in use by another synthaug process ({self.holder()}); "
-                                f"wait for it to finish, or pass --wait to queue behind it") from None
-            print(f"{self.folder}: waiting for synthaug process {self.holder()} to finish", flush=True)
-            fcntl.flock(fd, fcntl.LOCK_EX)
+        while True:
+            self.made_folder = not self.folder.is_dir()
+            self.folder.mkdir(parents=True, exist_ok=True)
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, FILE_MODE)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError as exc:
+                if exc.errno not in (errno.EAGAIN, errno.EACCES):
+                    os.close(fd)
+                    raise
+                if not self.wait:
+                    os.close(fd)
+                    raise UserError(f"{self.folder}: in use by another synthaug process ({self.holder()}); "
+                                    f"wait for it to finish, or pass --wait to queue behind it") from None
+                print(f"{self.folder}: waiting for synthaug process {self.holder()} to finish", flush=True)
+                fcntl.flock(fd, fcntl.LOCK_EX)
+            if self._is_lock_file(fd):
+                break
+            os.close(fd)  # the holder removed its unused folder while we waited: lock the folder's new file
         os.ftruncate(fd, 0)
         os.write(fd, f"PID {os.getpid()}, synthaug {self.command}\n".encode())
         self.fd = fd
         return self
 
+    def _is_lock_file(self, fd: int) -> bool:
+        try:
+            return os.path.samestat(os.fstat(fd), os.stat(self.path))
+        except FileNotFoundError:
+            return False
+
     def __exit__(self, *exc) -> None:
         if self.fd is not None:
+            if self.remove_unused and self.made_folder and [p.name for p in self.folder.iterdir()] == [LOCK_FILE]:
+                with contextlib.suppress(OSError):  # a process that came meanwhile keeps the folder
+                    self.path.unlink()
+                    self.folder.rmdir()
             os.ftruncate(self.fd, 0)  # still held: an empty lock file says nobody holds it
             fcntl.flock(self.fd, fcntl.LOCK_UN)
             os.close(self.fd)
