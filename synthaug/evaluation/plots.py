@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from synthaug.core.figures import figure_png
+from synthaug.core.figures import figure_png, image_rows_png
 from synthaug.evaluation.intervals import t_interval
 from synthaug.evaluation.summary import unit_values
 
@@ -63,19 +63,13 @@ def _bars_said(table: pd.DataFrame) -> str:
 
 
 def real_beside_synthetic_png(real, synthetic, classes: list[int], class_names: list[str], title: str, per_class: int = 8) -> bytes:
-    """One row per class: `per_class` real training images, a gap, then `per_class` synthetic ones (ImageSets)."""
+    """One row per class, named: `per_class` real training images, a gap, then `per_class` synthetic ones (ImageSets)."""
     h, w, c = real.images.shape[1:]
-    figure = Figure(figsize=(8, 0.55 * len(classes) + 0.6), layout="tight")
-    axes = figure.subplots(len(classes), 1, squeeze=False)
-    for ax, cls in zip(axes[:, 0], classes):
+    strips = []
+    for cls in classes:
         row = np.zeros((2 * per_class + 1, h, w, c), np.uint8)
         r_idx, s_idx = np.flatnonzero(real.labels == cls)[:per_class], np.flatnonzero(synthetic.labels == cls)[:per_class]
         row[: len(r_idx)] = real.images[r_idx]
         row[per_class + 1 : per_class + 1 + len(s_idx)] = synthetic.images[s_idx]
-        strip = np.concatenate(list(row), axis=1)
-        ax.imshow(strip[..., 0] if c == 1 else strip, cmap="gray" if c == 1 else None, vmin=0, vmax=255)
-        ax.set_xticks([])
-        ax.set_yticks([])
-        ax.set_ylabel(class_names[cls], rotation=0, ha="right", va="center", fontsize=8)
-    axes[0, 0].set_title(title, fontsize=9)
-    return figure_png(figure)
+        strips.append(np.concatenate(list(row), axis=1))
+    return image_rows_png(strips, [class_names[cls] for cls in classes], title)
