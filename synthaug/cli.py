@@ -200,6 +200,26 @@ def cmd_audit(args) -> None:
     audit(run, args.synthetic, device, not args.no_progress, _command_line(args), wait=args.wait)
 
 
+def _release_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--synthetic", required=True, metavar="DIR", help="the finished, audited synthetic set to release")
+    p.add_argument("--out", required=True, metavar="DIR", help="the release folder to create (must not exist)")
+    p.add_argument("--teacher", action="store_true", help="ship the soft labels of the run's own classifier (trained on its real images)")
+    p.add_argument("--teacher-filter", type=float, metavar="P", help="keep only images that classifier gives >= P for their own class")
+    p.add_argument("--with-weights", action="store_true", help="ship the generator's weights too")
+    p.add_argument("--max-copy-rate", type=float, metavar="R", help="near-copy gate (default: the real val images' rate in the audit)")
+    p.add_argument("--max-membership-auc", type=float, metavar="A", help="membership-inference gate on every attack's AUC (default 0.55)")
+    p.add_argument("--override-gates", action="store_true", help="release even when a gate fails (the card and release.json say so)")
+    _add_no_progress(p)
+
+
+def cmd_release(args) -> None:
+    from synthaug.sharing.release import DEFAULT_MAX_MEMBERSHIP_AUC, Gates, release
+
+    gates = Gates(args.max_copy_rate, DEFAULT_MAX_MEMBERSHIP_AUC if args.max_membership_auc is None else args.max_membership_auc)
+    release(args.synthetic, args.out, teacher=args.teacher, teacher_filter=args.teacher_filter, with_weights=args.with_weights,
+            gates=gates, override=args.override_gates, show_progress=not args.no_progress)
+
+
 def _experiment_args(p: argparse.ArgumentParser) -> None:
     _add_recipe(p)
     _add_report(p, "report folder (default reports/<recipe name>)")
@@ -263,6 +283,8 @@ COMMANDS: dict[str, Command] = {
     "generate": Command("sample labelled synthetic images from a run's models (deterministic, resumable)", _generate_args, cmd_generate),
     "evaluate": Command("train classifiers on real vs real+synthetic data of one or more runs and report the gain", _evaluate_args, cmd_evaluate),
     "audit": Command("fidelity, diversity and near-copies of training images in a synthetic set", _audit_args, cmd_audit),
+    "release": Command("pack a finished, audited synthetic set into a folder another site can use (gates, soft labels)",
+                       _release_args, cmd_release),
     "experiment": Command("fit, generate and evaluate every regime of a recipe (evaluate.regimes)", _experiment_args, cmd_experiment),
     "sweep": Command("try the levers of a recipe's sweep: section one at a time, choose each on val, and recommend", _sweep_args, cmd_sweep),
     "report": Command("make reports again from their results.json / sweep.json with the current statistics (no training)",

@@ -193,3 +193,40 @@ def test_a_plain_pytorch_loop_over_the_wrappers_reproduces_the_evaluate_arms(eva
         assert losses == [point["loss"] for point in row["curve"]], (arm, seed)  # the very training losses, to the bit
         assert row["n_synthetic"] == data.n_synthetic
     assert len({tuple(point["loss"] for point in curve) for curve in rows["curve"]}) == len(rows)  # every arm and seed its own
+
+
+def test_soft_labels_equal_to_the_one_hot_labels_train_exactly_the_hard_label_arm():
+    from synthaug.classifier.harness import train_classifier
+    from synthaug.data.images import ImageSet
+    from synthaug.data.synthetic import SyntheticImages
+
+    rng = np.random.default_rng(0)
+    real = (rng.integers(0, 256, (12, 8, 8, 1), dtype=np.uint8), np.repeat([0, 1, 2], 4))
+    images, labels = rng.integers(0, 256, (30, 8, 8, 1), dtype=np.uint8), np.repeat([0, 1, 2], 10)
+    one_hot = SyntheticImages(ImageSet(images, labels, ["a", "b", "c"]), [], np.full(30, -1), np.eye(3, dtype=np.float32)[labels])
+    hard, soft = AddSynthetic(real, one_hot, 2.0), AddSynthetic(real, one_hot, 2.0, soft_labels=True)
+    assert hard.soft_targets is None and soft.soft_targets.shape == (36, 3)
+    assert torch.equal(soft[20][1], torch.eye(3)[soft.labels[20]])  # the wrapper returns the probability vector
+    cfg = EvaluateConfig(classifier="small_cnn", width=4, steps=5, batch_size=8, eval_every=5)
+    val = to_model_tensor(real[0]), torch.from_numpy(real[1])
+    trained = [train_classifier(to_model_tensor(d.images), torch.from_numpy(d.labels), *val, cfg, 0, num_classes=3, show_progress=False,
+                                soft_targets=None if d.soft_targets is None else torch.from_numpy(d.soft_targets))[0] for d in (hard, soft)]
+    assert all(torch.equal(a, b) for a, b in zip(trained[0].state_dict().values(), trained[1].state_dict().values()))
+    # soft labels that say otherwise train another model; a set without soft labels refuses the soft arm in one line
+    other = SyntheticImages(one_hot.images, [], one_hot.source_index, np.full((30, 3), 1 / 3, dtype=np.float32))
+    flat = AddSynthetic(real, other, 2.0, soft_labels=True)
+    moved = train_classifier(to_model_tensor(flat.images), torch.from_numpy(flat.labels), *val, cfg, 0, num_classes=3, show_progress=False,
+                             soft_targets=torch.from_numpy(flat.soft_targets))[0]
+    assert not all(torch.equal(a, b) for a, b in zip(trained[0].state_dict().values(), moved.state_dict().values()))
+    with pytest.raises(UserError, match="has no soft labels"):
+        AddSynthetic(real, (images, labels), 1.0, soft_labels=True)
+
+
+def test_whole_synthetic_takes_every_image_of_the_classes_and_no_real_one():
+    from synthaug.data.arms import WholeSynthetic
+
+    synthetic = tagged([5, 3, 7], first=50)
+    data = WholeSynthetic(synthetic, classes=[0, 2])
+    assert np.bincount(data.labels).tolist() == [5, 0, 7] and data.is_synthetic.all() and data.n_synthetic == 12
+    with pytest.raises(UserError, match="no image of the classes"):
+        WholeSynthetic(tagged([0, 3]), classes=[0])

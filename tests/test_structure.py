@@ -14,7 +14,7 @@ import pytest
 PACKAGE = Path(__file__).resolve().parents[1] / "synthaug"
 # Bottom first. A module may import from its own subpackage and from the ones before it, never from one after it.
 LAYERS = ["core", "recipe", "storage", "data", "classifier", "reference", "diffusion", "generation", "auditing",
-          "evaluation", "study", "cli"]
+          "sharing", "evaluation", "study", "cli"]
 PUBLIC = ("fit", "generate", "evaluate", "audit", "experiment", "sweep")
 
 

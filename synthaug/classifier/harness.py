@@ -157,6 +157,10 @@ def train_classifier(
     replace: Replacement | None = None,
     balanced: bool = False,
     logit_adjust: torch.Tensor | None = None,
+    soft_targets: torch.Tensor | None = None,
+    init_state: dict | None = None,
+    steps: int | None = None,
+    lr: float | None = None,
 ) -> tuple[nn.Module, TrainInfo]:
     """Train `cfg.classifier` for `cfg.steps` steps (Adam, x`gamma` at each milestone) and return the
     checkpoint with the best val `select_on` metric, with its TrainInfo.
@@ -166,26 +170,32 @@ def train_classifier(
     (`seed`, `stream`). `augment` applies `classic_augment` to every batch. `sample_weight` (N,) weighs each
     training image's loss (a weighted mean over the batch; class weights for re-weighting); `replace` swaps drawn
     images for their variations. `balanced`: class-balanced batches (`balanced_indices`). `logit_adjust` (K,): added
-    to the logits in the training loss only (logit-adjusted loss), never at prediction. The batches are
-    `synthaug.data.arms.draw_batches`' (what `ArmBatches` yields for the same seed and stream).
+    to the logits in the training loss only (logit-adjusted loss), never at prediction. `soft_targets` (N, K): each
+    image's target probabilities (soft-label arms). `init_state`: start from these weights (a pretrained classifier,
+    fine-tuned here) instead of the seed's; `steps` and `lr` replace `cfg.steps` and `cfg.lr` (the two stages of the
+    pretrain arms). The batches are `synthaug.data.arms.draw_batches`' (what `ArmBatches` yields for the same seed and stream).
     """
     if len(train_images) == 0:
         raise UserError("evaluate: an arm has no training images")
     device = train_images.device
     num_classes = num_classes or int(max(train_labels.max(), val_labels.max())) + 1
-    model = initial_classifier(cfg, train_images.shape[1], num_classes, seed).to(device)
-    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    milestones = sorted({max(1, int(m * cfg.steps)) for m in cfg.milestones})
+    model = initial_classifier(cfg, train_images.shape[1], num_classes, seed)
+    if init_state is not None:
+        model.load_state_dict(init_state)
+    model = model.to(device)
+    steps = steps or cfg.steps
+    optimizer = torch.optim.Adam(model.parameters(), lr=lr or cfg.lr, weight_decay=cfg.weight_decay)
+    milestones = sorted({max(1, int(m * steps)) for m in cfg.milestones})
     schedule = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones, gamma=cfg.gamma)
     gen = seeded_generator(seed, stream)
-    eval_every = cfg.eval_every or max(1, cfg.steps // 10)
+    eval_every = cfg.eval_every or max(1, steps // 10)
     val_np = val_labels.cpu().numpy()
     best_score, best_state, best_step, best_val, curve = None, None, 0, {}, []
     began = time.perf_counter()
     batches = draw_batches(train_images, train_labels, cfg.batch_size, gen, sample_weight=sample_weight, replace=replace, balanced=balanced,
-                           augment=None if augment is None else classic(augment))
+                           augment=None if augment is None else classic(augment), soft_targets=soft_targets)
     model.train()
-    for step in tqdm(range(1, cfg.steps + 1), desc=desc, disable=not show_progress, leave=False, unit="step"):
+    for step in tqdm(range(1, steps + 1), desc=desc, disable=not show_progress, leave=False, unit="step"):
         batch = next(batches)
         logits = model(batch.x) if logit_adjust is None else model(batch.x) + logit_adjust
         loss = batch.loss(logits)
@@ -193,7 +203,7 @@ def train_classifier(
         loss.backward()
         optimizer.step()
         schedule.step()
-        if step % eval_every == 0 or step == cfg.steps:
+        if step % eval_every == 0 or step == steps:
             val = classification_metrics(val_np, predict(model, val_images))
             curve.append({"step": step, "loss": float(loss.detach()), "val_acc": val["acc"], "val_auc": val["auc"], "val_bacc": val["bacc"]})
             other = "acc" if cfg.select_on == "auc" else "auc"  # the tie-break
@@ -203,7 +213,7 @@ def train_classifier(
                 best_state = copy.deepcopy(model.state_dict())
     model.load_state_dict(best_state)
     model.eval()
-    return model, TrainInfo(cfg.steps, best_step, best_val, curve, round(time.perf_counter() - began, 2))
+    return model, TrainInfo(steps, best_step, best_val, curve, round(time.perf_counter() - began, 2))
 
 
 @torch.inference_mode()

@@ -9,6 +9,7 @@ own over them reproduces an arm of a report (same seed, same batches, same numbe
     SyntheticOnly(real, synthetic)             synthetic: as many synthetic images per class as real ones, no real one
     TopUp(real, synthetic, target=None)        real+topup: real, plus for each class the first max(0, target - n_c)
                                                synthetic images (target None: the largest real class; a generate --balance set)
+    WholeSynthetic(synthetic)                  pretrain arms, first stage: every synthetic image of the classes, no real one
     ReplaceWithVariations(real, synthetic, p)  real+replace pP: the real images; each drawn one is swapped, with probability
                                                p, for one of its own variations (the synthetic images whose source_index is
                                                its index), drawn uniformly
@@ -17,7 +18,9 @@ own over them reproduces an arm of a report (same seed, same batches, same numbe
 dataset (its `imgs` and `labels`), any dataset of (PIL image or uint8 array, label) items without a transform, or a
 tuple (uint8 images (N, H, W, C), labels[, source_index]). `real_index`: each real image's index in the split that a variation's
 `source_index` refers to (default 0..N-1: `real` is the whole train split). `classes`: the classes counted (default
-those of `real`). `weight`: the loss weight of a synthetic sample (evaluate.synthetic_weight; real ones weigh 1).
+those of `real`). `weight`: the loss weight of a synthetic sample (evaluate.synthetic_weight; real ones weigh 1). `soft_labels=True`
+(AddSynthetic, WholeSynthetic): each synthetic image's target is the soft label its set carries (a release's teacher
+probabilities, `soft_targets` (N, K), one-hot for real images), and `dataset[i]` returns that vector as the target.
 
 Each dataset holds its arrays: `images` uint8 (N, H, W, C), `labels` int64 (N,), `is_synthetic` bool (N,),
 `source_index` int64 (N,) (`Provenance`), `sample_weight` float32 (N,) or None; `dataset[i]` is (image, label): the
@@ -64,6 +67,7 @@ class _Images(NamedTuple):
     images: np.ndarray  # uint8 (N, H, W, C)
     labels: np.ndarray  # int64 (N,)
     source_index: np.ndarray | None  # int64 (N,) for a synthetic set (-1: drawn from noise); None for real images
+    soft_labels: np.ndarray | None = None  # float32 (N, K): a release's teacher probabilities over every class
 
 
 def _as_images(data, what: str) -> _Images:
@@ -71,7 +75,7 @@ def _as_images(data, what: str) -> _Images:
     if isinstance(data, ImageSet):
         return _Images(data.images, data.labels, None)
     if isinstance(data, SyntheticImages):
-        return _Images(data.images.images, data.images.labels, data.source_index)
+        return _Images(data.images.images, data.images.labels, data.source_index, data.soft_labels)
     if isinstance(data, SynthDataset):
         images, labels = data.to_numpy()
         order = data.set_order()
@@ -92,7 +96,7 @@ def _as_images(data, what: str) -> _Images:
         raise UserError(f"{what}: expected an ImageSet, a SynthDataset, a dataset of (image, label) or (images, labels), "
                         f"got {type(data).__name__}")
     images = images[..., None] if images.ndim == 3 else images
-    labels = labels.reshape(len(labels), -1)[:, 0].astype(np.int64)
+    labels = (labels if labels.ndim == 1 else labels.reshape(len(labels), -1)[:, 0]).astype(np.int64)  # medmnist's are (N, 1)
     if images.dtype != np.uint8 or images.ndim != 4 or len(images) != len(labels):
         raise UserError(f"{what}: expected uint8 images (N, H, W[, C]) and N labels, got {images.dtype} {images.shape} and {len(labels)}")
     return _Images(images, labels, source)
@@ -132,20 +136,29 @@ class ArmDataset(Dataset):
         self.is_synthetic = np.zeros(n, dtype=bool)
         self.source_index = index
         self.sample_weight: np.ndarray | None = None
+        self.soft_targets: np.ndarray | None = None
 
-    def _add_synthetic(self, synthetic, wanted: dict[int, int], what: str, weight: float = 1.0, keep_real: bool = True) -> None:
-        """Append the first `wanted[c]` synthetic images of each class c (in `self.classes` order)."""
+    def _add_synthetic(self, synthetic, wanted: dict[int, int], what: str, weight: float = 1.0, keep_real: bool = True,
+                       soft_labels: bool = False) -> None:
+        """Append the first `wanted[c]` synthetic images of each class c (in `self.classes` order). `soft_labels`: every
+        item's target becomes a probability vector, the set's soft labels for the synthetic images, one-hot for real ones."""
         got = _as_images(synthetic, "synthetic")
         picks = first_per_class(got.labels, wanted, what)
         source = np.full(len(got.labels), -1, dtype=np.int64) if got.source_index is None else np.asarray(got.source_index, dtype=np.int64)
         parts = [(self.images, self.labels, self.is_synthetic, self.source_index)] if keep_real else []
         parts.append((got.images[picks], got.labels[picks], np.ones(len(picks), dtype=bool), source[picks]))
+        real_labels = self.labels if keep_real else self.labels[:0]
         if len(parts) == 1:
             self.images, self.labels, self.is_synthetic, self.source_index = parts[0]
         else:
             self.images, self.labels, self.is_synthetic, self.source_index = (np.concatenate(column) for column in zip(*parts))
         if weight != 1.0:
             self.sample_weight = np.where(self.is_synthetic, weight, 1.0).astype(np.float32)
+        if soft_labels:
+            if got.soft_labels is None:
+                raise UserError(f"{what} has no soft labels; a release made with `synthaug release --teacher` carries them")
+            one_hot = np.eye(got.soft_labels.shape[1], dtype=np.float32)[real_labels]
+            self.soft_targets = np.concatenate([one_hot, got.soft_labels[picks].astype(np.float32)])
 
     @property
     def n_synthetic(self) -> int:
@@ -162,6 +175,8 @@ class ArmDataset(Dataset):
             image = to_model_tensor(image[None])[0]
         else:
             image = self.transform(Image.fromarray(image[..., 0] if image.shape[-1] == 1 else image))
+        if self.soft_targets is not None:  # the target a soft-label arm trains on: a probability per class
+            return image, torch.from_numpy(self.soft_targets[index])
         label = int(self.labels[index])
         return image, (label if self.target_transform is None else self.target_transform(label))
 
@@ -184,13 +199,27 @@ class AddSynthetic(ArmDataset):
     """The real images plus, for each class c, the first round(`ratio` x n_c) synthetic images of class c: evaluate's
     real+synthetic arm at that ratio (a smaller ratio takes a prefix of each class)."""
 
-    def __init__(self, real, synthetic, ratio: float, *, weight: float = 1.0, **options):
+    def __init__(self, real, synthetic, ratio: float, *, weight: float = 1.0, soft_labels: bool = False, **options):
         if not ratio >= 0:
             raise UserError(f"ratio: expected a number >= 0, got {ratio!r}")
         super().__init__(real, **options)
         self.ratio = float(ratio)
         wanted = {c: count_at_ratio(ratio, n) for c, n in self.real_counts.items()}
-        self._add_synthetic(synthetic, wanted, f"ratio {ratio:g}: the synthetic set", weight)
+        self._add_synthetic(synthetic, wanted, f"ratio {ratio:g}: the synthetic set", weight, soft_labels=soft_labels)
+
+
+class WholeSynthetic(ArmDataset):
+    """Every image of a synthetic set of `classes` (default: all its classes), and no real one: what the pretrain arms
+    train on first, before fine-tuning on the real images. `soft_labels`: targets are the set's soft labels."""
+
+    def __init__(self, synthetic, *, classes=None, soft_labels: bool = False, **options):
+        got = _as_images(synthetic, "synthetic")
+        classes = sorted({int(c) for c in got.labels}) if classes is None else [int(c) for c in classes]
+        super().__init__((got.images[:0], got.labels[:0]), classes=classes, **options)
+        self._add_synthetic(synthetic, {c: int((got.labels == c).sum()) for c in classes}, "the synthetic set", keep_real=False,
+                            soft_labels=soft_labels)
+        if not len(self):
+            raise UserError(f"the synthetic set has no image of the classes {classes}")
 
 
 class SyntheticOnly(ArmDataset):
@@ -347,20 +376,22 @@ class Batch:
     weight: torch.Tensor | None
     index: torch.Tensor
     variation: torch.Tensor | None = None
+    soft: torch.Tensor | None = None  # (B, K) probability targets of a soft-label arm, in place of `y` in the loss
 
     def __iter__(self):
         return iter((self.x, self.y))
 
     def loss(self, logits: torch.Tensor) -> torch.Tensor:
-        """Cross-entropy over the batch: the mean, or the weighted mean under `weight`."""
+        """Cross-entropy over the batch against `y` (or the probabilities `soft`): the mean, or the weighted mean under `weight`."""
+        target = self.y if self.soft is None else self.soft
         if self.weight is None:
-            return F.cross_entropy(logits, self.y)
-        return (F.cross_entropy(logits, self.y, reduction="none") * self.weight).sum() / self.weight.sum()
+            return F.cross_entropy(logits, target)
+        return (F.cross_entropy(logits, target, reduction="none") * self.weight).sum() / self.weight.sum()
 
 
 def draw_batches(images: torch.Tensor, labels: torch.Tensor, batch_size: int, gen: torch.Generator, *,
                  sample_weight: torch.Tensor | None = None, replace: Replacement | None = None, balanced: bool = False,
-                 augment: Augment | None = None) -> Iterator[Batch]:
+                 augment: Augment | None = None, soft_targets: torch.Tensor | None = None) -> Iterator[Batch]:
     """Endless training batches of float `images` (N, C, H, W) and `labels` on one device, every draw from `gen` in
     one order per batch: the indices, the replacement, the augmentation. The one batch drawing of synthaug's classifier
     (`train_classifier` and `ArmBatches`)."""
@@ -376,7 +407,7 @@ def draw_batches(images: torch.Tensor, labels: torch.Tensor, batch_size: int, ge
             variation = torch.where(swap, source, torch.full_like(source, -1))
         if augment is not None:
             x = augment(x, gen)
-        yield Batch(x, y, weight, idx, variation)
+        yield Batch(x, y, weight, idx, variation, None if soft_targets is None else soft_targets[idx])
 
 
 class ArmBatches:
@@ -407,5 +438,6 @@ class ArmBatches:
             to_model_tensor(data.images, device), torch.from_numpy(data.labels).to(device), self.batch_size,
             seeded_generator(self.seed, stream_id(self.stream)), sample_weight=None if weight is None else torch.from_numpy(weight).to(device),
             replace=data.replacement(device), balanced=self.balanced, augment=self.augment,
+            soft_targets=None if data.soft_targets is None else torch.from_numpy(data.soft_targets).to(device),
         )
         return batches if self.steps is None else itertools.islice(batches, self.steps)

@@ -287,6 +287,7 @@ class SyntheticImages:
     images: ImageSet
     files: list[str]  # relative to the folder
     source_index: np.ndarray  # int64 (N,): the real train-split image a variation varies, -1 for images drawn from noise
+    soft_labels: np.ndarray | None = None  # float32 (N, K): a release's teacher probabilities (`read_release`), else None
 
     @property
     def variations(self) -> bool:

@@ -49,9 +49,10 @@ from synthaug.evaluation.plots import accuracy_vs_size_png, real_beside_syntheti
 from synthaug.recipe.sections import EvaluateConfig
 from synthaug.recipe.recipe import Recipe
 from synthaug.evaluation.summary import summarise, val_only_rows
-from synthaug.evaluation.regimes import (Arm, Regime, arm_data, check_synthetic, expand_arms, load_regime, rare_classes, regime_label,
-                                         teacher_arm)
+from synthaug.evaluation.regimes import (Arm, Regime, arm_data, check_synthetic, expand_arms, first_stage_data, load_regime, rare_classes,
+                                         regime_label, shifted, teacher_arm)
 from synthaug.evaluation.report import grid_name, render_evaluate_report, verdicts
+from synthaug.storage.release import ReleaseDir
 from synthaug.storage.rundir import Run, SynthDir, open_run
 from synthaug.core.runtime import hardware, pick_device
 from synthaug.core.tracking import check_trackers, finish, flat_config, log_curve
@@ -74,7 +75,7 @@ def load_eval_data(recipe: Recipe, classes: list[int], device) -> EvalData:
     for split in ("val", "test"):
         data = load_split(recipe.data, split)
         keep = np.isin(data.labels, classes)
-        parts[split] = data.take(np.flatnonzero(keep))
+        parts[split] = shifted(data.take(np.flatnonzero(keep)), recipe.data.shift)  # the evaluated site's scanner
         if not len(parts[split].labels):
             raise UserError(f"data: the {split} split has no images of the chosen classes")
     val, test = parts["val"], parts["test"]
@@ -94,9 +95,12 @@ def _digest(*arrays: np.ndarray) -> str:
     return h.hexdigest()
 
 
-def arm_key(arm: Arm, cfg: EvaluateConfig, seed: int, train_digest: str, eval_digest: str) -> str:
-    """Hash of everything that decides an arm's numbers: data, classifier settings, arm and seed."""
+def arm_key(arm: Arm, cfg: EvaluateConfig, seed: int, train_digest: str, eval_digest: str, first_stage: str | None = None) -> str:
+    """Hash of everything that decides an arm's numbers: data, classifier settings, arm and seed (and, for an arm
+    fine-tuned from a first stage, that stage's key and the fine-tuning's learning rate)."""
     settings = cfg.model_dump(mode="json", include=CLASSIFIER_FIELDS)
+    if first_stage is not None:
+        settings.update(first_stage=first_stage, finetune_lr=cfg.finetune_lr)
     if arm.classic:
         settings["classic"] = cfg.classic.model_dump(mode="json", exclude={"rot90"} if not cfg.classic.rot90 else None)
     if arm.synthetic and arm.kind != "synthetic" and cfg.synthetic_weight != 1.0:
@@ -114,11 +118,12 @@ def arm_key(arm: Arm, cfg: EvaluateConfig, seed: int, train_digest: str, eval_di
     return hashlib.sha256(blob.encode()).hexdigest()[:20]
 
 
-def _key_of(arm: Arm, arm_set: ArmDataset, cfg: EvaluateConfig, seed: int, data: EvalData) -> str:
-    """The cache key of an arm trained on `arm_set` (its images and labels, and any variations beside them)."""
+def _key_of(arm: Arm, arm_set: ArmDataset, cfg: EvaluateConfig, seed: int, data: EvalData, first_stage: str | None = None) -> str:
+    """The cache key of an arm trained on `arm_set` (its images and labels, and any variations or soft labels beside them)."""
     variations = getattr(arm_set, "variations", None)
     extra = (variations, arm_set.variation_start, arm_set.variation_count) if variations is not None else ()
-    return arm_key(arm, cfg, seed, _digest(arm_set.images, arm_set.labels, *extra), data.digest)
+    soft = (arm_set.soft_targets,) if arm_set.soft_targets is not None else ()
+    return arm_key(arm, cfg, seed, _digest(arm_set.images, arm_set.labels, *extra, *soft), data.digest, first_stage)
 
 
 def run_arm(regime: Regime, arm: Arm, seed: int, cfg: EvaluateConfig, data: EvalData, cache: Path, force: bool,
@@ -127,7 +132,11 @@ def run_arm(regime: Regime, arm: Arm, seed: int, cfg: EvaluateConfig, data: Eval
     pool_probs = _teacher_probs(regime, arm, seed, cfg, data, cache, device, show_progress) if arm.pseudo_confidence else None
     arm_set = arm_data(regime, arm, pool_probs, cfg)
     labels, n_synth = arm_set.labels, arm_set.n_synthetic
-    key = _key_of(arm, arm_set, cfg, seed, data)
+    first = None
+    if arm.pretrain or arm.kind.startswith("model-sharing"):
+        first = _first_stage(regime, arm, seed, cfg, data, cache, device, show_progress)
+        n_synth = first["n_synthetic"]
+    key = _key_of(arm, arm_set, cfg, seed, data, first and first["key"])
     cached = cache / f"{key}.json"
     if cached.is_file() and not force:
         try:
@@ -138,7 +147,8 @@ def run_arm(regime: Regime, arm: Arm, seed: int, cfg: EvaluateConfig, data: Eval
             row.update(cached=True, run=str(regime.run))  # a shared cache may hold it from another run on the same data
             row.setdefault("val_bacc", float("nan"))  # cached before balanced metrics: val is not known again
             return _label_scores(row, regime, cfg, data)
-    model, info = _train_arm(regime, arm, arm_set, seed, cfg, data, device, show_progress)
+    model, info = _train_arm(regime, arm, arm_set, seed, cfg, data, device, show_progress,
+                             **({} if first is None else {"init_state": first["state"], "lr": cfg.finetune_lr}))
     test_probs = predict(model, data.test_images)  # the one look at test
     rare = rare_classes(regime, cfg)
     test = classification_metrics(data.test_labels, test_probs, rare)
@@ -175,14 +185,43 @@ def _label_scores(row: dict, regime: Regime, cfg: EvaluateConfig, data: EvalData
     return row
 
 
-def _train_arm(regime: Regime, arm: Arm, arm_set: ArmDataset, seed: int, cfg: EvaluateConfig, data: EvalData, device, show_progress: bool):
-    """Train the arm's classifier: the batches are `ArmBatches(arm_set, cfg.batch_size, seed, arm.name, ...)`'s."""
+def _train_arm(regime: Regime, arm: Arm, arm_set: ArmDataset, seed: int, cfg: EvaluateConfig, data: EvalData, device, show_progress: bool,
+               stream: str | None = None, **stage):
+    """Train the arm's classifier: the batches are `ArmBatches(arm_set, cfg.batch_size, seed, arm.name, ...)`'s. `stage`:
+    train_classifier's init_state, steps and lr, for the two stages of the pretrain and model-sharing arms."""
+    soft = None if arm_set.soft_targets is None else torch.from_numpy(arm_set.soft_targets).to(device)
     return train_classifier(
         to_model_tensor(arm_set.images, device), torch.from_numpy(arm_set.labels).to(device), data.val_images, data.val_labels, cfg,
         seed, num_classes=len(regime.class_names), augment=cfg.classic if arm.classic else None,
-        stream=stream_id(arm.name), show_progress=show_progress, desc=f"{regime.label} {arm.name} seed {seed}",
-        **_usage(regime, arm_set, arm, cfg, device),
+        stream=stream_id(stream or arm.name), show_progress=show_progress, desc=f"{regime.label} {stream or arm.name} seed {seed}",
+        soft_targets=soft, **_usage(regime, arm_set, arm, cfg, device), **stage,
     )
+
+
+def _first_stage(regime: Regime, arm: Arm, seed: int, cfg: EvaluateConfig, data: EvalData, cache: Path, device,
+                 show_progress: bool) -> dict:
+    """The classifier a pretrain arm (on the whole synthetic set) or a model-sharing arm (on site A's real images)
+    starts its fine-tuning from: `evaluate.pretrain_steps` steps, its checkpoint chosen on val. It does not depend on
+    the regime's real subset, so every subset of a study shares one, cached beside the arms. {"state", "key", "n_synthetic"}."""
+    first_set = first_stage_data(regime, arm)
+    stage = f"{arm.kind} first stage"
+    steps = cfg.pretrain_steps or cfg.steps
+    key = arm_key(Arm(stage, None), cfg.model_copy(update={"steps": steps}), seed,
+                  _digest(first_set.images, first_set.labels, *(() if first_set.soft_targets is None else (first_set.soft_targets,))),
+                  data.digest)
+    path = cache / f"{key}.first-stage.pt"
+    n_synthetic = first_set.n_synthetic
+    if path.is_file():
+        try:
+            return {"state": torch.load(path, map_location="cpu", weights_only=True), "key": key, "n_synthetic": n_synthetic}
+        except Exception as exc:  # damaged: trained again, never trusted
+            warnings.warn(f"{path}: unreadable ({type(exc).__name__}); training the first stage again")
+    model, _ = _train_arm(regime, arm, first_set, seed, cfg, data, device, show_progress, stream=stage, steps=steps)
+    state = {name: value.detach().cpu() for name, value in model.state_dict().items()}
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    atomic_write_bytes(path, buffer.getvalue())
+    return {"state": state, "key": key, "n_synthetic": n_synthetic}
 
 
 def _teacher_probs(regime: Regime, arm: Arm, seed: int, cfg: EvaluateConfig, data: EvalData, cache: Path, device,
@@ -231,7 +270,9 @@ def _usage(regime: Regime, arm_set: ArmDataset, arm: Arm, cfg: EvaluateConfig, d
 def _merge_config(recipes: list[Recipe]) -> EvaluateConfig:
     first = recipes[0].evaluate
     for recipe in recipes[1:]:
-        ours, theirs = (r.evaluate.model_dump(mode="json", exclude={"regimes"}) for r in (recipes[0], recipe))  # regimes: experiment's
+        # regimes: experiment's; the seeds of evaluate.resample's units differ by design (experiment.regime_recipe)
+        own = {"regimes", "seeds"} if first.resample is not None else {"regimes"}
+        ours, theirs = (r.evaluate.model_dump(mode="json", exclude=own) for r in (recipes[0], recipe))
         differ = sorted(k for k in ours if ours[k] != theirs[k])
         if differ:
             raise UserError(f"evaluate: the runs' recipes disagree on evaluate.{', evaluate.'.join(differ)}; "
@@ -329,7 +370,8 @@ def _evaluate(runs, recipes, cfg, arms, need_synthetic, device, out_dir, synthet
     regimes = [load_regime(run, (synthetic_dirs or [None] * len(runs))[i], need_synthetic, show_progress) for i, run in enumerate(runs)]
     audits = [read_audit_summary(r.synthetic_dir) for r in regimes]  # a damaged audit.json stops us before any training
     data = load_eval_data(recipes[0], regimes[0].classes, device)
-    jobs = [(r, a, s) for r in regimes for a in arms for s in cfg.seeds]
+    # each run's own seeds: alike but for evaluate.resample's units, each with its own (experiment.regime_recipe)
+    jobs = [(r, a, s) for r, recipe in zip(regimes, recipes) for a in arms for s in recipe.evaluate.seeds]
     for regime in regimes:  # fail before any training if a synthetic set is too small
         if need_synthetic:
             check_synthetic(regime, arms, cfg)
@@ -374,6 +416,11 @@ def _evaluate(runs, recipes, cfg, arms, need_synthetic, device, out_dir, synthet
 
 def generator_summary(run: Run, synthetic_dir: Path) -> str:
     """The run's diffusion models in a few words: size, steps, fit wall time, and how its synthetic set was sampled."""
+    if run.recipe.evaluate.release is not None:
+        try:
+            return f"release {Path(synthetic_dir).name}: " + str(ReleaseDir(synthetic_dir).read_manifest().get("generator", "?"))
+        except UserError:
+            return "?"
     try:
         models = run.dir.read_summary().get("models", {})
         sampler = ((SynthDir(synthetic_dir).read_manifest() or {}).get("recipe", {})).get("generate", {})

@@ -19,6 +19,15 @@ information the compared classifier did not have. Synthetic images never enter v
     real+topup[+S][+classic]  the real images plus synthetic ones of each class up to evaluate.top_up images in all
                               (from noise or variations, whichever the set holds), optionally re-balanced by S
     real+replace pP inverse   (evaluate.replace_p_by_class) class c's images swapped with probability p_c, higher for rarer classes
+    real+synthetic+soft[+classic] Rx  as real+synthetic, each synthetic image's target its set's soft labels (a release's teacher)
+    pretrain[+soft][+classic] the whole synthetic set first (evaluate.pretrain_steps, chosen on val), then fine-tuned on the
+                              real images (evaluate.finetune_lr); +soft: pretrained on the soft labels
+    model-sharing[+classic]   (data.site side B, reference) site A's classifier on A's real images, fine-tuned on B's
+    real+site-a[+classic]     (data.site side B, reference) B's real images plus A's: the raw-sharing ceiling
+
+With evaluate.release the synthetic set is another site's release (synthaug.data.release), and no generator of the run
+saw anything. With data.shift the regime's real images (and evaluate's val and test) pass through the site's
+acquisition shift; site A's images never do.
 
 With an unlabeled pool the guard widens: the arms may use every image the generators saw, labelled or not. The best arm
 without synthetic data is chosen among real, real+classic, the re-balancing arms and the real+pseudo arms.
@@ -32,19 +41,22 @@ takes: ArmDataset (real, re-balancing, pseudo-label arms), AddSynthetic, Synthet
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from synthaug.data.arms import AddSynthetic, ArmDataset, ReplaceWithVariations, SyntheticOnly, TopUp, top_up_counts
+from synthaug.data.arms import AddSynthetic, ArmDataset, ReplaceWithVariations, SyntheticOnly, TopUp, WholeSynthetic, top_up_counts
 from synthaug.data.classes import class_indices
 from synthaug.data.images import ImageSet, load_split, resolve_classes
 from synthaug.data.subsets import count_at_ratio, subset_indices
 from synthaug.data.synthetic import SyntheticImages, read_synthetic
 from synthaug.core.errors import UserError
 from synthaug.data.pool import Pool, load_pool
-from synthaug.recipe.sections import REBALANCE, EvaluateConfig, SubsetConfig
+from synthaug.data.release import read_release
+from synthaug.data.shift import shift_images
+from synthaug.recipe.sections import REBALANCE, REFERENCE_ARMS, EvaluateConfig, SiteConfig, SubsetConfig
 from synthaug.storage.rundir import Run
 
 BASELINES = ("real", "real+classic")
@@ -54,6 +66,12 @@ def is_non_synthetic(arm_name: str) -> bool:
     """Arms that may be the best baseline: real, real+classic, re-balancing and self-training on the pool."""
     parts = arm_name.split(" ")[0].split("+")
     return parts[0] == "real" and set(parts[1:]) <= {"classic", "pseudo", *REBALANCE}
+
+
+def is_reference(arm_name: str) -> bool:
+    """Cross-site reference arms (model sharing, the raw-sharing ceiling): reported beside the others, never chosen
+    as the best baseline or as the synthetic arm of a verdict."""
+    return arm_name.split(" ")[0] in REFERENCE_ARMS
 
 
 @dataclass
@@ -68,6 +86,8 @@ class Regime:
     synthetic: SyntheticImages | None
     synthetic_dir: Path
     pool: Pool | None = None  # data.unlabeled: images the real+pseudo arms may label
+    other_site: ImageSet | None = None  # data.site side B: site A's real images (the cross-site reference arms only)
+    other_site_indices: np.ndarray | None = None
 
 
 def regime_label(subset: SubsetConfig | None) -> str:
@@ -94,11 +114,25 @@ def load_regime(run: Run, synthetic_dir: Path | None = None, need_synthetic: boo
         )
     pool = load_pool(recipe.data, classes, real_idx, train)
     _check_pool(run, pool)
-    synthetic_dir = Path(synthetic_dir) if synthetic_dir else run.dir.synthetic
-    synthetic = read_synthetic(synthetic_dir, run, show_progress) if need_synthetic else None
-    subset = recipe.data.subset
+    release = recipe.evaluate.release
+    if release is not None:  # another site's synthetic set: no generator of this run saw anything
+        synthetic_dir = Path(release)
+        synthetic = read_release(release, train.class_names, classes, recipe.data.size, train.channels) if need_synthetic else None
+    else:
+        synthetic_dir = Path(synthetic_dir) if synthetic_dir else run.dir.synthetic
+        synthetic = read_synthetic(synthetic_dir, run, show_progress) if need_synthetic else None
+    subset, site = recipe.data.subset, recipe.data.site
+    other = None
+    if site is not None and site.side == "B":
+        other = subset_indices(train.labels, None, classes, train.class_names, SiteConfig(side="A", reserve=site.reserve, seed=site.seed))
     return Regime(run.root, regime_label(subset), subset.seed if subset else 0, train.class_names, classes,
-                  train.take(real_idx), real_idx, synthetic, synthetic_dir, pool)
+                  shifted(train.take(real_idx), recipe.data.shift), real_idx, synthetic, synthetic_dir, pool,
+                  None if other is None else train.take(other), other)
+
+
+def shifted(images: ImageSet, shift) -> ImageSet:
+    """`images` under the evaluated site's acquisition shift (data.shift; unchanged without one)."""
+    return images if shift is None else dataclasses.replace(images, images=shift_images(images.images, shift))
 
 
 def _check_pool(run: Run, pool: Pool | None) -> None:
@@ -145,14 +179,29 @@ class Arm:
         return next((part for part in self.kind.split("+") if part in REBALANCE), None)
 
     @property
+    def soft(self) -> bool:
+        """Trains on the synthetic set's soft labels (a release's teacher probabilities)."""
+        return "soft" in self.kind.split("+")
+
+    @property
+    def pretrain(self) -> bool:
+        """Trains first on the whole synthetic set, then fine-tunes on the real images."""
+        return self.kind.startswith("pretrain")
+
+    @property
+    def reference(self) -> bool:
+        """A cross-site reference (model sharing, raw sharing): site A's real images, for studies only."""
+        return self.kind in REFERENCE_ARMS
+
+    @property
     def synthetic(self) -> bool:
-        return self.ratio is not None or self.replace_p is not None or self.topup
+        return self.ratio is not None or self.replace_p is not None or self.topup or self.pretrain
 
 
 def expand_arms(cfg: EvaluateConfig) -> list[Arm]:
     arms = []
     for kind in cfg.arms:
-        if kind in ("real+synthetic", "real+synthetic+classic"):
+        if kind.startswith("real+synthetic"):
             arms += [Arm(kind, r) for r in cfg.ratios]
         elif kind in ("real+replace", "real+replace+classic"):
             by_class = cfg.replace_p_by_class and ("inverse" if cfg.replace_p_by_class == "inverse" else "by class")
@@ -229,6 +278,10 @@ def arm_data(regime: Regime, arm: Arm, pool_probs: np.ndarray | None = None, cfg
     Synthetic samples weigh `cfg.synthetic_weight` (1 without `cfg`)."""
     real = {"real_index": regime.train_indices, "classes": regime.classes}
     weight = cfg.synthetic_weight if cfg is not None else 1.0
+    if arm.kind.startswith("real+site-a"):
+        other = _other_site(regime, arm)
+        return ArmDataset((np.concatenate([regime.train.images, other.images]), np.concatenate([regime.train.labels, other.labels])),
+                          real_index=np.concatenate([regime.train_indices, regime.other_site_indices]), classes=regime.classes)
     if arm.pseudo_confidence is not None:
         probs = pool_probs[:, regime.classes]  # only the evaluated classes can be a pseudo-label
         keep = np.flatnonzero(probs.max(axis=1) >= arm.pseudo_confidence)
@@ -243,8 +296,24 @@ def arm_data(regime: Regime, arm: Arm, pool_probs: np.ndarray | None = None, cfg
     if arm.kind == "synthetic":
         return SyntheticOnly(regime.train, regime.synthetic, **real)
     if arm.ratio is not None:
-        return AddSynthetic(regime.train, regime.synthetic, arm.ratio, weight=weight, **real)
-    return ArmDataset(regime.train, **real)
+        return AddSynthetic(regime.train, regime.synthetic, arm.ratio, weight=weight, soft_labels=arm.soft, **real)
+    return ArmDataset(regime.train, **real)  # and the second stage of the pretrain and model-sharing arms
+
+
+def first_stage_data(regime: Regime, arm: Arm) -> ArmDataset:
+    """What a pretrain arm (the whole synthetic set) or a model-sharing arm (site A's real images) trains on before
+    it is fine-tuned on the regime's real images."""
+    if arm.pretrain:
+        return WholeSynthetic(regime.synthetic, classes=regime.classes, soft_labels=arm.soft)
+    other = _other_site(regime, arm)
+    return ArmDataset(other, real_index=regime.other_site_indices, classes=regime.classes)
+
+
+def _other_site(regime: Regime, arm: Arm) -> ImageSet:
+    if regime.other_site is None:
+        raise UserError(f"evaluate.arms: {arm.kind} uses site A's real images, a reference for cross-site studies; "
+                        "it needs data.site with side B")
+    return regime.other_site
 
 
 def replace_probabilities(regime: Regime, arm: Arm, cfg: EvaluateConfig) -> np.ndarray:

@@ -116,6 +116,16 @@ class SiteConfig(_Strict):
     seed: int = 0
 
 
+class ShiftConfig(_Strict):
+    """An acquisition shift of the evaluated site's real images (`data.shift`; synthaug.data.shift): the haematoxylin,
+    eosin and DAB concentrations of every pixel times `hed_scale` plus `hed_bias`, then the illumination times
+    1 + `brightness`. The defaults change nothing."""
+
+    hed_scale: list[Annotated[float, Field(gt=0)]] = Field(default_factory=lambda: [1.0, 1.0, 1.0], min_length=3, max_length=3)
+    hed_bias: list[float] = Field(default_factory=lambda: [0.0, 0.0, 0.0], min_length=3, max_length=3)
+    brightness: float = Field(0.0, gt=-1, lt=1)
+
+
 class DataConfig(_Strict):
     medmnist: str | None = None
     folder: Path | None = None
@@ -126,6 +136,7 @@ class DataConfig(_Strict):
     subset: SubsetConfig | None = None
     unlabeled: UnlabeledConfig | None = None
     site: SiteConfig | None = None
+    shift: ShiftConfig | None = None
 
     @model_validator(mode="after")
     def _source(self):
@@ -277,8 +288,17 @@ class GenerateConfig(_Strict):
 # real+topup: the real images plus synthetic ones of each class up to evaluate.top_up images, alone or with a scheme.
 REBALANCE = ("balanced", "logit_adjusted", "reweight_inverse", "reweight_effective")
 TOPUP_ARMS = tuple(f"real+topup{scheme}{classic}" for scheme in ("", *(f"+{r}" for r in REBALANCE)) for classic in ("", "+classic"))
+# pretrain[+soft][+classic]: the classifier first trains on the whole synthetic set alone (evaluate.pretrain_steps, its
+# checkpoint chosen on val), then is fine-tuned on the real images (evaluate.steps at evaluate.finetune_lr). +soft: the
+# synthetic images' targets are the soft labels of the teacher that made the set's release (distillation), not the class asked for.
+# Cross-site references, for studies whose recipe has data.site (side B), never a candidate for the best baseline:
+# model-sharing[+classic]: A's classifier (trained on A's real images, chosen on val) fine-tuned on B's real images;
+# real+site-a[+classic]: B's real images plus A's (the raw-sharing ceiling: what no release may contain).
+PRETRAIN_ARMS = tuple(f"pretrain{soft}{classic}" for soft in ("", "+soft") for classic in ("", "+classic"))
+REFERENCE_ARMS = ("model-sharing", "model-sharing+classic", "real+site-a", "real+site-a+classic")
 ARMS = ("real", "real+classic", "real+synthetic", "real+synthetic+classic", "synthetic", "real+replace", "real+replace+classic",
-        "real+pseudo", "real+pseudo+classic", *(f"real+{r}{classic}" for r in REBALANCE for classic in ("", "+classic")), *TOPUP_ARMS)
+        "real+pseudo", "real+pseudo+classic", *(f"real+{r}{classic}" for r in REBALANCE for classic in ("", "+classic")), *TOPUP_ARMS,
+        "real+synthetic+soft", "real+synthetic+soft+classic", *PRETRAIN_ARMS, *REFERENCE_ARMS)
 DEFAULT_ARMS = ARMS[:5]
 
 
@@ -315,10 +335,23 @@ class ClassicAugConfig(_Strict):
     contrast: float = Field(0.1, ge=0, lt=1)
 
 
+class ResampleConfig(_Strict):
+    """`evaluate.resample`: `units` subsamples of one training split as the units of a verdict on a user's own data,
+    each a `fraction` of every class (subset seed `seed` + k for unit k) with its own generator and classifier seeds.
+    They overlap, so their intervals are the corrected resampled t (`evaluation.intervals.resampled_interval`)."""
+
+    units: int = Field(5, ge=5)  # intervals.MIN_UNITS: fewer units never give a verdict
+    # Above 0.5 the overlap correction is still valid but widens the interval x sqrt(1 + units f / (1 - f)) when the
+    # seeds' own noise dominates (x2.4 at 0.5 with 5 units): reports/intervals.md, benchmarks/interval_coverage.py.
+    fraction: float = Field(0.5, gt=0, le=0.5)
+    seed: int = 0
+
+
 class EvaluateConfig(_Strict):
     """`synthaug evaluate` / `experiment`: arms, regimes and the downstream classifier (MedMNIST v2 protocol defaults)."""
 
     regimes: list[SubsetConfig] = Field(default_factory=list)
+    resample: ResampleConfig | None = None  # units drawn from one split (instead of regimes); see ResampleConfig
     arms: list[Literal[ARMS]] = Field(default_factory=lambda: list(DEFAULT_ARMS), min_length=1)
 
     @model_validator(mode="before")
@@ -337,6 +370,11 @@ class EvaluateConfig(_Strict):
     replace_variations: int = Field(5, ge=1)  # K: variations of each real image `experiment` draws for the real+replace arms
     pseudo_confidence: list[float] = Field(default_factory=lambda: [0.9], min_length=1)  # one real+pseudo arm per threshold
     synthetic_weight: float = Field(1.0, gt=0, le=1)  # loss weight of a synthetic sample (a real one weighs 1)
+    # Another site's synthetic set (a folder made by `synthaug release`) as every regime's synthetic set: no generator is
+    # fitted here, its classes are matched to this data's by name.
+    release: Path | None = None
+    pretrain_steps: int | None = Field(None, gt=0)  # pretrain and model-sharing arms: steps of the first stage (None: steps)
+    finetune_lr: float | None = Field(None, gt=0)  # and the learning rate of their fine-tuning on the real images (None: lr)
     # real+replace arms: p per class instead of one p, so rarer classes are swapped more often: "inverse" p x n_max / n_c,
     # or {class (name or index): factor} p x factor (others x 1); clipped to 1. null: the same p for every class.
     replace_p_by_class: Annotated[Literal["inverse"] | dict[int | str, float] | None, BeforeValidator(_replace_p_by_class)] = None
@@ -362,6 +400,8 @@ class EvaluateConfig(_Strict):
 
     @model_validator(mode="after")
     def _lists(self):
+        if self.resample is not None and self.regimes:
+            raise ValueError("resample: give either evaluate.regimes or evaluate.resample (which makes the regimes), not both")
         if any(not 0 < p < 1 for p in self.pseudo_confidence):
             raise ValueError(f"pseudo_confidence: thresholds in (0, 1), got {self.pseudo_confidence}")
         if any(not 0 < p <= 1 for p in self.replace_p):
@@ -377,6 +417,23 @@ class EvaluateConfig(_Strict):
         return self
 
 
+class MembershipConfig(_Strict):
+    """`audit.membership`: the membership-inference attacks of the audit (synthaug.auditing.membership). Members: the
+    run's training images; non-members: real images of the same distribution the run never saw (`non_members`: the val
+    split, or the training split's images outside the run's subset). At most `members` / `non_member_count` of each,
+    drawn with `seed` (null: all)."""
+
+    members: int | None = Field(1000, gt=0)
+    non_member_count: int | None = Field(1000, gt=0)
+    non_members: Literal["val", "train_rest"] = "val"
+    # The model attack's timesteps as fractions of diffusion.num_train_timesteps (0.05, 0.2, 0.4: t = 50, 200, 400 of
+    # 1000), each with `noise_draws` seeded noise draws per image.
+    timesteps: list[Annotated[float, Field(ge=0, lt=1)]] = Field(default_factory=lambda: [0.05, 0.2, 0.4], min_length=1)
+    noise_draws: int = Field(2, ge=1)
+    resamples: int = Field(1000, ge=100)  # bootstrap resamples (intervals) and label permutations (the fair coin)
+    seed: int = 0
+
+
 class AuditConfig(_Strict):
     """Settings of `synthaug audit` and of the copy filter (`generate --reject-copies`); the audit's flags override them."""
 
@@ -388,6 +445,7 @@ class AuditConfig(_Strict):
     # on long-tailed data a uniformly trained judge rarely names a rare class, so it would call good rare images
     # off-class; `balanced` trains it with class-balanced batches (the re-balancing a user would use anyway).
     judge_sampling: Literal["uniform", "balanced"] = "uniform"
+    membership: MembershipConfig = Field(default_factory=MembershipConfig)
 
 
 # The levers of `synthaug sweep`, each a list of values (classic, source, usage: named settings), swept one at a time in `order`.
