@@ -156,3 +156,17 @@ def test_reference_arms_need_a_site_b_recipe(site_a, tmp_path):
     recipe = recipe_from_dict(tiny_recipe_dict(data, tmp_path / "runs", "no-site", evaluate=evaluate))
     with pytest.warns(UserWarning, match="MD5"), pytest.raises(UserError, match="model-sharing uses site A's real images.*data.site with side B"):
         experiment(recipe, tmp_path / "report", show_progress=False)
+
+
+def test_every_membership_attack_of_the_audit_is_a_gate_but_not_its_real_image_baseline():
+    from synthaug.sharing.release import gate_results
+
+    copies = {"flagged": 1, "n_synthetic": 100, "flagged_fraction": 0.01, "real_val_over_threshold": 0.01}
+    attack = lambda auc: {"auc": auc, "auc_interval": [auc - 0.02, auc + 0.02], "coin": {"auc_interval": [0.47, 0.53]}}  # noqa: E731
+    report = {"memorization": {"overall": copies},
+              "membership": {"model": {"loss t=200": attack(0.51), "calibrated t=200": attack(0.62)},
+                             "released": {"images": 100, "pixels": attack(0.50)}, "baseline": {"pixels": attack(0.9)}}}
+    gates = {g["gate"]: g["passed"] for g in gate_results(report, Gates())}
+    assert gates == {"near-copy rate": True, "membership inference AUC (model / loss t=200)": True,
+                     "membership inference AUC (model / calibrated t=200)": False, "membership inference AUC (released / pixels)": True}
+    assert all(g["passed"] for g in gate_results(report, Gates(max_membership_auc=0.65)))

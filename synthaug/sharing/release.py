@@ -72,7 +72,8 @@ def gate_results(report: dict, gates: Gates) -> list[dict]:
 
 
 def membership_attacks(report: dict) -> dict[str, dict]:
-    """The membership-inference attacks an audit ran, by name, each with its "auc" (none in an audit made before them)."""
+    """The membership-inference attacks an audit ran on the run and its set, by name, each with its "auc" (none in an
+    audit made before them); not its "baseline" (the same attack with real test images in place of the set)."""
     found = {}
 
     def visit(node, path: list[str]) -> None:
@@ -83,7 +84,7 @@ def membership_attacks(report: dict) -> dict[str, dict]:
             for key, value in node.items():
                 visit(value, [*path, str(key)])
 
-    visit(report.get("membership") or {}, [])
+    visit({k: v for k, v in (report.get("membership") or {}).items() if k != "baseline"}, [])
     return found
 
 
