@@ -6,6 +6,11 @@ The public API (each name is imported on first use, so that `import synthaug` do
 - `fit(recipe)`, `generate(run, ...)`, `evaluate(runs, ...)`, `audit(run, ...)`, `experiment(recipe)`, `sweep(recipe)`:
   the stages of the `synthaug` command, same names and options;
 - `SynthDataset`, `mix_real_synthetic`: a synthetic folder as a PyTorch dataset, and mixed with real data;
+- `ArmDataset`, `AddSynthetic`, `SyntheticOnly`, `TopUp`, `ReplaceWithVariations`, `ArmBatches`: evaluate's arms as
+  datasets and their batches, for a training loop of your own; `classic_augment`: evaluate's classic augmentation;
+- `load_run_data(run)`: a run's real images (`.train`, the images its generator saw, with `.train_indices`; `.val`
+  and `.test`, the splits evaluate selects and scores on), and `classification_metrics(labels, probs)`: evaluate's
+  scores (ACC, AUC, balanced ACC, macro-F1, recall per class);
 - `SynthaugPipeline`: a finished model folder (`<run>/models/<model_dir>`) as a diffusers pipeline.
 """
 
@@ -32,6 +37,9 @@ _PUBLIC = {
     "TopUp": "synthaug.data.arms",
     "ReplaceWithVariations": "synthaug.data.arms",
     "ArmBatches": "synthaug.data.arms",
+    "classic_augment": "synthaug.classifier.harness",
+    "load_run_data": "synthaug.reference.realdata",
+    "classification_metrics": "synthaug.classifier.harness",
     "SynthaugPipeline": "synthaug.diffusion.pipeline",
     "UserError": "synthaug.core.errors",
 }
