@@ -185,3 +185,13 @@ def test_unknown_keys_far_from_any_field_get_no_hint():
     with pytest.raises(UserError) as err:
         recipe_from_dict(with_change("train.zzzzzz", 1), "r.yaml")
     assert str(err.value) == "r.yaml: train.zzzzzz: unknown key"
+
+
+def test_the_gpu_scale_pathmnist_recipe_follows_the_advice_for_tiles_and_says_what_it_needs():
+    path = Path(__file__).resolve().parents[1] / "recipes" / "pathmnist.yaml"
+    recipe = load_recipe(path)
+    assert recipe.train.augment == ["hflip", "rot90"]  # tiles have no orientation (docs/fit.md)
+    classic = recipe.evaluate.classic
+    assert classic.hflip and classic.vflip and classic.rot90  # the classical baseline gets the same symmetries
+    comments = " ".join(line for line in path.read_text().splitlines() if line.startswith("#"))
+    assert "pathmnist_64.npz" in comments and "downloads" in comments and "GPU" in comments and "main example" not in comments
