@@ -153,3 +153,42 @@ def test_confirm_says_helps_only_with_the_lower_bound_above_0_over_enough_subset
     results = summarise(confirm_rows, EvaluateConfig())
     answer = confirm(results, "real+replace+classic p0.25", "real+classic")
     assert answer["verdict"] == verdict and answer["helps"] is helps and answer["gain_acc"]["units"] == len(gains)
+
+
+def test_confirm_judges_each_regime_on_its_own_gain_and_scores():
+    """A two-size confirmation: synthetic data helps at 10 per class and not at 25; each verdict comes with its own
+    regime's numbers, and the sweep's answer is "helps" only if every size says so."""
+    from synthaug.evaluation.summary import summarise
+    from synthaug.recipe.sections import EvaluateConfig
+
+    confirm_rows = []
+    for regime, base, gains in (("10/class", 0.70, [0.05, 0.06, 0.055, 0.058, 0.052]), ("25/class", 0.85, [0.01, -0.02, 0.015, 0.0, -0.01])):
+        for subset, gain in enumerate(gains):
+            confirm_rows += [{"regime": regime, "subset_seed": subset + 10, "seed": 0, "arm": a, "kind": k, "n_real_used": 80,
+                              "n_synthetic": 0, "steps": 5, "val_acc": 0.8, "val_auc": 0.9, "test_acc": base + g, "test_auc": 0.9}
+                             for a, k, g in (("real+classic", "real+classic", 0.0), ("real+replace+classic p0.25", "real+replace+classic", gain))]
+    answer = confirm(summarise(confirm_rows, EvaluateConfig()), "real+replace+classic p0.25", "real+classic")
+    assert not answer["helps"]  # before: "helps" from 10/class, printed with 25/class's scores
+    by_regime = {c["regime"]: c for c in answer["regimes"]}
+    assert by_regime["10/class"]["verdict"] == "higher" and by_regime["25/class"]["verdict"] == "no difference shown"
+    assert by_regime["10/class"]["acc_baseline"] == pytest.approx(0.70) and by_regime["25/class"]["acc_baseline"] == pytest.approx(0.85)
+    assert not answer["helps"] and answer["verdict"] == "no difference shown" and answer["regime"] == "25/class"
+    assert answer["acc_baseline"] == pytest.approx(0.85) and answer["gain_acc"]["mean"] == pytest.approx(-0.001)  # one regime's numbers
+
+
+def test_a_choice_on_val_refuses_arms_without_a_val_score():
+    """Arms cached before balanced metrics have no val balanced ACC: a nan must neither win nor lose a choice."""
+    results = [{**r, "val_bacc": float("nan") if r["arm"] == "real" else r["val_acc"]}
+               for r in rows({"real": [0.9] * 4, "real+classic": [0.85] * 4, "real+synthetic+classic 1x": [0.8] * 4})]
+    with pytest.raises(UserError, match=r"val bacc: not scored for real \(runs cached before the metric existed\)"):
+        recommend(results, "bacc")
+    with pytest.raises(UserError, match="not scored for real"):
+        score(results, "bacc", "usage")
+
+
+def test_with_another_site_s_release_only_the_usage_levers_are_swept(tiny_recipe, tmp_path):
+    recipe = tiny_recipe("b", model={"conditioning": "class_conditional"},
+                         evaluate={"arms": ["real+classic", "pretrain+soft+classic", "real+synthetic+soft+classic"], "release": str(tmp_path)})
+    assert "another site's release" in lever_skip_reason("guidance_scale", recipe)
+    assert "another site's release" in lever_skip_reason("balanced_batches", recipe)
+    assert lever_skip_reason("ratio", recipe) is None and lever_skip_reason("usage", recipe) is None

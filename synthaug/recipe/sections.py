@@ -451,7 +451,11 @@ class AuditConfig(_Strict):
 # The levers of `synthaug sweep`, each a list of values (classic, source, usage: named settings), swept one at a time in `order`.
 SWEEP_LEVERS = ("conditioning", "augment", "balanced_batches", "classic", "source", "strength", "guidance_scale", "steps", "filter_confidence", "usage", "ratio",
                 "replace_variations")
-USAGE_ARMS = ("real+synthetic", "real+synthetic+classic", "real+replace", "real+replace+classic", *TOPUP_ARMS)  # the arms that use synthetic images
+USAGE_ARMS = ("real+synthetic", "real+synthetic+classic", "real+replace", "real+replace+classic", *TOPUP_ARMS,  # the arms that use synthetic images
+              "real+synthetic+soft", "real+synthetic+soft+classic", *PRETRAIN_ARMS)
+# The levers that change the generator or its sampling: nothing to sweep when the synthetic set is another site's release.
+GENERATOR_LEVERS = ("conditioning", "augment", "balanced_batches", "source", "strength", "guidance_scale", "steps", "filter_confidence",
+                    "replace_variations")
 
 
 class SourceConfig(_Strict):
