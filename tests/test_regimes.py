@@ -11,7 +11,7 @@ from conftest import EVAL_NAMES, eval_synthetic, write_synthetic
 from synthaug.core.errors import UserError
 from synthaug.evaluation.evaluate import evaluate
 from synthaug.recipe.sections import EvaluateConfig
-from synthaug.evaluation.regimes import (Arm, arm_data, check_synthetic, expand_arms, is_non_synthetic, load_regime, rare_classes,
+from synthaug.evaluation.regimes import (PLAIN_BASELINES, Arm, arm_data, check_synthetic, expand_arms, is_non_synthetic, load_regime, rare_classes,
                                          replace_probabilities)
 from synthaug.storage.rundir import RunDir, open_run
 
@@ -117,3 +117,17 @@ def test_rare_classes_and_replace_probabilities_per_class(tmp_path):
     assert [float(per_image[regime.train.labels == c][0]) for c in range(3)] == [0.25, 0.5, 0.75]
     with pytest.raises(UserError, match=r"^evaluate.replace_p_by_class: no class 'nope'; expected one of 0 \(head\), 1 \(middle\), 2 \(tail\)$"):
         replace_probabilities(regime, arm, EvaluateConfig(replace_p_by_class={"nope": 2}))
+
+
+def test_arm_fields_and_the_plain_baselines_are_named_for_what_they_hold():
+    """`add_ratio` is the ratio of the arms that add synthetic images at one; top-up and replace arms use synthetic images
+    with none. PLAIN_BASELINES are the two every gain is also reported against, not every baseline."""
+    cfg = EvaluateConfig(arms=["real", "real+classic", "real+balanced", "real+synthetic", "real+topup", "real+replace", "synthetic"],
+                         ratios=[2], replace_p=[0.5])
+    arms = {a.name: a for a in expand_arms(cfg)}
+    assert (arms["real+synthetic 2x"].add_ratio, arms["synthetic"].add_ratio) == (2, 1)
+    for name in ("real+topup", "real+replace p0.5"):
+        assert arms[name].add_ratio is None and arms[name].synthetic
+    assert arms["real"].add_ratio is None and not arms["real"].synthetic
+    assert PLAIN_BASELINES == ("real", "real+classic")
+    assert is_non_synthetic("real+balanced") and "real+balanced" not in PLAIN_BASELINES  # a baseline, chosen on val

@@ -95,3 +95,9 @@ def test_selecting_on_balanced_accuracy_reports_its_gains_and_verdict():
                                  "over 5 independent subset(s)."]
     with_noise = {"gains": [{**gain, "dacc_test_noise": True}]}  # test predictions add the test set's noise to ΔACC only
     assert "ΔAUC and ΔBACC cover the subsets only (a balanced accuracy is no mean of per-image terms)" in interval_note(with_noise)[0]
+
+
+def test_the_verdicts_accuracy_is_named_as_one():
+    from synthaug.evaluation.summary import verdict_accuracy
+
+    assert [verdict_accuracy(s) for s in ("auc", "acc", "bacc")] == ["acc", "acc", "bacc"]  # AUC selects; a verdict is on an accuracy

@@ -154,7 +154,7 @@ def run_arm(regime: Regime, arm: Arm, seed: int, cfg: EvaluateConfig, data: Eval
     test = classification_metrics(data.test_labels, test_probs, rare)
     row = {
         "regime": regime.label, "n_real": int(len(regime.train.labels)), "subset_seed": regime.subset_seed,
-        "run": str(regime.run), "arm": arm.name, "kind": arm.kind, "ratio": arm.ratio, "replace_p": arm.replace_p, "seed": seed,
+        "run": str(regime.run), "arm": arm.name, "kind": arm.kind, "ratio": arm.add_ratio, "replace_p": arm.replace_p, "seed": seed,
         "n_real_used": 0 if arm.kind == "synthetic" else int(len(regime.train.labels)),
         "classifier": cfg.classifier, "steps": info.steps, "batch_size": cfg.batch_size, "n_synthetic": n_synth,
         "n_pseudo": int(len(labels) - len(regime.train.labels)) if arm.pseudo_confidence else 0,

@@ -59,7 +59,8 @@ from synthaug.data.shift import shift_images
 from synthaug.recipe.sections import REBALANCE, REFERENCE_ARMS, EvaluateConfig, SiteConfig, SubsetConfig
 from synthaug.storage.rundir import Run
 
-BASELINES = ("real", "real+classic")
+PLAIN_BASELINES = ("real", "real+classic")  # every arm's gain is also reported against these two; the best baseline
+# is chosen on val among all arms without synthetic data (is_non_synthetic), re-balancing and self-training included
 
 
 def is_non_synthetic(arm_name: str) -> bool:
@@ -152,7 +153,9 @@ def _check_pool(run: Run, pool: Pool | None) -> None:
 @dataclass(frozen=True)
 class Arm:
     kind: str  # one of config.ARMS
-    ratio: float | None  # synthetic images per real image of each class; None: no synthetic
+    # synthetic images added per real image of each class (real+synthetic Rx, synthetic); None for every other arm,
+    # those that use synthetic images their own way (top-up, replace, pretrain: see `synthetic`) included
+    add_ratio: float | None
     replace_p: float | None = None  # real+replace arms: the probability of swapping a drawn real image for a variation
     pseudo_confidence: float | None = None  # real+pseudo arms: the teacher's confidence a pool image needs
     replace_by_class: str | None = None  # real+replace arms with evaluate.replace_p_by_class: "inverse" or "by class"
@@ -163,7 +166,7 @@ class Arm:
             return f"{self.kind} p{self.replace_p:g}" + (f" {self.replace_by_class}" if self.replace_by_class else "")
         if self.pseudo_confidence is not None:
             return f"{self.kind} t{self.pseudo_confidence:g}"
-        return self.kind if self.ratio is None or self.kind == "synthetic" else f"{self.kind} {self.ratio:g}x"
+        return self.kind if self.add_ratio is None or self.kind == "synthetic" else f"{self.kind} {self.add_ratio:g}x"
 
     @property
     def classic(self) -> bool:
@@ -195,7 +198,7 @@ class Arm:
 
     @property
     def synthetic(self) -> bool:
-        return self.ratio is not None or self.replace_p is not None or self.topup or self.pretrain
+        return self.add_ratio is not None or self.replace_p is not None or self.topup or self.pretrain
 
 
 def expand_arms(cfg: EvaluateConfig) -> list[Arm]:
@@ -215,7 +218,7 @@ def expand_arms(cfg: EvaluateConfig) -> list[Arm]:
 
 def top_ratio(arms: list[Arm]) -> float:
     """The largest synthetic-to-real ratio of the arms (0 when none uses synthetic images)."""
-    return max((a.ratio for a in arms if a.ratio is not None), default=0.0)
+    return max((a.add_ratio for a in arms if a.add_ratio is not None), default=0.0)
 
 
 def synthetic_needed(arms: list[Arm], real_counts: dict[int, int]) -> dict[int, int]:
@@ -247,7 +250,7 @@ def check_synthetic(regime: Regime, arms: list[Arm], cfg: EvaluateConfig) -> Non
     have = {c: int((regime.synthetic.images.labels == c).sum()) for c in regime.classes}
     for c, want in needed.items():
         if have[c] < want:
-            named = ", ".join(sorted({a.kind for a in arms if a.ratio is not None}))
+            named = ", ".join(sorted({a.kind for a in arms if a.add_ratio is not None}))
             raise UserError(
                 f"{regime.synthetic_dir}: the arms {named} need {want} synthetic images of class {c} ({regime.class_names[c]}), "
                 f"found {have[c]}; run `synthaug generate` with --ratio {top_ratio(arms):g} (or --per-class {max(needed.values())})"
@@ -295,8 +298,8 @@ def arm_data(regime: Regime, arm: Arm, pool_probs: np.ndarray | None = None, cfg
         return TopUp(regime.train, regime.synthetic, None if cfg.top_up == "balance" else cfg.top_up, weight=weight, **real)
     if arm.kind == "synthetic":
         return SyntheticOnly(regime.train, regime.synthetic, **real)
-    if arm.ratio is not None:
-        return AddSynthetic(regime.train, regime.synthetic, arm.ratio, weight=weight, soft_labels=arm.soft, **real)
+    if arm.add_ratio is not None:
+        return AddSynthetic(regime.train, regime.synthetic, arm.add_ratio, weight=weight, soft_labels=arm.soft, **real)
     return ArmDataset(regime.train, **real)  # and the second stage of the pretrain and model-sharing arms
 
 

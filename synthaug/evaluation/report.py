@@ -9,7 +9,7 @@ import pandas as pd
 
 from synthaug.core.formatting import mean_std, percent, significant
 from synthaug.evaluation.intervals import MIN_UNITS
-from synthaug.evaluation.summary import headline_metric
+from synthaug.evaluation.summary import verdict_accuracy
 
 
 VERDICT_WORDS = {"higher": "higher", "lower": "**lower**", "no difference shown": "no difference shown", "too few units": "too few units"}
@@ -37,7 +37,7 @@ def best_synthetic(results: dict, regime: str) -> dict | None:
 
 def gain_metrics(results: dict) -> list[str]:
     """The gains a report shows, the headline (the verdict's metric) first: ACC, AUC and BACC where the rows have it."""
-    first = headline_metric(results["config"]["select_on"])
+    first = verdict_accuracy(results["config"]["select_on"])
     have = [m for m in ("acc", "auc", "bacc") if any(f"d{m}" in g for g in results["gains"])]
     return [first, *(m for m in have if m != first)] if first in have else have
 
@@ -58,7 +58,7 @@ def verdicts(results: dict) -> list[str]:
         g = best_synthetic(results, regime)
         if g is None:
             continue
-        m = headline_metric(results["config"]["select_on"])
+        m = verdict_accuracy(results["config"]["select_on"])
         m = m if f"d{m}" in g else "acc"
         numbers = (f"`{g['arm']}` (the synthetic arm chosen on val) vs `{g['vs']}` (the best baseline chosen on val): "
                    f"{100 * g[f'd{m}']:+.1f} points {split} {LABELS[m]} {_points_interval(g, m)} "

@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 
 from synthaug.evaluation.intervals import gain_interval, t_interval, verdict
-from synthaug.evaluation.regimes import BASELINES, is_non_synthetic
+from synthaug.evaluation.regimes import PLAIN_BASELINES, is_non_synthetic
 from synthaug.recipe.sections import EvaluateConfig
 
 UNIT = ["regime", "subset_seed"]  # what is independent: one real subset and the generator trained on it
@@ -25,8 +25,9 @@ GAIN_METRICS = ("acc", "auc", "bacc")
 HEADLINE_NAMES = {"acc": "ACC", "bacc": "balanced ACC"}  # a verdict's metric, as sentences name it
 
 
-def headline_metric(select_on: str) -> str:
-    """The metric of the verdict: balanced ACC when checkpoints and baselines are selected on it, else ACC."""
+def verdict_accuracy(select_on: str) -> str:
+    """The accuracy a verdict is on: balanced ACC ("bacc") when checkpoints and baselines are selected on balanced
+    accuracy, else plain ACC ("acc"), under AUC selection too: AUC picks checkpoints, a verdict states an accuracy."""
     return "bacc" if select_on == "bacc" else "acc"
 
 
@@ -46,11 +47,11 @@ def summarise(rows: list[dict], cfg: EvaluateConfig, test_labels: np.ndarray | N
         })
     for regime, group in table.groupby("regime", sort=False):
         by_arm = {arm: g for arm, g in group.groupby("arm", sort=False)}
-        present = [b for b in BASELINES if b in by_arm]
+        present = [b for b in PLAIN_BASELINES if b in by_arm]
         candidates = [a for a in by_arm if is_non_synthetic(a)]  # real+pseudo arms too: they may use the pool
         for base in present:
             for arm in by_arm:
-                if arm == base or (base != "real" and arm in BASELINES):  # "real vs real+classic" is the reverse of a row above
+                if arm == base or (base != "real" and arm in PLAIN_BASELINES):  # "real vs real+classic" is the reverse of a row above
                     continue
                 gains.append({"regime": regime, "arm": arm, "vs": base, **split_gains(by_arm[arm], by_arm[base], split, test_labels)})
         if not candidates:
