@@ -41,6 +41,7 @@ from synthaug.storage.cards import write_dataset_card, write_model_card
 from synthaug.storage.files import FolderLock, atomic_write_bytes, atomic_write_json, atomic_write_text, read_json
 from synthaug.reference.filters import copy_thresholds
 from synthaug.reference.metrics import NearestImages, frechet_distance, knn_distances, nearest_by_correlation, paired_correlation, prdc
+from synthaug.auditing.membership import membership
 from synthaug.auditing.plots import closest_pairs_png, similarity_png
 from synthaug.recipe.recipe import Recipe
 from synthaug.reference.realdata import CALIBRATION_SPLIT, RunData, load_run_data, real_features
@@ -286,6 +287,8 @@ def _audit(run: Run, data: RunData, folder: Path, device, show_progress: bool, c
     memorization_report = memorization(data, synthetic, files, nearest, feature_nn, thresholds, settings.copy_quantile)
     fidelity_of_labels = label_fidelity(data, model, feature_training, synthetic, device)
     lap("label_fidelity")
+    membership_report = membership(run, data, features, model, synthetic, device)
+    lap("membership")
     if read.variations:
         memorization_report["variations"] = _variations_report(data, synthetic, source_rows)
     if data.pool is not None:
@@ -323,6 +326,7 @@ def _audit(run: Run, data: RunData, folder: Path, device, show_progress: bool, c
         "fidelity": fidelity_report,
         "memorization": memorization_report,
         "label_fidelity": fidelity_of_labels,
+        "membership": membership_report,
         "figures": FIGURES,
         "device": str(device) if device.type != "cuda" else f"cuda ({torch.cuda.get_device_name(device)})",
         "timing_s": timing,

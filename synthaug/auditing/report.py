@@ -74,6 +74,7 @@ def render_audit_markdown(report: dict) -> str:
         "",
         *_variation_lines(mem.get("variations")),
         *_pool_lines(mem.get("pool")),
+        *_membership_lines(report.get("membership")),
         f"## Flagged files ({len(mem['flagged'])})",
         "",
     ]
@@ -189,4 +190,34 @@ def _variation_lines(variations: dict | None) -> list[str]:
     for name, row in list(variations["per_class"].items()) + [("all", variations["overall"])]:
         cells = " / ".join(fixed(row.get(f"{q}_source_correlation")) for q in ("p10", "median", "p90"))
         lines.append(f"| {name} | {row['n']} | {cells} |")
+    return lines + [""]
+
+
+def _membership_lines(membership: dict | None) -> list[str]:
+    """audit.md's membership inference: each attack's AUC and TPR at 1 % FPR beside the fair coin's range."""
+    if not membership:
+        return []
+    m, n, model = membership["members"], membership["non_members"], membership.get("model")
+    rows = []
+    if model:
+        t = ", ".join(str(step) for step in model["timesteps"])
+        rows += [(f"model: denoising loss (t = {t}, {model['noise_draws']} noise draws)", model["loss"]),
+                 (f"model: loss calibrated by {model['reference']}", model["calibrated"])]
+    rows += [(f"released set ({membership['released']['images']} images): nearest, pixels", membership["released"]["pixel"]),
+             ("released set: nearest, features", membership["released"]["feature"]),
+             ("baseline, real test images released: pixels", membership["baseline"]["pixel"]),
+             ("baseline, real test images released: features", membership["baseline"]["feature"])]
+
+    def interval(values: list[float]) -> str:
+        return f"[{fixed(values[0])}, {fixed(values[1])}]"
+
+    lines = ["## Membership inference", "",
+             f"Members: {m['n']} of {m['of']} ({m['source']}); non-members: {n['n']} of {n['of']} ({n['source']}), drawn with "
+             "`audit.membership.seed`. Each attack scores every image (higher: member); AUC and the true-positive rate at 1 % "
+             "false positives with 95 % bootstrap intervals, beside the fair coin's 95 % range (member labels permuted). "
+             + ("" if model else "The model attack needs the run's finished models (not found). "), "",
+             "| attack | AUC [95 %] | fair coin AUC | TPR at 1 % FPR [95 %] | fair coin TPR |", "|---|---|---|---|---|"]
+    lines += [f"| {name} | {fixed(f['auc'])} {interval(f['auc_interval'])} | {interval(f['coin']['auc_interval'])} | "
+              f"{percent(f['tpr_at_1pct_fpr'])} [{percent(f['tpr_interval'][0])}, {percent(f['tpr_interval'][1])}] | "
+              f"[{percent(f['coin']['tpr_interval'][0])}, {percent(f['coin']['tpr_interval'][1])}] |" for name, f in rows]
     return lines + [""]
