@@ -9,11 +9,13 @@ the chosen arm meets test once, in `confirm`, on subsets that no choice saw.
 from __future__ import annotations
 
 import copy
+import math
 from dataclasses import dataclass
 
 import pandas as pd
 
-from synthaug.recipe.sections import USAGE_ARMS, SweepConfig
+from synthaug.core.errors import UserError
+from synthaug.recipe.sections import GENERATOR_LEVERS, USAGE_ARMS, SweepConfig
 from synthaug.recipe.recipe import Recipe, recipe_from_dict
 from synthaug.evaluation.regimes import PLAIN_BASELINES
 from synthaug.storage.rundir import safe_name
@@ -21,7 +23,7 @@ from synthaug.evaluation.intervals import t_interval
 from synthaug.evaluation.summary import verdict_accuracy, paired_gain, rows_table, unit_values
 
 FIT_LEVERS = ("conditioning", "augment", "balanced_batches")  # a new value needs new generators; the others only resample or reuse them
-ADD_ARMS = ("real+synthetic", "real+synthetic+classic")
+ADD_ARMS = ("real+synthetic", "real+synthetic+classic", "real+synthetic+soft", "real+synthetic+soft+classic")
 REPLACE_ARMS = ("real+replace", "real+replace+classic")
 # Where a plain lever's value goes in the recipe; classic, source, usage and ratio are set by `_apply`.
 FIELDS = {"conditioning": ("model", "conditioning"), "augment": ("train", "augment"), "balanced_batches": ("train", "balanced_batches"),
@@ -105,6 +107,8 @@ def candidate(base: dict, values: list[Value], baseline_only: bool = False) -> t
 
 def lever_skip_reason(lever: str, recipe: Recipe) -> str | None:
     """Why sweeping `lever` at these settings would change nothing (None: it applies)."""
+    if lever in GENERATOR_LEVERS and recipe.evaluate.release is not None:
+        return "changes the generator or its sampling; the synthetic set is another site's release (evaluate.release)"
     if lever == "strength" and not recipe.generate.from_real:
         return "applies to variations of the real images; the chosen source draws from noise"
     if lever == "balanced_batches" and recipe.model.conditioning != "class_conditional":
@@ -136,7 +140,14 @@ def tie_key(mean: float) -> float:
 
 
 def _val_means(table: pd.DataFrame, metric: str) -> pd.Series:
-    return table.groupby("arm", sort=False)[f"val_{metric}"].mean()
+    """Each arm's mean val `metric`; refused when a run has none (cached before the metric existed): pandas' mean
+    would skip it, and a nan would win or lose every comparison by accident."""
+    column = f"val_{metric}"
+    unscored = table["arm"].unique() if column not in table else table.loc[table[column].isna(), "arm"].unique()
+    if len(unscored):
+        raise UserError(f"val {metric}: not scored for {', '.join(unscored)} (runs cached before the metric existed); "
+                        "evaluate them again with --force")
+    return table.groupby("arm", sort=False)[column].mean()
 
 
 def score(rows: list[dict], metric: str, lever: str) -> dict:
@@ -172,19 +183,31 @@ def recommend(rows: list[dict], metric: str) -> dict:
             "val_synthetic": float(val[synthetic]), "val_baseline": float(val[baseline]), "val_gain": gain}
 
 
+# The verdict of a confirmation over several regimes is its weakest regime's: "helps" needs every regime to say higher.
+VERDICT_ORDER = ("lower", "no difference shown", "not scored", "too few units", "higher")
+
+
 def confirm(results: dict, synthetic: str, baseline: str) -> dict:
     """The one test comparison, read from the evaluate `results` of the confirmation subsets (no choice saw them):
-    `synthetic` against `baseline`, both chosen before on val, with their intervals over the subsets. It helps only
-    when the interval of the headline metric (balanced ACC when select_on is bacc, else ACC) lies above 0 over at
-    least MIN_UNITS subsets."""
-    entry = next(g for g in results["gains"] if g["arm"] == synthetic and g["vs"] == baseline)
-    summary = {s["arm"]: s for s in results["summary"]}
+    `synthetic` against `baseline`, both chosen before on val, with their intervals over the subsets, regime by regime
+    (each regime's gain beside its own scores, in "regimes"). A regime helps only when the interval of the headline
+    metric (balanced ACC when select_on is bacc, else ACC) lies above 0 over at least MIN_UNITS subsets; the
+    confirmation helps when every regime does, and its top-level fields are those of the weakest regime."""
+    summary = {(s["regime"], s["arm"]): s for s in results["summary"]}
     metric = verdict_accuracy(results.get("config", {}).get("select_on", "acc"))
     metrics = dict.fromkeys([metric, "acc", "auc"])
-    gains = {f"gain_{m}": {"mean": entry[f"d{m}"], "lo": entry[f"d{m}_lo"], "hi": entry[f"d{m}_hi"], "units": entry["units"],
-                           "pairs": entry["pairs"], "verdict": entry[f"d{m}_verdict"], "test_noise": entry.get(f"d{m}_test_noise", False)}
-             for m in metrics if f"d{m}" in entry}
-    return {"synthetic_arm": synthetic, "baseline_arm": baseline, "metric": metric,
-            "score": summary[synthetic][f"{metric}_mean"], "score_baseline": summary[baseline][f"{metric}_mean"],
-            "acc": summary[synthetic]["acc_mean"], "acc_baseline": summary[baseline]["acc_mean"], **gains,
-            "verdict": entry[f"d{metric}_verdict"], "helps": entry[f"d{metric}_verdict"] == "higher"}
+    checks = []
+    for entry in (g for g in results["gains"] if g["arm"] == synthetic and g["vs"] == baseline):
+        mine, theirs = summary[entry["regime"], synthetic], summary[entry["regime"], baseline]
+        gains = {f"gain_{m}": {"mean": entry[f"d{m}"], "lo": entry[f"d{m}_lo"], "hi": entry[f"d{m}_hi"],
+                               "units": entry["units"] - entry.get(f"d{m}_unscored", 0), "pairs": entry["pairs"],
+                               "verdict": entry[f"d{m}_verdict"], "test_noise": entry.get(f"d{m}_test_noise", False)}
+                 for m in metrics if f"d{m}" in entry}
+        checks.append({"regime": entry["regime"], "score": mine.get(f"{metric}_mean", math.nan),
+                       "score_baseline": theirs.get(f"{metric}_mean", math.nan), "acc": mine["acc_mean"], "acc_baseline": theirs["acc_mean"],
+                       **gains, "verdict": entry[f"d{metric}_verdict"], "helps": entry[f"d{metric}_verdict"] == "higher"})
+    if not checks:
+        raise UserError(f"the confirmation's results compare no `{synthetic}` with `{baseline}`")
+    weakest = min(checks, key=lambda c: VERDICT_ORDER.index(c["verdict"]))  # ties: the first regime
+    return {"synthetic_arm": synthetic, "baseline_arm": baseline, "metric": metric, **weakest,
+            "helps": all(c["helps"] for c in checks), "regimes": checks}
