@@ -4,6 +4,7 @@ import contextlib
 import json
 import os
 import random
+import re
 import signal
 import subprocess
 import sys
@@ -237,6 +238,38 @@ def test_a_failed_fit_leaves_no_run_folder_it_made_but_keeps_one_holding_work(ti
     with pytest.raises(UserError, match="different recipe"):
         fit(tiny_recipe("kept", train={"lr": 0.5}), show_progress=False)
     assert sorted(p.name for p in run.root.iterdir()) == before
+
+
+def test_a_fit_that_diverges_stops_in_one_line_and_saves_no_such_weights(tiny_recipe):
+    # a huge lr after one warm-up step at lr 0: the first steps are checkpointed, then the weights overflow
+    recipe = tiny_recipe("diverged", train={"lr": 1e30, "warmup_steps": 2, "steps": 8, "checkpoint_every": 1})
+    pattern = r"^00_malignant: the (loss|weights) became (nan|inf|non-finite) at step (\d+); .*train\.lr \(now 1e\+30\)"
+    with pytest.raises(UserError, match=pattern) as err:
+        fit(recipe, show_progress=False)
+    assert "\n" not in str(err.value)
+    stopped_at = int(re.match(pattern, str(err.value)).group(3))
+    run = RunDir(recipe.run_dir)
+    assert not run.is_finished("00_malignant") and stopped_at > 1
+    checkpoint = run.latest_checkpoint("00_malignant")
+    assert checkpoint.name == f"step_{stopped_at - 1:07d}"
+    assert all(torch.isfinite(w).all() for w in load_file(checkpoint / "model.safetensors").values())
+    with pytest.raises(UserError, match=f"at step {stopped_at};"):  # the rerun resumes from it and stops again
+        fit(recipe, show_progress=False)
+
+
+def test_a_nan_in_the_data_stops_the_fit_at_its_first_step(tiny_recipe, monkeypatch):
+    real_jobs = train_module.make_jobs
+
+    def with_nan(*args, **kwargs):
+        jobs = real_jobs(*args, **kwargs)
+        jobs[0].images[:] = float("nan")  # class 0's images, as the model sees them
+        return jobs
+
+    monkeypatch.setattr(train_module, "make_jobs", with_nan)
+    recipe = tiny_recipe("nan-data")
+    with pytest.raises(UserError, match=r"^00_malignant: the loss became nan at step 1; .*non-finite pixels"):
+        fit(recipe, show_progress=False)
+    assert not RunDir(recipe.run_dir).is_finished("00_malignant")
 
 
 def test_unreadable_checkpoint_is_named(tiny_recipe):

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import math
 import shutil
 import signal
 import threading
@@ -160,6 +161,7 @@ def train_job(recipe: Recipe, run: RunDir, job: Job, num_classes: int, class_nam
             tick = time.perf_counter()
             loss = train_step(t, step)
             done = step + 1
+            check_finite(t, done, loss)
             log_metrics(t, done, loss, images_per_s=images_per_step / (time.perf_counter() - tick))
             if t.private is not None:
                 t.rows[-1][EPSILON_COLUMN] = t.private.after_step(done)
@@ -263,6 +265,19 @@ def private_step(t: Training, step: int) -> float:
     t.lr_schedule.step()
     t.ema.step(t.unet.parameters())
     return loss.detach().item()
+
+
+def check_finite(t: Training, done: int, loss: float) -> None:
+    """Stop at the first step whose loss or updated weights are not finite, before that step's row, grid, checkpoint or
+    model is written, so that diverged weights are never saved (the last checkpoint, if any, holds finite ones)."""
+    if not math.isfinite(loss):
+        broken = f"the loss became {loss}"
+    elif not bool(torch.stack([torch.isfinite(w).all() for w in t.unet.parameters()]).all()):
+        broken = "the weights became non-finite"
+    else:
+        return
+    raise UserError(f"{t.job.model_dir}: {broken} at step {done}; nothing of that step was saved. Lower train.lr (now "
+                    f"{t.recipe.train.lr:g}) or check the data for non-finite pixels, and fit again under another name (--set name=...)")
 
 
 def denoising_loss(t: Training, x: torch.Tensor, noise: torch.Tensor, timesteps: torch.Tensor,
