@@ -203,15 +203,19 @@ def _write(tmp: Path, run, synthetic, keep: np.ndarray, soft, teacher_info, repo
                       f"{recipe.train.batch_size}, trained on {sum(run.info.counts.values())} real images"),
         "real_training_images": int(sum(run.info.counts.values())),
         "gates": gates, "gates_overridden": bool(overridden), "teacher": teacher_info, "soft_labels": soft is not None,
-        "weights": with_weights, "privacy": _privacy(recipe), "audit": scrub(summary), "files": files,
+        "weights": with_weights, "privacy": _privacy(run), "audit": scrub(summary), "files": files,
     }
     atomic_write_json(target.manifest, manifest)
     atomic_write_text(target.card, render_release_card(manifest))
 
 
-def _privacy(recipe) -> dict | None:
-    privacy = getattr(recipe.train, "privacy", None)
-    return None if privacy is None else privacy.model_dump(mode="json")
+def _privacy(run) -> dict | None:
+    """The generator's differential privacy: the epsilon its fit spent (the largest of its models'; summary.json) and
+    delta; None for an ordinary fit."""
+    if run.recipe.train.privacy is None:
+        return None
+    spent = [m["privacy"]["epsilon"] for m in run.dir.read_summary().get("models", {}).values() if m.get("privacy")]
+    return {**run.recipe.train.privacy.model_dump(mode="json"), "epsilon_spent": max(spent) if spent else None}
 
 
 def _portable_recipe(recipe) -> dict:
@@ -260,7 +264,8 @@ def render_release_card(manifest: dict) -> str:
     if not any(g["gate"].startswith("membership") for g in manifest["gates"]):
         lines += ["The audit holds no membership-inference figures: only the near-copy gate was checked.", ""]
     privacy = manifest.get("privacy")
-    lines += ["## Privacy", "", (f"The generator was fitted with DP-SGD: epsilon {privacy.get('epsilon')}, delta {privacy.get('delta')}."
+    lines += ["## Privacy", "", (f"The generator was fitted with DP-SGD: epsilon {privacy.get('epsilon_spent')} spent of a budget of "
+                                 f"{privacy.get('epsilon')}, delta {privacy.get('delta')}."
                                  if privacy else "The generator was fitted without differential privacy (epsilon = infinity)."), ""]
     teacher = manifest.get("teacher")
     if teacher:
