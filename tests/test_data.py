@@ -1,5 +1,8 @@
 """Real data: medmnist npz files (grayscale, RGB, other sizes, download), class folders, class choice, subsets, tensors."""
 
+import struct
+import zlib
+
 import numpy as np
 import pytest
 from conftest import write_class_folders, write_medmnist_npz
@@ -89,6 +92,26 @@ def test_unreadable_image_is_named(tmp_path):
     broken.write_bytes(b"not a png")
     with pytest.raises(UserError, match="broken.png: unreadable image"):
         load_split(DataConfig(folder=root, size=16), "train")
+
+
+def png_header_only(path, width: int, height: int) -> None:
+    """A PNG that declares width x height grayscale pixels but holds almost no data: opening reads the size, no decoding."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0))
+                     + chunk(b"IDAT", zlib.compress(b"\x00" * 16)) + chunk(b"IEND", b""))
+
+
+@pytest.mark.parametrize("side", [8001, 25000])  # past synthaug's budget; past PIL's decompression-bomb limit too
+def test_an_image_beyond_the_pixel_budget_is_refused_in_one_line(tmp_path, side):
+    root = write_class_folders(tmp_path / "imgs", ["a", "b"], n=2, size=16, channels=1)
+    png_header_only(root / "b" / "huge.png", side, 8000)
+    shape = f"{side} x 8000 pixels, " if side == 8001 else ""  # PIL refuses the larger one as it opens it, before its size is read
+    with pytest.raises(UserError, match=rf"^\S*huge\.png: {shape}more than synthaug reads \(64,000,000 pixels, e\.g\. 8000 x 8000\); "
+                                        r"downscale it first$") as err:
+        load_split(DataConfig(folder=root, size=16), "train")
+    assert "\n" not in str(err.value)
 
 
 def test_empty_folder_is_refused(tmp_path):

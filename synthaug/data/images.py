@@ -23,6 +23,9 @@ from synthaug.storage.files import atomic_write_bytes
 from synthaug.recipe.sections import DataConfig, medmnist_info
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"}
+# The largest image read (8000 x 8000): every image is resized to data.size, and decoding one this big already takes
+# 192 MB (RGB). Checked from the header, before decoding; PIL's own decompression-bomb limit lies above it.
+MAX_IMAGE_PIXELS = 8000 * 8000
 SPLITS = ("train", "val", "test")
 
 
@@ -122,12 +125,24 @@ def folder_class_names(cfg: DataConfig) -> list[str]:
     return names
 
 
+def _too_large(path: Path, shape: str) -> UserError:
+    return UserError(f"{path}: {shape}more than synthaug reads ({MAX_IMAGE_PIXELS:,} pixels, e.g. 8000 x 8000); downscale it first")
+
+
 def read_image(path: Path, size: int) -> Image.Image:
+    """An image file as an "L" or "RGB" image of size x size; a damaged one, or one of more than MAX_IMAGE_PIXELS, is a
+    one-line UserError."""
     try:
-        with Image.open(path) as img:
-            img.load()
-            gray = img.mode in ("1", "L", "LA", "I", "I;16", "F")
-            img = img.convert("L" if gray else "RGB")
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as img:
+                if img.width * img.height > MAX_IMAGE_PIXELS:
+                    raise _too_large(path, f"{img.width} x {img.height} pixels, ")
+                img.load()
+                gray = img.mode in ("1", "L", "LA", "I", "I;16", "F")
+                img = img.convert("L" if gray else "RGB")
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):  # PIL's limit, checked as it opens the file
+        raise _too_large(path, "") from None
     except (UnidentifiedImageError, OSError, ValueError) as exc:
         raise UserError(f"{path}: unreadable image ({exc})") from None
     if img.size != (size, size):
