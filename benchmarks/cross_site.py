@@ -33,6 +33,13 @@ def table(path: str) -> list[str]:
     results = json.load(open(path))
     rows, labels = pd.DataFrame(results["rows"]), np.asarray(results["data"]["test_labels"])
     lines = [f"## {path}", ""]
+    audit = results["data"]["regimes"][0].get("audit") or {}
+    generator = results["data"]["regimes"][0].get("generator", "?")
+    if audit:  # how good A's generator is, beside what B gains from it
+        lines += [f"A's release: {generator}. Audit: FD {audit.get('fd_synthetic', float('nan')):.3g} (real val {audit.get('fd_val', float('nan')):.3g}), "
+                  f"label fidelity {100 * (audit.get('label_fidelity') or float('nan')):.1f} % (real val "
+                  f"{100 * (audit.get('label_fidelity_real_val') or float('nan')):.1f} %), near-copies {100 * audit['flagged_fraction']:.2f} % "
+                  f"(real val {100 * audit['real_val_over_threshold']:.2f} %)", ""]
     for regime, group in rows.groupby("regime", sort=False):
         arms = {a: g for a, g in group.groupby("arm", sort=False)}
         best = results["best_baseline"][regime]["arm"]

@@ -59,6 +59,8 @@ def test_a_release_holds_the_set_its_audit_and_card_and_nothing_of_the_site(site
             text = path.read_text()
             assert str(site_a["root"]) not in text and str(tmp_path) not in text, path.name
     assert "Gates" in (out / "README.md").read_text()
+    from synthaug.auditing.audit import read_audit_summary
+    assert not read_audit_summary(out)["stale"]  # the audit describes the released images (none dropped)
 
 
 def test_refusals_are_one_line(site_a, tmp_path, capsys):
