@@ -5,7 +5,9 @@
 Units-only differences ~ Normal(effect, 1): coverage of the Student-t interval (synthaug) and of the percentile
 bootstrap (synthaug before), the chance that the t interval lies above 0 for a true effect of 0.5, 1 and 2
 between-unit standard deviations (power), and the spread of the interval's half-width (coefficient of variation).
-Then the interval with the test set's own noise (two-way: unit x test image) under three mixes of noise.
+Then the interval with the test set's own noise (two-way: unit x test image) under three mixes of noise, and the same
+for balanced-ACC gains (per-image terms weighted N / (K n_c), image effects measured within each class) on a
+long-tailed test set, against the units-only interval balanced-ACC gains had before.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import sys
 
 import numpy as np
 
-from synthaug.evaluation.intervals import gain_interval, t_interval
+from synthaug.evaluation.intervals import balanced_weights, gain_interval, t_interval, verdict
 
 
 def bootstrap(values, n_boot=2000, seed=0):
@@ -48,5 +50,37 @@ def main(trials: int) -> None:
             print(f"| {n} | {su} / {si} | {np.mean(hits):.3f} | {np.mean(hits_units):.3f} |")
 
 
+def balanced_table(trials: int) -> None:
+    """Balanced-ACC gains from 0/1 correctness on a test set of 200 / 60 / 20 images: a test image is right with chance
+    q ~ U(0.35, 0.65) under the baseline and q + class effect + image shift (shared by every unit) + unit shift under
+    the arm (clipped to [0, 1]); each unit draws both arms' answers afresh. Class effects (-1, 0, 2) x 0.06: the truth
+    (the mean over the classes of the expected change, by Monte Carlo) is about +0.02; at effect 0 it is 0."""
+    rng = np.random.default_rng(2)
+    labels = np.repeat([0, 1, 2], [200, 60, 20])
+    weights, class_effect = balanced_weights(labels), np.array([-1.0, 0.0, 2.0])
+    print()
+    print("| units | noise mix (sd unit / sd image) | effect | balanced-ACC coverage with test-set noise | units-only coverage | "
+          "nulls called higher or lower, units only | with test-set noise |")
+    print("|---|---|---|---|---|---|---|")
+    for n in (3, 5, 8, 10):
+        for su, si in ((0.03, 0.02), (0.003, 0.3), (0.015, 0.15)):
+            for effect in (0.0, 0.06):
+                q = rng.uniform(0.35, 0.65, 2_000_000)
+                truth = np.mean([np.mean(np.clip(q + effect * e + rng.normal(0, si, q.shape), 0, 1) - q) for e in class_effect])
+                hits, hits_units, called, called_units = [], [], [], []
+                for _ in range(trials):
+                    q = rng.uniform(0.35, 0.65, len(labels))
+                    arm = np.clip(q + effect * class_effect[labels] + rng.normal(0, si, len(labels)) + rng.normal(0, su, (n, 1)), 0, 1)
+                    per_image = weights * ((rng.random(arm.shape) < arm).astype(float) - (rng.random(arm.shape) < q))
+                    r, u = gain_interval(per_image.mean(1), per_image, labels), gain_interval(per_image.mean(1))
+                    hits.append(r["lo"] <= truth <= r["hi"])
+                    hits_units.append(u["lo"] <= truth <= u["hi"])
+                    called.append(verdict(r, 0) != "no difference shown")
+                    called_units.append(verdict(u, 0) != "no difference shown")
+                null = (f"{np.mean(called_units):.3f} | {np.mean(called):.3f}" if effect == 0 else "| ")
+                print(f"| {n} | {su} / {si} | {effect:g} | {np.mean(hits):.3f} | {np.mean(hits_units):.3f} | {null} |")
+
+
 if __name__ == "__main__":
     main(int(sys.argv[1]) if len(sys.argv) > 1 else 2000)
+    balanced_table(int(sys.argv[1]) if len(sys.argv) > 1 else 2000)

@@ -70,6 +70,74 @@ def test_test_predictions_add_the_test_sets_own_noise():
     assert not with_noise["dauc_test_noise"]  # AUC: the subsets only
 
 
+def long_tailed_rows(units: int = 8) -> tuple[list[dict], np.ndarray]:
+    """`real+balanced` and `real+topup+balanced` on `units` subsets, each row with its test predictions and the test
+    scores that follow from them; the test set is long-tailed (80, 15 and 5 images)."""
+    from synthaug.classifier.harness import label_metrics
+
+    labels = np.repeat([0, 1, 2], [80, 15, 5])
+    rng = np.random.default_rng(3)
+    rows = []
+    for subset in range(units):
+        for arm, val, right in (("real+balanced", 0.70, 0.7), ("real+topup+balanced", 0.75, 0.75)):
+            pred = np.where(rng.random(100) < right, labels, (labels + 1) % 3)
+            rows.append({**row(arm, 0, 0.5, float((pred == labels).mean()), subset=subset, pred=pred.tolist()), "val_bacc": val,
+                         "test_bacc": label_metrics(labels, pred, 3)["bacc"]})
+    return rows, labels
+
+
+def test_balanced_accuracy_gains_add_the_test_sets_own_noise_with_class_weighted_image_terms():
+    rows, labels = long_tailed_rows()
+    cfg = EvaluateConfig(**{**TINY_EVAL, "select_on": "bacc"})
+    with_noise = next(g for g in summarise(rows, cfg, labels)["gains"] if g.get("best_baseline"))
+    units_only = next(g for g in summarise(rows, cfg)["gains"] if g.get("best_baseline"))
+    assert with_noise["dbacc_test_noise"] and not units_only["dbacc_test_noise"]
+    assert with_noise["dbacc"] == pytest.approx(units_only["dbacc"])  # the weighted image terms average to balanced ACC
+    assert with_noise["dbacc_hi"] - with_noise["dbacc_lo"] > units_only["dbacc_hi"] - units_only["dbacc_lo"]
+
+
+def test_a_unit_without_a_test_score_is_left_out_and_said_not_too_few_units():
+    from synthaug.evaluation.report import verdicts
+
+    rows, _ = long_tailed_rows()
+    rows[0]["test_bacc"] = float("nan")  # e.g. a row cached before balanced metrics, without its test predictions
+    cfg = EvaluateConfig(**{**TINY_EVAL, "select_on": "bacc"})
+    results = {**summarise(rows, cfg), "config": cfg.model_dump(mode="json")}
+    gain = next(g for g in results["gains"] if g.get("best_baseline"))
+    assert gain["units"] == 8 and gain["dbacc_unscored"] == 1 and gain["dbacc_verdict"] != "too few units"
+    assert "over 7 independent subset(s) (1 more without a test BACC, left out)" in verdicts(results)[0]
+    for r in rows:
+        r["test_bacc"] = float("nan")
+    results = {**summarise(rows, cfg), "config": cfg.model_dump(mode="json")}
+    assert next(g for g in results["gains"] if g.get("best_baseline"))["dbacc_verdict"] == "not scored"
+    assert "not scored" in verdicts(results)[0]
+
+
+def test_an_arm_without_a_val_score_is_never_chosen_as_best_baseline():
+    """Arms cached before balanced metrics have val_bacc nan; max() would keep a nan that comes first."""
+    from synthaug.evaluation.report import render_evaluate_report, verdicts
+
+    rows, _ = long_tailed_rows(5)
+    rows += [{**r, "arm": "real", "kind": "real", "val_bacc": float("nan")} for r in rows if r["arm"] == "real+balanced"]
+    rows.sort(key=lambda r: r["arm"] != "real")  # `real` first, as evaluate writes it
+    cfg = EvaluateConfig(**{**TINY_EVAL, "select_on": "bacc"})
+    results = {**summarise(rows, cfg), "config": cfg.model_dump(mode="json")}
+    chosen = results["best_baseline"]["4/class"]
+    assert chosen["arm"] is None and chosen["unscored"] == ["real"]
+    assert not any(g.get("best_baseline") for g in results["gains"])
+    assert verdicts(results)[0].startswith("4/class: not scored: no val BACC for `real`")
+
+
+def test_each_comparison_is_written_once_when_the_best_baseline_is_real():
+    rows = [row("real", s, 0.70, 0.60, subset=s) for s in range(5)] + [row("real+classic", s, 0.60, 0.60, subset=s) for s in range(5)]
+    rows += [row("real+synthetic 1x", s, 0.8, 0.62, subset=s) for s in range(5)]
+    results = summarise(rows, EvaluateConfig(**{**TINY_EVAL, "select_on": "acc"}))
+    assert results["best_baseline"]["4/class"]["arm"] == "real"
+    pairs = [(g["regime"], g["arm"], g["vs"]) for g in results["gains"]]
+    assert len(pairs) == len(set(pairs)) == 3  # real+classic and real+synthetic vs real, real+synthetic vs real+classic
+    assert [g.get("best_baseline", False) for g in results["gains"]] == [False, True, False]
+
+
 def test_selecting_on_balanced_accuracy_reports_its_gains_and_verdict():
     from synthaug.evaluation.report import interval_note, verdicts
 
@@ -93,11 +161,15 @@ def test_selecting_on_balanced_accuracy_reports_its_gains_and_verdict():
     assert verdicts(results) == ["4/class: synthetic data helps; `real+topup+balanced` (the synthetic arm chosen on val) vs "
                                  "`real+balanced` (the best baseline chosen on val): +5.0 points test BACC [95 % CI +5.0, +5.0] "
                                  "over 5 independent subset(s)."]
-    with_noise = {"gains": [{**gain, "dacc_test_noise": True}]}  # test predictions add the test set's noise to ΔACC only
-    assert "ΔAUC and ΔBACC cover the subsets only (a balanced accuracy is no mean of per-image terms)" in interval_note(with_noise)[0]
+    note = interval_note({"gains": [{**gain, "dacc_test_noise": True, "dbacc_test_noise": True}]})[0]
+    assert "ΔACC and ΔBACC also cover the test set's own sampling noise" in note and "weighted N / (K n_c)" in note
+    assert "ΔAUC covers the subsets only, **not** the test set's own sampling noise (an AUC ranks the class scores" in note
+    note = interval_note({"gains": [gain]})[0]  # rows without their predictions
+    assert "ΔBACC covers the subsets only, **not** the test set's own sampling noise (these rows keep no per-image predictions)" in note
 
 
 def test_the_verdicts_accuracy_is_named_as_one():
     from synthaug.evaluation.summary import verdict_accuracy
 
     assert [verdict_accuracy(s) for s in ("auc", "acc", "bacc")] == ["acc", "acc", "bacc"]  # AUC selects; a verdict is on an accuracy
+

@@ -9,7 +9,12 @@ spread by (n-1)/n). `benchmarks/interval_coverage.py` and tests/test_intervals.p
 The test set is one sample too, shared by every unit and arm: its sampling noise is common to all units, so no
 spread between units shows it. Given each unit's per-test-image differences, `gain_interval` adds it: the variance of
 the grand mean under a two-way random-effects model (unit x test image, one observation per cell), estimated from
-the ANOVA mean squares, with Satterthwaite's degrees of freedom (capped; see `gain_interval`).
+the ANOVA mean squares, with Satterthwaite's degrees of freedom (capped; see `gain_interval`). A per-image term is
+each image's share of the metric: correct or not for ACC; for balanced ACC the same, weighted by `balanced_weights`
+so that the terms' mean is the balanced accuracy.
+
+A unit without a score (nan: e.g. an arm cached before the metric existed) is left out and counted (`"unscored"`);
+with none scored the verdict is "not scored", never "too few units".
 """
 
 from __future__ import annotations
@@ -40,23 +45,44 @@ def t_interval(values, level: float = LEVEL) -> dict:
     return {"mean": mean, "lo": mean - half, "hi": mean + half, "units": n, "se": se, "df": float(n - 1)}
 
 
-def gain_interval(unit_diffs, per_image: np.ndarray | None = None, level: float = LEVEL) -> dict:
+def balanced_weights(labels) -> np.ndarray:
+    """Each test image's weight N / (K n_c) for an image of class c (K classes present, n_c images of class c, N in
+    all): the mean of weighted per-image correctness is the balanced accuracy (the mean recall over the classes)."""
+    labels = np.asarray(labels)
+    classes, index, counts = np.unique(labels, return_inverse=True, return_counts=True)
+    return len(labels) / (len(classes) * counts[index])
+
+
+def gain_interval(unit_diffs, per_image: np.ndarray | None = None, strata=None, level: float = LEVEL) -> dict:
     """Mean paired difference over independent units, with its interval.
 
     `unit_diffs`: (n,) each unit's difference (its classifier seeds averaged). `per_image`: optional (n, N) each unit's
     per-test-image difference (e.g. correct under the arm minus correct under the baseline, seeds averaged), whose
     row means are `unit_diffs`; with it the interval also covers the test set's own sampling noise
-    (`"test_noise": True`). Returns {"mean", "lo", "hi", "units", "se", "df", "test_noise"}."""
+    (`"test_noise": True`). `strata`: optional (N,) each test image's class, for a metric that fixes each class's share
+    (balanced ACC): the test images then vary within their class only, and a gain that differs between classes is no
+    noise (counted as noise, a null case covered 97 %). Units whose difference is nan are left out and counted in
+    "unscored". Returns {"mean",
+    "lo", "hi", "units", "se", "df", "test_noise", "unscored"}."""
     unit_diffs = np.asarray(unit_diffs, dtype=float)
+    scored = np.isfinite(unit_diffs)
+    unscored = int((~scored).sum())
+    unit_diffs = unit_diffs[scored]
     n = len(unit_diffs)
     if per_image is None or n < 2:
-        return {**t_interval(unit_diffs, level), "test_noise": False}
-    per_image = np.asarray(per_image, dtype=float)
+        return {**t_interval(unit_diffs, level), "test_noise": False, "unscored": unscored}
+    per_image = np.asarray(per_image, dtype=float)[scored]
     images = per_image.shape[1]
     row, col = per_image.mean(1), per_image.mean(0)
     residual = per_image - row[:, None] - col[None, :] + per_image.mean()
+    if strata is None:
+        image_spread = col.var(ddof=1), images - 1
+    else:
+        classes, index = np.unique(np.asarray(strata), return_inverse=True)
+        within = col - (np.bincount(index, col) / np.bincount(index))[index]
+        image_spread = (within ** 2).sum() / (images - len(classes)), images - len(classes)
     # Var(grand mean) = (MS_units + MS_images - MS_residual) / (n N); each term with its degrees of freedom
-    terms = [(row.var(ddof=1) / n, n - 1), (col.var(ddof=1) / images, images - 1),
+    terms = [(row.var(ddof=1) / n, n - 1), (image_spread[0] / images, image_spread[1]),
              (-(residual ** 2).sum() / ((n - 1) * (images - 1)) / (n * images), (n - 1) * (images - 1))]
     variance = max(sum(t for t, _ in terms), terms[0][0])  # never below the units' own spread
     se = math.sqrt(variance)
@@ -69,12 +95,15 @@ def gain_interval(unit_diffs, per_image: np.ndarray | None = None, level: float 
         df = float(n - 1)
     mean = float(per_image.mean())
     half = float(stats.t.ppf(0.5 + level / 2, df)) * se
-    return {"mean": mean, "lo": mean - half, "hi": mean + half, "units": n, "se": se, "df": df, "test_noise": True}
+    return {"mean": mean, "lo": mean - half, "hi": mean + half, "units": n, "se": se, "df": df, "test_noise": True,
+            "unscored": unscored}
 
 
 def verdict(interval: dict, min_units: int = MIN_UNITS) -> str:
-    """"higher" (the interval above 0), "lower" (below 0), "no difference shown" (it spans 0), or "too few units"
-    (fewer than `min_units` independent units: no yes or no)."""
+    """"higher" (the interval above 0), "lower" (below 0), "no difference shown" (it spans 0), "too few units"
+    (fewer than `min_units` independent units: no yes or no), or "not scored" (no unit has the score)."""
+    if interval["units"] == 0 and interval.get("unscored"):
+        return "not scored"
     if interval["units"] < min_units or math.isnan(interval["lo"]):
         return "too few units"
     if interval["lo"] > 0:
@@ -82,3 +111,4 @@ def verdict(interval: dict, min_units: int = MIN_UNITS) -> str:
     if interval["hi"] < 0:
         return "lower"
     return "no difference shown"
+

@@ -9,10 +9,12 @@ import pandas as pd
 
 from synthaug.core.formatting import mean_std, percent, significant
 from synthaug.evaluation.intervals import MIN_UNITS
+from synthaug.evaluation.regimes import PLAIN_BASELINES
 from synthaug.evaluation.summary import verdict_accuracy
 
 
-VERDICT_WORDS = {"higher": "higher", "lower": "**lower**", "no difference shown": "no difference shown", "too few units": "too few units"}
+VERDICT_WORDS = {"higher": "higher", "lower": "**lower**", "no difference shown": "no difference shown", "too few units": "too few units",
+                 "not scored": "not scored"}
 LABELS = {"acc": "ACC", "auc": "AUC", "bacc": "BACC", "f1": "macro-F1", "rare_recall": "rare-class recall"}
 
 
@@ -43,7 +45,9 @@ def gain_metrics(results: dict) -> list[str]:
 
 
 def _points_interval(g: dict, m: str) -> str:
-    """A gain's interval in points, or why there is none (one subset)."""
+    """A gain's interval in points, or why there is none (one subset, or none scored)."""
+    if g[f"d{m}_verdict"] == "not scored":
+        return "(no subset has this score)"
     if math.isnan(g[f"d{m}_lo"]):
         return "(no interval from one subset)"
     return f"[95 % CI {100 * g[f'd{m}_lo']:+.1f}, {100 * g[f'd{m}_hi']:+.1f}]"
@@ -52,24 +56,34 @@ def _points_interval(g: dict, m: str) -> str:
 def verdicts(results: dict) -> list[str]:
     """One sentence per regime: does synthetic data help against the best baseline chosen on val? "helps" needs the
     interval's lower bound above 0 over at least MIN_UNITS independent subsets; fewer units is "too few to tell".
-    On balanced ACC when `select_on` is bacc, else on ACC."""
+    On balanced ACC when `select_on` is bacc, else on ACC. A regime whose choices or headline score lack a score
+    (arms cached before the metric existed) is "not scored", never a verdict."""
     sentences, split = [], results.get("split", "test")
+    select_on = results["config"]["select_on"]
     for regime, chosen in (results.get("best_baseline") or {}).items():
+        if chosen.get("unscored"):
+            sentences.append(f"{regime}: not scored: no val {LABELS[select_on]} for " + ", ".join(f"`{a}`" for a in chosen["unscored"])
+                             + " (cached before the metric existed), so the arms cannot be chosen on val; "
+                               "evaluate again with --force to score them.")
+            continue
         g = best_synthetic(results, regime)
         if g is None:
             continue
-        m = verdict_accuracy(results["config"]["select_on"])
+        m = verdict_accuracy(select_on)
         m = m if f"d{m}" in g else "acc"
+        unscored = g.get(f"d{m}_unscored", 0)
         numbers = (f"`{g['arm']}` (the synthetic arm chosen on val) vs `{g['vs']}` (the best baseline chosen on val): "
                    f"{100 * g[f'd{m}']:+.1f} points {split} {LABELS[m]} {_points_interval(g, m)} "
-                   f"over {g['units']} independent subset(s)")
+                   f"over {g['units'] - unscored} independent subset(s)"
+                   + (f" ({unscored} more without a {split} {LABELS[m]}, left out)" if unscored else ""))
         if split == "val":  # a sweep's lever try: it informs a choice and concludes nothing
             sentences.append(f"{regime}: val only (a lever try; test is not looked at here): {numbers}.")
             continue
         cost = "balanced accuracy" if m == "bacc" else "accuracy"
         word = {"higher": "synthetic data helps", "lower": f"synthetic data does not help (it costs {cost})",
                 "no difference shown": "synthetic data does not help (no gain shown)",
-                "too few units": f"too few independent subsets to tell (fewer than {MIN_UNITS})"}[g[f"d{m}_verdict"]]
+                "too few units": f"too few independent subsets to tell (fewer than {MIN_UNITS})",
+                "not scored": f"not scored (no subset has a {split} {LABELS[m]}: evaluate again with --force)"}[g[f"d{m}_verdict"]]
         sentences.append(f"{regime}: {word}; {numbers}.")
     return sentences
 
@@ -125,7 +139,7 @@ def render_evaluate_report(results: dict, notes: str | None = None) -> str:
               "| regime | arm | vs | subsets (pairs) | " + " | ".join(f"Δ{LABELS[m]}, points [95 % CI] | verdict" for m in gained) + " |",
               "|---|---|---|---|" + "---|---|" * len(gained)]
     for g in results["gains"]:
-        if not g.get("best_baseline"):
+        if g["vs"] in PLAIN_BASELINES:
             lines.append(f"| {g['regime']} | {g['arm']} | {g['vs']} | {_units(g)} | " + " | ".join(gain_ci(g, m) for m in gained) + " |")
     lines += _best_baseline_lines(results)
     recall_cols = [k for k in results["rows"][0] if k.startswith("recall_")]
@@ -175,17 +189,32 @@ def _units(g: dict) -> str:
 
 
 def interval_note(results: dict) -> list[str]:
-    """What the intervals cover, in words."""
-    noise = any(g.get("dacc_test_noise") for g in results["gains"])
-    others = "ΔAUC and ΔBACC cover" if any("dbacc" in g for g in results["gains"]) else "ΔAUC covers"
+    """What the intervals cover, in words, metric by metric: each statement true of these rows."""
+    gains, split = results["gains"], results.get("split", "test")
+    metrics = [m for m in ("acc", "bacc", "auc") if any(f"d{m}" in g for g in gains)]
+    noise = {m: [bool(g.get(f"d{m}_test_noise")) for g in gains if f"d{m}" in g] for m in metrics}
+    covered = [f"Δ{LABELS[m]}" for m in metrics if all(noise[m])]
+    partly = [f"Δ{LABELS[m]}" for m in metrics if any(noise[m]) and not all(noise[m])]
+    said = []
+    if covered:
+        said.append(f"{' and '.join(covered)} also cover the test set's own sampling noise (two-way: subsets × test images, from "
+                    "each run's per-image test predictions" + (", each image weighted N / (K n_c) for balanced accuracy"
+                                                               if "ΔBACC" in covered else "") + ")")
+    if partly:
+        said.append(f"{' and '.join(partly)} cover it only where both arms' rows keep their per-image predictions")
+    for m in metrics:
+        if any(noise[m]):
+            continue
+        why = ("an AUC ranks the class scores, and rows keep only each image's predicted class" if m == "auc"
+               else "the val predictions are not kept" if split == "val" else "these rows keep no per-image predictions")
+        said.append(f"Δ{LABELS[m]} covers the subsets only, **not** the {split} set's own sampling noise ({why})")
     return ["Intervals: 95 %, Student t over independent units — a unit is a real training subset with its own generator; "
             "the classifier seeds inside a subset are averaged first, never counted as units. They cover the choice of "
-            "the subset (and its generator), the classifier's initialisation and batch order"
-            + (f", and the test set's own sampling noise for ΔACC (paired over test images); {others} the subsets only "
-               "(a balanced accuracy is no mean of per-image terms)."
-               if noise else "; **not** the test set's own sampling noise (these rows keep no per-image predictions)."),
+            "the subset (and its generator), the classifier's initialisation and batch order. " + "; ".join(said) + ".",
             f"Verdict: higher / lower when the interval lies above / below 0 over at least {MIN_UNITS} subsets; with fewer, "
-            "\"too few units\" (coverage measured by simulation: tests/test_intervals.py, benchmarks/interval_coverage.py)."]
+            "\"too few units\"; a subset without the score (an arm cached before the metric existed) is left out and counted, "
+            "and with none scored the verdict is \"not scored\" (coverage measured by simulation: tests/test_intervals.py, "
+            "benchmarks/interval_coverage.py)."]
 
 
 def _best_baseline_lines(results: dict) -> list[str]:
@@ -205,6 +234,10 @@ def _best_baseline_lines(results: dict) -> list[str]:
             chosen = best[g["regime"]]
             val = ", ".join(f"{k} {v:.3f}" for k, v in chosen["val"].items())
             lines.append(f"| {g['regime']} | {g['vs']} ({val}) | {g['arm']} | {_units(g)} | " + " | ".join(gain_ci(g, m) for m in gained) + " |")
+    for regime, chosen in best.items():
+        if chosen["arm"] is None:
+            lines.append(f"| {regime} | not chosen: no val {chosen['select_on'].upper()} for {', '.join(chosen['unscored'])} | | | "
+                         + " | ".join(["— | not scored"] * len(gained)) + " |")
     cas = {regime: b["cas"] for regime, b in best.items() if "cas" in b}
     if cas:
         lines += ["", "Synthetic-only accuracy relative to real-only (CAS ratio: mean test ACC of `synthetic` / `real`, "

@@ -2,9 +2,12 @@
 units, and the best arm without synthetic data, chosen on val.
 
 A unit is a real training subset with its own generator (`regime`, `subset_seed`); the classifier seeds inside it
-are averaged first (see intervals.py). Where each row keeps its test predictions (`test_pred`), the interval of a
-test ACC gain also covers the test set's own sampling noise; AUC and balanced-ACC gains and older rows cover the units only.
+are averaged first (see intervals.py). Where each row keeps its test predictions (`test_pred`), the intervals of test
+ACC and balanced-ACC gains also cover the test set's own sampling noise. AUC gains cover the units only: an AUC ranks
+the class scores, and rows keep the predicted class alone. Rows without `test_pred` (older reports) cover the units only.
 The headline gain is on the selection metric's kind: balanced ACC when `evaluate.select_on` is bacc, else ACC.
+A score that is missing (nan: an arm cached before the metric existed) is never compared: such units are left out and
+counted, and an arm without a val score leaves the choice of the best baseline "not scored".
 """
 
 from __future__ import annotations
@@ -12,7 +15,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from synthaug.evaluation.intervals import gain_interval, t_interval, verdict
+from synthaug.evaluation.intervals import balanced_weights, gain_interval, t_interval, verdict
 from synthaug.evaluation.regimes import PLAIN_BASELINES, is_non_synthetic
 from synthaug.recipe.sections import EvaluateConfig
 
@@ -20,6 +23,7 @@ UNIT = ["regime", "subset_seed"]  # what is independent: one real subset and the
 PAIR = [*UNIT, "seed"]  # an arm and its baseline trained on the same subset with the same classifier seed
 METRICS = ("acc", "auc", "bacc", "f1", "rare_recall")  # of every row where present (val has acc, auc and bacc)
 GAIN_METRICS = ("acc", "auc", "bacc")
+PER_IMAGE_METRICS = ("test_acc", "test_bacc")  # the metrics that are a mean of per-image terms (see `per_image_terms`)
 
 
 HEADLINE_NAMES = {"acc": "ACC", "bacc": "balanced ACC"}  # a verdict's metric, as sentences name it
@@ -49,24 +53,33 @@ def summarise(rows: list[dict], cfg: EvaluateConfig, test_labels: np.ndarray | N
         by_arm = {arm: g for arm, g in group.groupby("arm", sort=False)}
         present = [b for b in PLAIN_BASELINES if b in by_arm]
         candidates = [a for a in by_arm if is_non_synthetic(a)]  # real+pseudo arms too: they may use the pool
+        compared = {}  # (arm, vs) -> its gain entry: each comparison is written once
         for base in present:
             for arm in by_arm:
                 if arm == base or (base != "real" and arm in PLAIN_BASELINES):  # "real vs real+classic" is the reverse of a row above
                     continue
-                gains.append({"regime": regime, "arm": arm, "vs": base, **split_gains(by_arm[arm], by_arm[base], split, test_labels)})
-        if not candidates:
-            continue
-        # The strongest arm without synthetic data, judged on val (the selection metric) only: test never picks it.
-        val_of = {b: float(by_arm[b][f"val_{cfg.select_on}"].mean()) for b in candidates}
-        chosen = max(candidates, key=lambda b: val_of[b])  # ties: the first, `real`
-        entry = {"arm": chosen, "val": val_of, "select_on": cfg.select_on}
-        for arm in by_arm:
-            if not is_non_synthetic(arm):
-                gains.append({"regime": regime, "arm": arm, "vs": chosen, **split_gains(by_arm[arm], by_arm[chosen], split, test_labels),
-                              "best_baseline": True})
-        if "synthetic" in by_arm and "real" in by_arm:
-            entry["cas"] = _unit_ratio(by_arm["synthetic"], by_arm["real"], f"{split}_acc")
-        best[regime] = entry
+                compared[arm, base] = {"regime": regime, "arm": arm, "vs": base, **split_gains(by_arm[arm], by_arm[base], split, test_labels)}
+        if candidates:
+            # The strongest arm without synthetic data, judged on val (the selection metric) only: test never picks it.
+            val = group.get(f"val_{cfg.select_on}", pd.Series(np.nan, index=group.index))
+            val_of = {b: float(val[by_arm[b].index].mean()) for b in candidates}
+            entry = {"arm": None, "val": val_of, "select_on": cfg.select_on}
+            # arms with a run that has no val score (cached before the metric existed): pandas' mean would skip it
+            unscored = [a for a in by_arm if val[by_arm[a].index].isna().any()]
+            if unscored:
+                entry["unscored"] = unscored
+            if not set(unscored) & set(candidates):  # an unscored candidate might be the strongest: then no choice
+                chosen = max(candidates, key=lambda b: val_of[b])  # ties: the first, `real`
+                entry["arm"] = chosen
+                for arm in by_arm:
+                    if not is_non_synthetic(arm):
+                        compared.setdefault((arm, chosen), {"regime": regime, "arm": arm, "vs": chosen,
+                                                             **split_gains(by_arm[arm], by_arm[chosen], split, test_labels)})
+                        compared[arm, chosen]["best_baseline"] = True
+            if "synthetic" in by_arm and "real" in by_arm:
+                entry["cas"] = _unit_ratio(by_arm["synthetic"], by_arm["real"], f"{split}_acc")
+            best[regime] = entry
+        gains += compared.values()
     return {"rows": rows, "split": split, "summary": summary, "gains": gains, "best_baseline": best}
 
 
@@ -83,30 +96,39 @@ def val_only_rows(rows: list[dict]) -> list[dict]:
 def paired_gain(rows: pd.DataFrame, base: pd.DataFrame, column: str, test_labels: np.ndarray | None = None) -> dict:
     """`column` of `rows` minus that of `base`, paired by (regime, subset, classifier seed), the seeds averaged within
     each unit, with its interval over the units both have and its verdict: {"mean", "lo", "hi", "units", "pairs",
-    "test_noise", "verdict", ...}. With `test_labels` (and `test_pred` in every row) a test ACC gain adds the test
-    set's sampling noise. The one paired difference of evaluate, sweep and their reports."""
+    "test_noise", "unscored", "verdict", ...}. With `test_labels` (and `test_pred` in every row) a test ACC or
+    balanced-ACC gain adds the test set's sampling noise. Units whose difference is nan are left out ("unscored").
+    The one paired difference of evaluate, sweep and their reports."""
     both = rows.set_index(PAIR).join(base.set_index(PAIR).add_suffix("_base"), how="inner")
     both = both.reset_index()
     both["diff"] = both[column] - both[f"{column}_base"]
     unit_diffs = both.groupby(UNIT, sort=True)["diff"].mean()
     per_image = None
-    if (column == "test_acc" and test_labels is not None and "test_pred" in both and "test_pred_base" in both
+    if (column in PER_IMAGE_METRICS and test_labels is not None and "test_pred" in both and "test_pred_base" in both
             and both["test_pred"].notna().all() and both["test_pred_base"].notna().all()):
-        both["per_image"] = [(np.asarray(a) == test_labels).astype(float) - (np.asarray(b) == test_labels)
+        both["per_image"] = [per_image_terms(a, test_labels, column) - per_image_terms(b, test_labels, column)
                              for a, b in zip(both["test_pred"], both["test_pred_base"])]
         per_image = np.stack([np.mean(list(g), axis=0) for _, g in both.groupby(UNIT, sort=True)["per_image"]])
-    interval = gain_interval(unit_diffs.to_numpy(), per_image)
+    interval = gain_interval(unit_diffs.to_numpy(), per_image, test_labels if column == "test_bacc" else None)  # bacc: per class
     return {**interval, "pairs": len(both), "verdict": verdict(interval)}
+
+
+def per_image_terms(pred, labels: np.ndarray, column: str) -> np.ndarray:
+    """Each test image's term of `column` (test_acc or test_bacc), whose mean is the metric: 1 where `pred` is right,
+    else 0, and for balanced ACC weighted N / (K n_c) by the image's class."""
+    correct = (np.asarray(pred) == labels).astype(float)
+    return correct * balanced_weights(labels) if column == "test_bacc" else correct
 
 
 def split_gains(rows: pd.DataFrame, base: pd.DataFrame, split: str = "test", test_labels: np.ndarray | None = None) -> dict:
     """ACC, AUC and (where the rows have it) balanced-ACC gains of `rows` over `base` on `split` as flat fields: dacc,
-    dacc_lo, dacc_hi, dacc_verdict, ..., dbacc, ... and the numbers of units and pairs."""
+    dacc_lo, dacc_hi, dacc_verdict, dacc_test_noise, dacc_unscored (units left out of that gain: no score), ..., dbacc,
+    ... and the numbers of units both arms have and of pairs."""
     entry = {}
     for m in (m for m in GAIN_METRICS if f"{split}_{m}" in rows and f"{split}_{m}" in base):
         g = paired_gain(rows, base, f"{split}_{m}", test_labels)
         entry.update({f"d{m}": g["mean"], f"d{m}_lo": g["lo"], f"d{m}_hi": g["hi"], f"d{m}_verdict": g["verdict"],
-                      f"d{m}_test_noise": g["test_noise"], "units": g["units"], "pairs": g["pairs"]})
+                      f"d{m}_test_noise": g["test_noise"], f"d{m}_unscored": g["unscored"], "units": g["units"] + g["unscored"], "pairs": g["pairs"]})
     return entry
 
 

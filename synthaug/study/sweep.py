@@ -218,9 +218,11 @@ class _Sweep:
             metric = check.get("metric", "acc")  # the verdict's metric: balanced ACC when the choices were made on it
             g = check[f"gain_{metric}"]
             numbers = (f"test {HEADLINE_NAMES[metric]} {g['mean']:+.4f} [95 % CI {g['lo']:+.4f}, {g['hi']:+.4f}] over {g['units']} subsets no choice saw "
-                       f"({answer['synthetic_arm']} vs {answer['baseline_arm']})")
+                       f"({answer['synthetic_arm']} vs {answer['baseline_arm']}" + (f", {check['regime']}, the weakest of {len(check['regimes'])} regimes"
+                                                                   if len(check.get("regimes", [])) > 1 else "") + ")")
             verdict = {"higher": f"Use {answer['synthetic_arm']}: {numbers}.",
-                       "too few units": f"Too few independent subsets to tell: {numbers}; use {answer['baseline_arm']} until more are run."
+                       "too few units": f"Too few independent subsets to tell: {numbers}; use {answer['baseline_arm']} until more are run.",
+                       "not scored": f"Not scored (the confirmation's runs lack this score): use {answer['baseline_arm']}."
                        }.get(check["verdict"], f"Synthetic data does not help this set at this scale: use {answer['baseline_arm']}; {numbers}.")
         header = [f"Chosen on val by `{self.command or 'synthaug sweep'}`: "
                   + (", ".join(f"{v.lever} {v.name}" for v in chosen) or "the recipe's own settings") + f"; see {self.out / 'sweep.md'}.",

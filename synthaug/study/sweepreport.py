@@ -65,8 +65,13 @@ def _answer_lines(answer: dict, metric: str, recipe_yaml: str | None) -> list[st
                 "lower": f"**Synthetic data does not help this set at this scale (it costs accuracy); use {classical_choice(answer)}.**",
                 "no difference shown": f"**Synthetic data does not help this set at this scale (no gain shown); use {classical_choice(answer)}.**",
                 "too few units": f"**Too few independent subsets to tell whether synthetic data helps; until more are evaluated, use "
-                                 f"{classical_choice(answer)}.**"}[check["verdict"]]
+                                 f"{classical_choice(answer)}.**",
+                "not scored": f"**Not scored: the confirmation's runs lack the test {name}; use {classical_choice(answer)}.**"}[check["verdict"]]
         lines = [head, "", test, "", val]
+        if len(check.get("regimes", [])) > 1:  # the verdict is the weakest regime's; each regime with its own numbers
+            lines[2:2] = ["Regime by regime (the answer above is the weakest regime's):", "",
+                          *[f"- {c['regime']}: {c['verdict']}; Δ{name} {_interval(c[f'gain_{hm}'])}, test {name} {c['score']:.4f} against "
+                            f"{c['score_baseline']:.4f}" for c in check["regimes"]], ""]
     lines += ["", f"Every arm of the chosen settings, on val: [final/report.md]({answer['report']})."]
     for s in answer.get("sets", []):
         lines.append(f"- `{s['run']}`: synthetic set `{s['synthetic']}`, real beside synthetic: [{s['grid']}]({s['grid']})")
