@@ -97,7 +97,7 @@ def cmd_fit(args) -> None:
 
 
 def _generate_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--run", metavar="DIR", help="run directory (default: the most recent run under runs/)")
+    p.add_argument("--run", metavar="DIR", help="run directory (default: the only finished run under runs/)")
     p.add_argument("--out", metavar="DIR", help="output folder (default <run>/synthetic)")
     p.add_argument("--per-class", type=int, metavar="N", help="N images per class")
     p.add_argument("--ratio", type=float, metavar="R", help="R times each class's real training count")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -27,7 +28,7 @@ from synthaug.storage.files import FolderLock
 from synthaug.reference.metrics import paired_correlation
 from synthaug.core.errors import UserError
 from synthaug.generation.generate import BLOCK_SIZE, GenerateOptions, class_targets, generate
-from synthaug.storage.rundir import RunDir, latest_run, open_run
+from synthaug.storage.rundir import RunDir, default_run, open_run
 
 
 @pytest.fixture
@@ -251,14 +252,29 @@ def test_bad_run_and_out(run, tmp_path, capsys, monkeypatch):
     assert "--seed: 0 there, 5 now" in _error_line(capsys, ["--run", str(run.root), "--per-class", "1", "--seed", "5", "--out", str(tmp_path / "s")])
 
 
-def test_default_run_is_the_latest(tmp_path, monkeypatch):
-    older = untrained_run(tmp_path / "old")
-    newer = untrained_run(tmp_path / "new")
-    os.utime(older.classes, (1, 1))
-    monkeypatch.chdir(tmp_path / "new")
-    assert latest_run().root.resolve() == newer.root.resolve()
+def test_the_default_run_is_the_only_finished_one_and_it_is_named(tmp_path, monkeypatch, capsys):
+    (tmp_path / "runs").mkdir()
+    monkeypatch.chdir(tmp_path)
+
+    def run_named(name: str, finished: bool = True) -> RunDir:
+        return RunDir(untrained_run(tmp_path / "made" / name, finished=finished).root.rename(tmp_path / "runs" / name))
+
+    run_named("done")
+    time.sleep(0.02)
+    run_named("throwaway", finished=False)  # newer, but a one-step try that never finished
+    assert default_run().root == Path("runs/done")
     out = generate(per_class=1, show_progress=False)
-    assert out.resolve() == newer.synthetic.resolve() and (out / "metadata.csv").is_file()
+    assert out.resolve() == (tmp_path / "runs/done/synthetic").resolve() and (out / "metadata.csv").is_file()
+    assert "runs/done: the only finished run under runs/, used as --run" in capsys.readouterr().out
+    assert main(["generate", "--per-class", "1", "--no-progress"]) == 0
+    assert "runs/done: the only finished run under runs/" in capsys.readouterr().out
+
+    run_named("second")
+    assert "--run: 2 finished runs under runs/ (runs/second, runs/done); give one with --run DIR" in _error_line(capsys, ["--per-class", "1"])
+    for name in ("second", "done"):
+        shutil.rmtree(tmp_path / "runs" / name)
+    assert ("--run: no finished run under runs/ (runs/throwaway not finished); finish `synthaug fit` on one, or give --run DIR"
+            in _error_line(capsys, ["--per-class", "1"]))
 
 
 # ---------------------------------------------------------------------------------------------

@@ -152,6 +152,14 @@ class RunDir:
     def is_finished(self, model_dir: str) -> bool:
         return (self.model(model_dir) / "model_index.json").is_file()
 
+    def is_complete(self) -> bool:
+        """Every model of classes.json saved: the run's fit finished."""
+        try:
+            models = self.read_classes().models.values()
+        except UserError:
+            return False
+        return all(self.is_finished(model_dir) for model_dir in models)
+
     def latest_checkpoint(self, model_dir: str) -> Path | None:
         """The newest `step_<N>` folder; anything else in checkpoints/ is not a checkpoint and is ignored."""
         folder = self.checkpoints(model_dir)
@@ -224,16 +232,27 @@ class Run:
         return self.dir.root
 
 
-def latest_run(root: Path = Path("runs")) -> RunDir:
-    """The run under `root` whose classes.json was written last."""
-    runs = sorted((p.parent for p in root.glob("*/classes.json")), key=lambda p: (p / "classes.json").stat().st_mtime)
+def default_run(root: Path = Path("runs")) -> RunDir:
+    """The run used when none is given: the only finished run under `root` (every model of its classes.json saved),
+    printed. Several finished runs, or none, are refused in one line naming them (newest first): never a guess."""
+    runs = sorted((RunDir(p.parent) for p in root.glob("*/classes.json")), key=lambda r: r.classes.stat().st_mtime, reverse=True)
     if not runs:
         raise UserError(f"--run: no run under {root}/ (train one with `synthaug fit RECIPE`, or give --run DIR)")
-    return RunDir(runs[-1])
+    finished = [run for run in runs if run.is_complete()]
+
+    def named(found: list[RunDir]) -> str:
+        return ", ".join(str(run.root) for run in found[:3]) + (", ..." if len(found) > 3 else "")
+
+    if len(finished) > 1:
+        raise UserError(f"--run: {len(finished)} finished runs under {root}/ ({named(finished)}); give one with --run DIR")
+    if not finished:
+        raise UserError(f"--run: no finished run under {root}/ ({named(runs)} not finished); finish `synthaug fit` on one, or give --run DIR")
+    print(f"{finished[0].root}: the only finished run under {root}/, used as --run", flush=True)
+    return finished[0]
 
 
 def open_run(run: "Run | Recipe | RunDir | str | Path | None" = None, overrides: list[str] | None = None) -> Run:
-    """A run given as a Run, a Recipe, a RunDir or a folder (default: the most recent run under runs/), with its
+    """A run given as a Run, a Recipe, a RunDir or a folder (default: `default_run`, the only finished run under runs/), with its
     recipe (`overrides`: `--set` pairs applied to the recipe.yaml of a folder) and its classes.json."""
     if isinstance(run, Run) and not overrides:
         return run
@@ -242,7 +261,7 @@ def open_run(run: "Run | Recipe | RunDir | str | Path | None" = None, overrides:
     if isinstance(run, Recipe):
         run_dir = RunDir(run.run_dir)
         return Run(run_dir, run, run_dir.read_classes())
-    run_dir = run if isinstance(run, RunDir) else latest_run() if run is None else RunDir(Path(run))
+    run_dir = run if isinstance(run, RunDir) else default_run() if run is None else RunDir(Path(run))
     if not run_dir.root.is_dir():
         raise UserError(f"--run {run_dir.root}: no such directory")
     inside = sorted(p.parent for p in run_dir.root.glob("*/classes.json")) if not run_dir.classes.is_file() else []
