@@ -16,7 +16,7 @@ import sys
 
 import numpy as np
 
-from synthaug.evaluation.intervals import balanced_weights, gain_interval, t_interval, verdict
+from synthaug.evaluation.intervals import balanced_weights, gain_interval, resampled_interval, t_interval, verdict
 
 
 def bootstrap(values, n_boot=2000, seed=0):
@@ -81,6 +81,30 @@ def balanced_table(trials: int) -> None:
                 print(f"| {n} | {su} / {si} | {effect:g} | {np.mean(hits):.3f} | {np.mean(hits_units):.3f} | {null} |")
 
 
+def overlapping_units_table(trials: int) -> None:
+    """evaluate.resample: K subsamples of a fraction f of each class of one dataset (60 images per class, 2 classes,
+    drawn from a population of skewed per-image effects, mean 0). A unit's gain: the mean effect of its images, plus
+    its seeds' own noise with `seeds` times the image term's variance. Truth: the population's 0."""
+    rng = np.random.default_rng(1)
+    print()
+    print("| units | fraction | seed noise / image noise | corrected resampled t coverage | plain t coverage |")
+    print("|---|---|---|---|---|")
+    images, classes = 60, 2
+    for units in (5, 10):
+        for fraction in (0.1, 0.25, 0.5, 0.75):
+            for seeds in (0.0, 1.0, 4.0):
+                n = int(round(fraction * images))
+                effects = rng.exponential(1.0, (trials, 1, classes, images)) - 1.0
+                drawn = rng.random((trials, units, classes, images)).argsort(-1)[..., :n]
+                gains = np.take_along_axis(np.broadcast_to(effects, drawn.shape[:-1] + (images,)), drawn, -1).mean((-1, -2))
+                gains = gains + rng.normal(0, np.sqrt(seeds * (1 - fraction) / (n * classes)), gains.shape)
+                plain = [t_interval(d) for d in gains]
+                corrected = [resampled_interval(r, d, fraction) for r, d in zip(plain, gains)]
+                cover = [np.mean([r["lo"] <= 0 <= r["hi"] for r in rs]) for rs in (corrected, plain)]
+                print(f"| {units} | {fraction} | {seeds:g} | {cover[0]:.3f} | {cover[1]:.3f} |")
+
+
 if __name__ == "__main__":
     main(int(sys.argv[1]) if len(sys.argv) > 1 else 2000)
     balanced_table(int(sys.argv[1]) if len(sys.argv) > 1 else 2000)
+    overlapping_units_table(int(sys.argv[1]) if len(sys.argv) > 1 else 2000)

@@ -69,3 +69,30 @@ def test_arms_of_real_images_alone_train_no_generator(tmp_path, breast_root):
     assert {r["arm"] for r in results["rows"]} == {"real", "real+balanced"}
     assert json.loads((run / "classes.json").read_text())["counts"] == {"0": 6, "1": 3}
     assert not (run / "models").exists() or not any((run / "models").iterdir())  # nothing trained
+
+
+def test_resample_draws_overlapping_units_each_with_its_own_seeds(tmp_path, breast_root):
+    raw = tiny_recipe_dict({"medmnist": "breastmnist", "root": str(breast_root)}, tmp_path / "runs", "own",
+                           evaluate={**TINY_EVAL, "seeds": [0, 1], "resample": {"units": 5, "fraction": 0.5, "seed": 3}})
+    units = regime_recipes(recipe_from_dict(raw))
+    assert [u.data.subset.seed for u in units] == [3, 4, 5, 6, 7] and {u.data.subset.fraction for u in units} == {0.5}
+    assert len({u.train.seed for u in units}) == 5 and len({u.generate.seed for u in units}) == 5
+    seeds = [s for u in units for s in u.evaluate.seeds]
+    assert len(seeds) == len(set(seeds)) == 10  # no classifier seed shared by two units
+    for bad, why in (({"regimes": [{"fraction": 0.5}]}, "not both"), ({"resample": {"units": 3}}, "units"),
+                     ({"resample": {"fraction": 0.8}}, "fraction")):
+        with pytest.raises(UserError, match=why):
+            recipe_from_dict({**raw, "evaluate": {**raw["evaluate"], **bad}})
+
+
+def test_a_resampled_experiment_ends_in_a_verdict_with_the_overlap_correction(tmp_path, breast_root, capsys):
+    raw = tiny_recipe_dict({"medmnist": "breastmnist", "root": str(breast_root)}, tmp_path / "runs", "own",
+                           evaluate={**TINY_EVAL, "seeds": [0], "arms": ["real", "real+classic"], "resample": {"units": 5}})
+    results = experiment(recipe_from_dict(raw), tmp_path / "report", show_progress=False)
+    printed = capsys.readouterr().out
+    assert "expected run time on cpu: about" in printed and "5 unit(s)" in printed
+    gain = next(g for g in results["gains"] if g["arm"] == "real+classic")
+    assert gain["units"] == 5 and gain["overlap"] == 0.5 and gain["dacc_verdict"] != "too few units"
+    assert len({r["seed"] for r in results["rows"]}) == 5  # one classifier seed per unit, none shared
+    report = (tmp_path / "report" / "report.md").read_text()
+    assert "corrected resampled t" in report and "Nadeau & Bengio" in report

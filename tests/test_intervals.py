@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from synthaug.classifier.harness import label_metrics
-from synthaug.evaluation.intervals import MIN_UNITS, balanced_weights, gain_interval, t_interval, verdict
+from synthaug.evaluation.intervals import MIN_UNITS, balanced_weights, gain_interval, resampled_interval, t_interval, verdict
 
 TRIALS = 2000
 
@@ -153,3 +153,50 @@ def test_known_cases_and_verdicts():
     g = gain_interval(per_image.mean(1), per_image)
     assert g["test_noise"] and g["mean"] == pytest.approx(1 / 6) and g["lo"] < 0 < g["hi"]
 
+
+# ---------------------------------------------------------------------------------------------
+# Overlapping units (evaluate.resample): subsamples of one user's dataset
+
+def overlapping_studies(rng, studies: int, units: int, fraction: float, images: int = 60, classes: int = 2,
+                        seed_sd: float = 0.0) -> np.ndarray:
+    """(studies, units) unit gains. Each study draws the user's dataset (`images` per class) from a population of
+    skewed per-image effects with mean 0, then `units` subsamples of `fraction` of each class; a unit's gain is the
+    mean effect of the images it drew (plus its seeds' own noise, `seed_sd` times the image term's spread)."""
+    effects = rng.exponential(1.0, (studies, 1, classes, images)) - 1.0
+    n = int(round(fraction * images))
+    drawn = rng.random((studies, units, classes, images)).argsort(-1)[..., :n]
+    gains = np.take_along_axis(np.broadcast_to(effects, drawn.shape[:-1] + (images,)), drawn, -1).mean((-1, -2))
+    return gains + rng.normal(0, seed_sd * np.sqrt((1 - fraction) / (n * classes)), gains.shape)
+
+
+@pytest.mark.parametrize("units", [5, 10])
+@pytest.mark.parametrize("fraction", [0.1, 0.25, 0.5])
+def test_the_corrected_resampled_t_covers_95_percent_with_overlapping_units(units, fraction):
+    """Truth: the population's mean gain (0) for a training set of that size, not this dataset's own mean."""
+    draws = overlapping_studies(np.random.default_rng([units, int(fraction * 100)]), TRIALS, units, fraction)
+    assert abs(coverage(lambda d: resampled_interval(t_interval(d), d, fraction), draws, 0.0) - 0.95) <= 0.02
+
+
+@pytest.mark.parametrize("fraction", [0.25, 0.5])
+def test_a_plain_t_over_overlapping_units_is_too_narrow(fraction):
+    draws = overlapping_studies(np.random.default_rng(7), 1000, 5, fraction)
+    assert coverage(t_interval, draws, 0.0) < 0.9
+
+
+def test_with_noise_of_the_units_own_seeds_the_correction_errs_on_the_wide_side():
+    """f / (1 - f) is exact when units differ only by their images; seed noise makes it conservative, never narrow."""
+    draws = overlapping_studies(np.random.default_rng(3), TRIALS, 5, 0.5, seed_sd=1.0)
+    assert 0.95 <= coverage(lambda d: resampled_interval(t_interval(d), d, 0.5), draws, 0.0) <= 0.995
+
+
+def test_the_correction_widens_the_units_variance_by_f_over_1_minus_f():
+    d = np.array([0.01, 0.03, 0.02, 0.04, 0.00])
+    r = resampled_interval(gain_interval(d), d, 0.5)
+    assert r["se"] == pytest.approx(d.std(ddof=1) * np.sqrt(1 / 5 + 1.0)) and r["df"] == 4 and r["overlap"] == 0.5
+    assert r["mean"] == pytest.approx(0.02) and r["lo"] < t_interval(d)["lo"]
+    assert verdict(resampled_interval(gain_interval(d + 0.2), d + 0.2, 0.25)) == "higher" and verdict(r) == "no difference shown"
+    # with the test set's per-image term: that term kept, the units' spread widened on top of it
+    per_image = np.random.default_rng(0).normal(0.02, 0.3, (5, 200))
+    g = gain_interval(per_image.mean(1), per_image)
+    w = resampled_interval(g, per_image.mean(1), 0.5)
+    assert w["se"] ** 2 == pytest.approx(g["se"] ** 2 + per_image.mean(1).var(ddof=1)) and w["test_noise"]

@@ -173,3 +173,15 @@ def test_the_verdicts_accuracy_is_named_as_one():
 
     assert [verdict_accuracy(s) for s in ("auc", "acc", "bacc")] == ["acc", "acc", "bacc"]  # AUC selects; a verdict is on an accuracy
 
+
+def test_units_drawn_from_one_split_get_the_wider_overlap_interval_and_say_so():
+    """evaluate.resample's units share images: the same rows give a wider interval than independent subsets would."""
+    rows = []
+    for subset, gain in enumerate([0.02, 0.05, 0.03, 0.06, 0.04]):
+        rows += [row("real", 0, 0.6, 0.60, subset=subset), row("real+synthetic 1x", 0, 0.7, 0.60 + gain, subset=subset)]
+    plain, resampled = (next(g for g in summarise(rows, EvaluateConfig(**TINY_EVAL, **extra))["gains"]
+                             if g["arm"] == "real+synthetic 1x" and g["vs"] == "real")
+                        for extra in ({}, {"resample": {"units": 5, "fraction": 0.5}}))
+    assert "overlap" not in plain and resampled["overlap"] == 0.5
+    assert resampled["dacc"] == pytest.approx(plain["dacc"]) and resampled["dacc_lo"] < plain["dacc_lo"]
+    assert (resampled["dacc_hi"] - resampled["dacc_lo"]) > 2 * (plain["dacc_hi"] - plain["dacc_lo"])  # sqrt(1 + 5) wider, t(4) both

@@ -112,3 +112,51 @@ def verdict(interval: dict, min_units: int = MIN_UNITS) -> str:
         return "lower"
     return "no difference shown"
 
+
+# ---------------------------------------------------------------------------------------------
+# Overlapping units: K subsamples of one training split (evaluate.resample)
+#
+# A user with one dataset draws K units as subsamples of a fraction f of each class. Such units are not independent:
+# they share images, and the dataset itself is one draw, so the spread between them misses the dataset's own
+# component and a plain t interval is too narrow (at f = 0.5 and 5 units it covered 69 %, benchmarks/interval_coverage.py).
+# Nadeau & Bengio (Machine Learning 2003) widen the variance of the mean of K correlated resamples from s²/K to
+# s² (1/K + rho / (1 - rho)), rho the correlation between two resamples' statistics; for random train/test splits they
+# take rho = n_test / (n_train + n_test), whence their n_test / n_train. Here the test set is fixed (its own noise is
+# `gain_interval`'s per-image term), so their n_test / n_train does not apply: what units share is training images.
+# Write a unit's statistic as mu + (1/n) sum over its n = fN images of an image effect a_i (variance s_a²) + noise of
+# its own seeds (s_e²). Given the dataset (N images), units are independent, each with variance
+# s_a² (1 - f) / n + s_e² (finite-population correction), which the spread s² estimates; the dataset's mean image
+# effect, shared by all units, adds s_a² / N = f s_a² / n. Hence Var(mean) = s²/K + f s_a² / n, and
+# f s_a² / n <= s² f / (1 - f), with equality when the units' noise all comes from which images they drew
+# (s_e = 0). So rho / (1 - rho) = f / (1 - f): exact for image-driven noise, conservative (wider) when the seeds
+# add noise of their own; higher-order (non-additive) image effects are shared at rate f^k < f, so they too are
+# covered. The estimand is the gain for a training set of fN images from the population the user's data came from.
+# When the seeds dominate, the bound widens the interval x sqrt(1 + K f / (1 - f)): recipes cap f at 0.5 (ResampleConfig).
+
+
+def overlap_inflation(fraction: float) -> float:
+    """f / (1 - f): what multiplies the spread of K units drawn as subsamples of a fraction f of one split, added
+    to the 1/K of independent units (see above)."""
+    if not 0 < fraction < 1:
+        raise ValueError(f"fraction must be in (0, 1), got {fraction}")
+    return fraction / (1 - fraction)
+
+
+def resampled_interval(interval: dict, unit_diffs, fraction: float, level: float = LEVEL) -> dict:
+    """`interval`, `gain_interval`'s over these `unit_diffs`, for units that are overlapping subsamples (a fraction
+    `fraction` of each class of one training split): the corrected resampled t of Nadeau & Bengio with
+    rho / (1 - rho) = f / (1 - f), adding f / (1 - f) x the units' spread to its variance (its test-set term, if any,
+    unchanged). Degrees of freedom: the units' n - 1, raised by the share of the test set's term as `gain_interval`
+    does. Adds {"overlap": fraction}."""
+    unit_diffs = np.asarray(unit_diffs, dtype=float)
+    unit_diffs = unit_diffs[~np.isnan(unit_diffs)]  # units without a score are left out, as `gain_interval` leaves them
+    n = len(unit_diffs)
+    if n < 2:
+        return {**interval, "overlap": fraction}
+    spread = unit_diffs.var(ddof=1)
+    units_term = spread * (1 / n + overlap_inflation(fraction))
+    variance = interval["se"] ** 2 + spread * overlap_inflation(fraction)
+    df = float(n - 1) if units_term <= 0 else max(float(n - 1), min(interval["df"], (n - 1) * variance / units_term))
+    half = float(stats.t.ppf(0.5 + level / 2, df)) * math.sqrt(variance)
+    return {**interval, "lo": interval["mean"] - half, "hi": interval["mean"] + half, "se": math.sqrt(variance), "df": df,
+            "overlap": fraction}

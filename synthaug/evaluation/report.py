@@ -74,7 +74,7 @@ def verdicts(results: dict) -> list[str]:
         unscored = g.get(f"d{m}_unscored", 0)
         numbers = (f"`{g['arm']}` (the synthetic arm chosen on val) vs `{g['vs']}` (the best baseline chosen on val): "
                    f"{100 * g[f'd{m}']:+.1f} points {split} {LABELS[m]} {_points_interval(g, m)} "
-                   f"over {g['units'] - unscored} independent subset(s)"
+                   f"over {g['units'] - unscored} {_unit_words(g)}"
                    + (f" ({unscored} more without a {split} {LABELS[m]}, left out)" if unscored else ""))
         if split == "val":  # a sweep's lever try: it informs a choice and concludes nothing
             sentences.append(f"{regime}: val only (a lever try; test is not looked at here): {numbers}.")
@@ -214,7 +214,29 @@ def interval_note(results: dict) -> list[str]:
             f"Verdict: higher / lower when the interval lies above / below 0 over at least {MIN_UNITS} subsets; with fewer, "
             "\"too few units\"; a subset without the score (an arm cached before the metric existed) is left out and counted, "
             "and with none scored the verdict is \"not scored\" (coverage measured by simulation: tests/test_intervals.py, "
-            "benchmarks/interval_coverage.py)."]
+            "benchmarks/interval_coverage.py)."] + _overlap_note(gains)
+
+
+def _unit_words(g: dict) -> str:
+    """How a verdict names its units: independent subsets, or overlapping subsamples of one split (evaluate.resample)."""
+    if g.get("overlap") is None:
+        return "independent subset(s)"
+    return f"overlapping subsamples ({100 * g['overlap']:g} % of each class of one training split; corrected resampled t)"
+
+
+def _overlap_note(gains: list[dict]) -> list[str]:
+    """evaluate.resample: why its intervals are wider than a plain t over its units."""
+    fractions = sorted({g["overlap"] for g in gains if g.get("overlap") is not None})
+    if not fractions:
+        return []
+    f = fractions[0]
+    return [f"Units overlap: each is a subsample of {100 * f:g} % of every class of one training split (evaluate.resample), "
+            "with its own generator and classifier seeds (unit k: evaluate.seeds shifted by k times their span). A plain t over them would miss what they share (the dataset "
+            "itself), so the intervals are the corrected resampled t of Nadeau & Bengio (2003): the units' variance "
+            f"s²/K is widened to s² (1/K + f/(1 − f)) = s² (1/K + {f / (1 - f):.2g}), exact when the units differ only by "
+            "which images they drew and wider than needed when their seeds add noise of their own "
+            "(synthaug/evaluation/intervals.py). The verdict is about a training set of this size drawn from the population "
+            "your images come from."]
 
 
 def _best_baseline_lines(results: dict) -> list[str]:

@@ -15,7 +15,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from synthaug.evaluation.intervals import balanced_weights, gain_interval, t_interval, verdict
+from synthaug.evaluation.intervals import balanced_weights, gain_interval, resampled_interval, t_interval, verdict
 from synthaug.evaluation.regimes import PLAIN_BASELINES, is_non_synthetic
 from synthaug.recipe.sections import EvaluateConfig
 
@@ -42,6 +42,7 @@ def summarise(rows: list[dict], cfg: EvaluateConfig, test_labels: np.ndarray | N
     summarise the val numbers instead (a sweep's lever tries, which report val only)."""
     table = rows_table(rows)
     summary, gains, best = [], [], {}
+    overlap = cfg.resample.fraction if cfg.resample is not None else None  # units drawn from one split share images
     for (regime, arm), group in table.groupby(["regime", "arm"], sort=False):
         summary.append({
             "regime": regime, "arm": arm, "n_real": float(group["n_real_used"].mean()), "n_synthetic": float(group["n_synthetic"].mean()),
@@ -58,7 +59,7 @@ def summarise(rows: list[dict], cfg: EvaluateConfig, test_labels: np.ndarray | N
             for arm in by_arm:
                 if arm == base or (base != "real" and arm in PLAIN_BASELINES):  # "real vs real+classic" is the reverse of a row above
                     continue
-                compared[arm, base] = {"regime": regime, "arm": arm, "vs": base, **split_gains(by_arm[arm], by_arm[base], split, test_labels)}
+                compared[arm, base] = {"regime": regime, "arm": arm, "vs": base, **split_gains(by_arm[arm], by_arm[base], split, test_labels, overlap)}
         if candidates:
             # The strongest arm without synthetic data, judged on val (the selection metric) only: test never picks it.
             val = group.get(f"val_{cfg.select_on}", pd.Series(np.nan, index=group.index))
@@ -74,7 +75,7 @@ def summarise(rows: list[dict], cfg: EvaluateConfig, test_labels: np.ndarray | N
                 for arm in by_arm:
                     if not is_non_synthetic(arm):
                         compared.setdefault((arm, chosen), {"regime": regime, "arm": arm, "vs": chosen,
-                                                             **split_gains(by_arm[arm], by_arm[chosen], split, test_labels)})
+                                                             **split_gains(by_arm[arm], by_arm[chosen], split, test_labels, overlap)})
                         compared[arm, chosen]["best_baseline"] = True
             if "synthetic" in by_arm and "real" in by_arm:
                 entry["cas"] = _unit_ratio(by_arm["synthetic"], by_arm["real"], f"{split}_acc")
@@ -93,7 +94,8 @@ def val_only_rows(rows: list[dict]) -> list[dict]:
     return [{k: v for k, v in r.items() if not k.startswith(("test_", "recall_"))} for r in rows]
 
 
-def paired_gain(rows: pd.DataFrame, base: pd.DataFrame, column: str, test_labels: np.ndarray | None = None) -> dict:
+def paired_gain(rows: pd.DataFrame, base: pd.DataFrame, column: str, test_labels: np.ndarray | None = None,
+                overlap: float | None = None) -> dict:
     """`column` of `rows` minus that of `base`, paired by (regime, subset, classifier seed), the seeds averaged within
     each unit, with its interval over the units both have and its verdict: {"mean", "lo", "hi", "units", "pairs",
     "test_noise", "unscored", "verdict", ...}. With `test_labels` (and `test_pred` in every row) a test ACC or
@@ -110,6 +112,8 @@ def paired_gain(rows: pd.DataFrame, base: pd.DataFrame, column: str, test_labels
                              for a, b in zip(both["test_pred"], both["test_pred_base"])]
         per_image = np.stack([np.mean(list(g), axis=0) for _, g in both.groupby(UNIT, sort=True)["per_image"]])
     interval = gain_interval(unit_diffs.to_numpy(), per_image, test_labels if column == "test_bacc" else None)  # bacc: per class
+    if overlap is not None:  # the units are subsamples of this fraction of one split (evaluate.resample)
+        interval = resampled_interval(interval, unit_diffs.to_numpy(), overlap)
     return {**interval, "pairs": len(both), "verdict": verdict(interval)}
 
 
@@ -120,15 +124,18 @@ def per_image_terms(pred, labels: np.ndarray, column: str) -> np.ndarray:
     return correct * balanced_weights(labels) if column == "test_bacc" else correct
 
 
-def split_gains(rows: pd.DataFrame, base: pd.DataFrame, split: str = "test", test_labels: np.ndarray | None = None) -> dict:
+def split_gains(rows: pd.DataFrame, base: pd.DataFrame, split: str = "test", test_labels: np.ndarray | None = None,
+                overlap: float | None = None) -> dict:
     """ACC, AUC and (where the rows have it) balanced-ACC gains of `rows` over `base` on `split` as flat fields: dacc,
     dacc_lo, dacc_hi, dacc_verdict, dacc_test_noise, dacc_unscored (units left out of that gain: no score), ..., dbacc,
     ... and the numbers of units both arms have and of pairs."""
     entry = {}
     for m in (m for m in GAIN_METRICS if f"{split}_{m}" in rows and f"{split}_{m}" in base):
-        g = paired_gain(rows, base, f"{split}_{m}", test_labels)
+        g = paired_gain(rows, base, f"{split}_{m}", test_labels, overlap)
         entry.update({f"d{m}": g["mean"], f"d{m}_lo": g["lo"], f"d{m}_hi": g["hi"], f"d{m}_verdict": g["verdict"],
                       f"d{m}_test_noise": g["test_noise"], f"d{m}_unscored": g["unscored"], "units": g["units"] + g["unscored"], "pairs": g["pairs"]})
+    if overlap is not None:
+        entry["overlap"] = overlap
     return entry
 
 

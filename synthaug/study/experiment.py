@@ -17,28 +17,44 @@ from synthaug.recipe.recipe import Recipe, recipe_from_dict
 from synthaug.evaluation.regimes import expand_arms, top_ratio
 from synthaug.storage.rundir import SynthDir, open_run
 from synthaug.core.runtime import pick_device
+from synthaug.data.images import load_split
+from synthaug.study.estimate import estimate_line
 from synthaug.storage.synthset import model_sha256
 from synthaug.diffusion.jobs import prepare_run
 from synthaug.diffusion.training import fit
 
 
-def regime_recipe(recipe: Recipe, subset: SubsetConfig | None) -> Recipe:
-    """The recipe of one regime: the same settings on that training subset, named `<name>-<regime>`."""
+def regime_recipe(recipe: Recipe, subset: SubsetConfig | None, unit: int = 0) -> Recipe:
+    """The recipe of one regime: the same settings on that training subset, named `<name>-<regime>`. `unit` k > 0 (an
+    `evaluate.resample` unit) shifts the generator's, the sampler's and the classifiers' seeds, so that no two units
+    share a seed: units that share images must not also share the noise of their seeds."""
     slug = "full" if subset is None or subset.fraction == 1.0 else subset.slug()
     raw = recipe.model_dump(mode="json")
     raw["name"] = f"{recipe.name}-{slug}"
     raw["data"]["subset"] = subset.model_dump() if subset is not None else None
+    if unit:
+        seeds = raw["evaluate"]["seeds"]
+        raw["train"]["seed"] += unit
+        raw["generate"]["seed"] += unit
+        raw["evaluate"]["seeds"] = [s + unit * (max(seeds) - min(seeds) + 1) for s in seeds]
     return recipe_from_dict(raw, f"{recipe.name} regime {slug}")
 
 
 def regime_recipes(recipe: Recipe) -> list[Recipe]:
-    """The recipe of every regime in `evaluate.regimes` (default: the recipe's own data.subset)."""
+    """The recipe of every regime in `evaluate.regimes` (default: the recipe's own data.subset), or of every unit of
+    `evaluate.resample`: unit k a `fraction` of each class drawn with subset seed `seed` + k."""
+    resample = recipe.evaluate.resample
+    if resample is not None:
+        return [regime_recipe(recipe, SubsetConfig(fraction=resample.fraction, seed=resample.seed + k), unit=k)
+                for k in range(resample.units)]
     return [regime_recipe(recipe, subset) for subset in recipe.evaluate.regimes or [recipe.data.subset]]
 
 
 def synthetic_amount(recipe: Recipe) -> dict:
     """What `generate` must draw for the recipe's arms: {"per_real": K}, {"ratio": R}, {"balance": True} or
     {"balance": N} (the top-up arms), or {} when no arm uses synthetic images."""
+    if recipe.evaluate.release is not None:  # another site's release is the synthetic set: nothing to fit or draw here
+        return {}
     arms = expand_arms(recipe.evaluate)
     ratio = top_ratio(arms)
     topup = any(a.topup for a in arms)
@@ -119,8 +135,12 @@ def experiment(recipe: Recipe, out_dir: Path | None = None, force: bool = False,
     `arm_names`, `val_only`: as evaluate's (a sweep's confirmation and lever tries). One process: refused under a several-process `accelerate launch`, before any work."""
     check_one_process("experiment")
     amount = synthetic_amount(recipe)
+    for split in ("val", "test"):  # evaluate needs them: refuse now, not after hours of fitting
+        load_split(recipe.data, split)
+    units = regime_recipes(recipe)
+    print(estimate_line(units, amount, pick_device()), flush=True)
     runs = []
-    for sub in regime_recipes(recipe):
+    for sub in units:
         # arms of real images alone need the run's subset (recipe.yaml, classes.json), not its generators
         run = fit(sub, show_progress=show_progress, wait=wait) if amount else prepare_run(sub, is_main=True)[0]
         if amount:
