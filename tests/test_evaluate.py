@@ -285,7 +285,7 @@ def test_long_tail_rebalancing_and_topup_arms(tmp_path, monkeypatch):
     assert {g["arm"] for g in against} == {"real+topup", "real+topup+balanced+classic"} and all("dbacc" in g for g in against)
     assert "points test BACC" in evaluate_module.result_line(results, out)
     report = (out / "report.md").read_text()
-    assert "| BACC | macro-F1 | rare-class recall |" in report and "ΔBACC [95 % CI]" in report
+    assert "| BACC | macro-F1 | rare-class recall |" in report and "ΔBACC, points [95 % CI]" in report
     assert "Rare classes of" in report and ": middle, tail" in report
     # the settings of one scheme enter only its arms' keys
     assert evaluate([open_run(run, ["evaluate.logit_tau=2"])], out, show_progress=False)["arms_from_cache"] == len(arms) - 1

@@ -9,7 +9,7 @@ import pandas as pd
 
 from synthaug.core.formatting import mean_std, percent, significant
 from synthaug.evaluation.intervals import MIN_UNITS
-from synthaug.evaluation.regimes import PLAIN_BASELINES
+from synthaug.evaluation.regimes import PLAIN_BASELINES, is_reference
 from synthaug.evaluation.summary import verdict_accuracy
 
 
@@ -29,7 +29,7 @@ def gain_ci(entry: dict, m: str) -> str:
 def best_synthetic(results: dict, regime: str) -> dict | None:
     """The gain entry over the best baseline of the synthetic arm with the highest mean val (selection metric) in
     `regime`: val picks it, test only scores it. None when the regime has no synthetic arm."""
-    entries = [g for g in results["gains"] if g.get("best_baseline") and g["regime"] == regime]
+    entries = [g for g in results["gains"] if g.get("best_baseline") and g["regime"] == regime and not is_reference(g["arm"])]
     if not entries:
         return None
     metric = results["config"]["select_on"]
