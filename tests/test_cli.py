@@ -99,3 +99,43 @@ def test_report_makes_an_evaluate_report_again_from_its_results(eval_run, tmp_pa
     assert printed.startswith(f"report: {out}") and "too few independent subsets to tell" in printed
     assert "## Verdict" in (out / "report.md").read_text() and sorted((out / "cache").iterdir()) == cache
     assert main(["report", str(tmp_path)]) == 2  # neither results.json nor sweep.json: one line, exit 2
+
+
+@pytest.mark.parametrize("conditioning", ["per_class", "class_conditional"])
+def test_every_command_works_on_a_subset_of_a_folder_datasets_classes(tmp_path, conditioning):
+    """data.classes picks 2 of a folder's 3 classes (not the first, and not in folder order): fit, generate (from noise,
+    variations, top-ups with both filters), audit, evaluate (the default, re-balancing, top-up and replace arms) and
+    experiment all run, and the sets hold only those two classes."""
+    import json
+
+    import pandas as pd
+    import yaml
+    from conftest import tiny_recipe_dict, write_class_folders
+
+    data = write_class_folders(tmp_path / "images", ["benign", "cyst", "tumour"], n=8, size=12, channels=1, splits=True)
+    raw = tiny_recipe_dict({"folder": str(data), "size": 12, "classes": ["tumour", "cyst"]}, tmp_path / "runs", "two",
+                           model={"conditioning": conditioning}, train={"steps": 2}, generate={"steps": 3},
+                           evaluate={**TINY_EVAL, "seeds": [0], "ratios": [1]})
+    (tmp_path / "recipe.yaml").write_text(yaml.safe_dump(raw))
+    run = tmp_path / "runs" / "two"
+    assert main(["fit", str(tmp_path / "recipe.yaml"), "--no-progress"]) == 0
+    assert json.loads((run / "classes.json").read_text())["classes"] == [1, 2]
+    assert main(["generate", "--run", str(run), "--ratio", "1", "--no-progress"]) == 0
+    assert sorted(pd.read_csv(run / "synthetic" / "metadata.csv")["label"].unique()) == [1, 2]
+    assert main(["audit", "--run", str(run), "--no-progress"]) == 0
+    assert (run / "synthetic" / "audit.json").is_file()
+    assert main(["evaluate", "--run", str(run), "--out", str(tmp_path / "report"), "--no-progress"]) == 0
+    assert (tmp_path / "report" / "report.md").is_file()
+    if conditioning == "class_conditional":
+        return  # the other ways to draw and use a set, and experiment, once (per_class) is enough
+    for extra in (["--from-real", "--per-real", "1"], ["--balance", "10", "--reject-copies", "--filter-confidence", "0.1"]):
+        out = run / extra[0].strip("-")
+        assert main(["generate", "--run", str(run), *extra, "--out", str(out), "--no-progress"]) == 0
+        assert set(pd.read_csv(out / "metadata.csv")["label"]) == {1, 2}
+        assert main(["audit", "--run", str(run), "--synthetic", str(out), "--no-progress"]) == 0
+    for folder, arms in (("balance", "[real, real+balanced, real+logit_adjusted, real+reweight_inverse, real+reweight_effective, real+topup]"),
+                         ("from-real", "[real, real+replace]")):
+        assert main(["evaluate", "--run", str(run), "--out", str(tmp_path / folder), "--synthetic", str(run / folder), "--no-progress",
+                     "--set", f"evaluate.arms={arms}", "--set", "evaluate.top_up=10", "--set", "evaluate.replace_variations=1"]) == 0
+    assert main(["experiment", str(tmp_path / "recipe.yaml"), "--out", str(tmp_path / "experiment"), "--no-progress"]) == 0
+    assert (tmp_path / "experiment" / "report.md").is_file()
