@@ -206,7 +206,7 @@ class Generation:
 def generate(run: Run | Recipe | RunDir | str | Path | None = None, options: GenerateOptions | None = None, **keywords) -> Path:
     """Write a labelled synthetic set from a run's models; returns the output folder.
 
-    `run`: a `Run` (`rundir.open_run`), a Recipe, a run folder (default: the most recent run under runs/).
+    `run`: a `Run` (`rundir.open_run`), a Recipe, a run folder (default: `rundir.default_run`, the only finished run under runs/).
     `options`: a `GenerateOptions`, or its fields given as keywords (not both).
     Image i of class c depends on (seed, c, i) alone: the same call gives the same bytes whatever
     the batch size (on CPU), the number of processes, or interruptions; files already on disk are kept.
