@@ -209,7 +209,10 @@ def _release_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-copy-rate", type=float, metavar="R", help="near-copy gate (default: the real val images' rate in the audit)")
     p.add_argument("--max-membership-auc", type=float, metavar="A", help="membership-inference gate on every attack's AUC (default 0.55)")
     p.add_argument("--override-gates", action="store_true", help="release even when a gate fails (the card and release.json say so)")
+    _add_set(p, "--set evaluate.steps=1500", "the run's recipe (the teacher's settings)")
+    _add_data_root(p, "where the run's real data is, for the teacher")
     _add_no_progress(p)
+    _add_wait(p, "another process writing into the synthetic folder")
 
 
 def cmd_release(args) -> None:
@@ -217,7 +220,7 @@ def cmd_release(args) -> None:
 
     gates = Gates(args.max_copy_rate, DEFAULT_MAX_MEMBERSHIP_AUC if args.max_membership_auc is None else args.max_membership_auc)
     release(args.synthetic, args.out, teacher=args.teacher, teacher_filter=args.teacher_filter, with_weights=args.with_weights,
-            gates=gates, override=args.override_gates, show_progress=not args.no_progress)
+            gates=gates, override=args.override_gates, show_progress=not args.no_progress, overrides=_overrides(args), wait=args.wait)
 
 
 def _experiment_args(p: argparse.ArgumentParser) -> None:

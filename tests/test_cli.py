@@ -19,7 +19,7 @@ def flags(command: str) -> set[str]:
 
 def test_the_parser_is_built_from_the_table_of_commands():
     sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
-    assert list(sub.choices) == list(COMMANDS) == ["fit", "generate", "evaluate", "audit", "experiment", "sweep", "report"]
+    assert list(sub.choices) == list(COMMANDS) == ["fit", "generate", "evaluate", "audit", "release", "experiment", "sweep", "report"]
 
 
 @pytest.mark.parametrize("command", [c for c in COMMANDS if c != "report"])  # report reads JSON files only: --wait alone

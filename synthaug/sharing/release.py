@@ -36,7 +36,7 @@ from synthaug.core.version import __version__
 from synthaug.data.synthetic import read_synthetic
 from synthaug.reference.realdata import load_run_data, real_features
 from synthaug.storage.cards import audit_figures
-from synthaug.storage.files import atomic_write_bytes, atomic_write_json, atomic_write_text, read_json
+from synthaug.storage.files import FolderLock, atomic_write_bytes, atomic_write_json, atomic_write_text, read_json
 from synthaug.storage.pixels import to_model_tensor
 from synthaug.storage.release import IMAGES, RELEASE_FORMAT, SOFT_PREFIX, ReleaseDir, file_sha256
 from synthaug.storage.rundir import CONDITIONAL_MODEL_DIR, SynthDir, open_run, safe_name
@@ -89,14 +89,16 @@ def membership_attacks(report: dict) -> dict[str, dict]:
 
 
 def release(synthetic_dir: str | Path, out: str | Path, *, teacher: bool = False, teacher_filter: float | None = None,
-            with_weights: bool = False, gates: Gates = Gates(), override: bool = False, show_progress: bool = True) -> Path:
+            with_weights: bool = False, gates: Gates = Gates(), override: bool = False, show_progress: bool = True,
+            overrides: list[str] | None = None, wait: bool = False) -> Path:
     """Pack the finished, audited set in `synthetic_dir` into the new folder `out`; returns `out`.
 
     `teacher`: ship the soft labels of the run's own classifier (the audit's feature classifier: the evaluate harness
     trained on the run's real training images, chosen on val) for every image. `teacher_filter` P: keep only images
     that classifier gives at least P for their own class (implies `teacher`). `with_weights`: ship the generator.
     Refused in one line: an unfinished set, a set of variations, an unaudited or stale audit, a failing gate (unless
-    `override`), an `out` that exists."""
+    `override`), an `out` that exists. `overrides`: `--set` pairs for the run's recipe (e.g. data.root). The set's folder
+    is locked while it is read (no generate or audit writes into it meanwhile; `wait`: queue behind one)."""
     folder, out = Path(synthetic_dir), Path(out)
     if out.exists():
         raise UserError(f"--out {out}: exists; a release is written to a new folder (delete it or choose another)")
@@ -106,7 +108,13 @@ def release(synthetic_dir: str | Path, out: str | Path, *, teacher: bool = False
     if not manifest or not manifest.get("complete"):
         raise UserError(f"--synthetic {folder}: not a finished synthetic set (no complete manifest.json); finish it with the "
                         "`synthaug generate` command that made it")
-    run = open_run(Path(manifest["run"]))
+    run = open_run(Path(manifest["run"]), overrides)
+    with FolderLock(folder, "release", wait):
+        return _release(folder, out, run, teacher, teacher_filter, with_weights, gates, override, show_progress)
+
+
+def _release(folder: Path, out: Path, run, teacher: bool, teacher_filter: float | None, with_weights: bool, gates: Gates, override: bool,
+             show_progress: bool) -> Path:
     synthetic = read_synthetic(folder, run, show_progress)
     if synthetic.variations:
         raise UserError(f"--synthetic {folder}: holds variations of real training images (generate --from-real), each a noised "
