@@ -21,7 +21,14 @@ from synthaug.evaluation.regimes import expand_arms
 from synthaug.generation.plan import resolve_settings
 from synthaug.recipe.recipe import Recipe
 
-PROBE_BATCH = 8  # images per timed step: per-image cost is about flat in the batch on a CPU, and resnet18 steps are slow
+# Images per timed step on a CPU: the recipe's batch up to this. A batch of 8 made the small CNN's step look 14 x slower
+# per image than at its batch of 64 (7 h 48 min estimated for an experiment that took about 35 min); above 32 a
+# resnet18 probe would take a minute.
+CPU_PROBE_BATCH = 32
+
+
+def probe_batch(batch: int, device) -> int:
+    return min(batch, CPU_PROBE_BATCH) if device.type == "cpu" else batch
 
 
 def _images_per_second(step, batch: int, device) -> float:
@@ -40,7 +47,7 @@ def _images_per_second(step, batch: int, device) -> float:
 def measure_rates(recipe: Recipe, channels: int, num_classes: int, device) -> dict[str, float]:
     """Images/s of the recipe's diffusion training step, of drawing a synthetic image (one model call per sampler step)
     and of its classifier's training step, on `device`, with random images of the recipe's size."""
-    size, batch = recipe.data.size, PROBE_BATCH if device.type == "cpu" else recipe.train.batch_size
+    size, batch = recipe.data.size, probe_batch(recipe.train.batch_size, device)
     x = torch.randn(batch, channels, size, size, device=device)
     labels = torch.randint(0, num_classes, (batch,), device=device)
     t = torch.randint(0, recipe.diffusion.num_train_timesteps, (batch,), device=device)
@@ -60,7 +67,7 @@ def measure_rates(recipe: Recipe, channels: int, num_classes: int, device) -> di
     sampler_steps = resolve_settings(recipe.generate, recipe.diffusion.num_train_timesteps).steps
     guided = 2 if conditional and recipe.generate.guidance_scale != 1 else 1  # guidance: a conditional and a null call
     ev = recipe.evaluate
-    clf_batch = PROBE_BATCH if device.type == "cpu" else ev.batch_size
+    clf_batch = probe_batch(ev.batch_size, device)
     classifier = build_classifier(ev, channels, num_classes).to(device)
     clf_opt = torch.optim.Adam(classifier.parameters())
     xc = torch.randn(clf_batch, channels, size, size, device=device)
