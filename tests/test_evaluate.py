@@ -8,6 +8,7 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 from conftest import TINY_EVAL, make_run
 
 from synthaug.auditing.audit import audit
@@ -324,3 +325,46 @@ def test_replace_probability_per_class(tmp_path, monkeypatch):
     assert by_class["rows"][1]["arm"] == "real+replace p0.25 by class" and sorted(set(seen[1].cpu().tolist())) == [0.25, 0.5]
     with pytest.raises(UserError, match="evaluate.replace_p_by_class: no class 'nope'"):
         evaluate([open_run(run, ["evaluate.replace_p_by_class={nope: 2}"])], tmp_path / "out", show_progress=False)
+
+
+def test_soft_topup_arms_distil_the_balanced_real_arm_of_their_seed(tmp_path, monkeypatch):
+    import synthaug.evaluation.evaluate as evaluate_module
+    from test_regimes import tail_run
+
+    from synthaug.evaluation.regimes import Arm, soft_teacher_arm
+
+    assert soft_teacher_arm(Arm("real+topup+soft+balanced+classic", None)).name == "real+balanced+classic"
+    assert Arm("real+topup+soft+balanced+classic", None).stream == "real+topup+balanced+classic"  # the hard arm's batches
+    assert soft_teacher_arm(Arm("real+synthetic+soft", 1.0)) is None  # a release's soft labels: its own teacher's
+    arms = ["real+balanced", "real+topup", "real+topup+soft"]
+    run = tail_run(tmp_path, arms=arms, select_on="bacc", rare_below=5)
+    trained, models, real_train = [], [], evaluate_module.train_classifier
+
+    def spy(*args, **kwargs):
+        model, info = real_train(*args, **kwargs)
+        trained.append(kwargs)
+        models.append(model.state_dict())
+        return model, info
+
+    monkeypatch.setattr(evaluate_module, "train_classifier", spy)
+    rows = {r["arm"]: r for r in evaluate([run], tmp_path / "report", show_progress=False)["rows"]}
+    # the teacher is the very real+balanced model of the seed: trained once, kept beside its row
+    assert [k["desc"].split(" ")[-3] for k in trained] == arms
+    assert (tmp_path / "report" / "cache" / f"{rows['real+balanced']['key']}.model.pt").is_file()
+    targets = trained[2]["soft_targets"].cpu().numpy()
+    assert targets.shape == (24, 3) and np.allclose(targets.sum(1), 1, atol=1e-5)
+    assert (targets[:13] == np.eye(3)[[0] * 8 + [1] * 4 + [2]]).all() and not np.isin(targets[13:], (0, 1)).all()  # real: one-hot
+    assert rows["real+topup+soft"]["n_synthetic"] == 11
+    # a real teacher trains another model on the very same batches
+    assert not all(torch.equal(value, models[2][name]) for name, value in models[1].items())
+    # a teacher whose probabilities are the labels asked for: exactly the hard-label top-up arm
+    monkeypatch.setattr(evaluate_module, "_soft_labels", lambda regime, *_: np.eye(3, dtype=np.float32)[regime.synthetic.images.labels])
+    rows = {r["arm"]: r for r in evaluate([run], tmp_path / "one-hot", show_progress=False)["rows"]}
+    hard, soft = rows["real+topup"], rows["real+topup+soft"]
+    assert soft["key"] != hard["key"]
+    same = ("best_step", "val_bacc", "val_auc", "test_acc", "test_auc", "test_pred")
+    assert {k: soft[k] for k in same} == {k: hard[k] for k in same}
+    assert all(torch.equal(value, models[-1][name]) for name, value in models[-2].items())  # the same weights, to the bit
+    assert [{k: v for k, v in p.items() if k != "loss"} for p in soft["curve"]] == [{k: v for k, v in p.items() if k != "loss"} for p in hard["curve"]]
+    # the loss, sum of p x log q over the classes against the label's log q alone: equal to float rounding
+    assert [p["loss"] for p in soft["curve"]] == pytest.approx([p["loss"] for p in hard["curve"]], rel=1e-6)

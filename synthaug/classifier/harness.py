@@ -21,7 +21,7 @@ from tqdm.auto import tqdm
 
 from synthaug.storage.pixels import to_model_tensor
 from synthaug.core.errors import UserError
-from synthaug.classifier.networks import build_classifier
+from synthaug.classifier.networks import build_classifier, classifier_head
 from synthaug.data.arms import Replacement, draw_batches
 from synthaug.data.symmetries import random_symmetries
 from synthaug.recipe.sections import ClassicAugConfig, EvaluateConfig
@@ -161,6 +161,7 @@ def train_classifier(
     init_state: dict | None = None,
     steps: int | None = None,
     lr: float | None = None,
+    head_only: bool = False,
 ) -> tuple[nn.Module, TrainInfo]:
     """Train `cfg.classifier` for `cfg.steps` steps (Adam, x`gamma` at each milestone) and return the
     checkpoint with the best val `select_on` metric, with its TrainInfo.
@@ -173,7 +174,9 @@ def train_classifier(
     to the logits in the training loss only (logit-adjusted loss), never at prediction. `soft_targets` (N, K): each
     image's target probabilities (soft-label arms). `init_state`: start from these weights (a pretrained classifier,
     fine-tuned here) instead of the seed's; `steps` and `lr` replace `cfg.steps` and `cfg.lr` (the two stages of the
-    pretrain arms). The batches are `synthaug.data.arms.draw_batches`' (what `ArmBatches` yields for the same seed and stream).
+    pretrain arms). `head_only`: only the last linear layer (`classifier_head`) learns; every other weight and
+    BatchNorm statistic stays as `init_state` left it (the head re-training of decoupled re-training, cRT). The batches
+    are `synthaug.data.arms.draw_batches`' (what `ArmBatches` yields for the same seed and stream).
     """
     if len(train_images) == 0:
         raise UserError("evaluate: an arm has no training images")
@@ -183,8 +186,12 @@ def train_classifier(
     if init_state is not None:
         model.load_state_dict(init_state)
     model = model.to(device)
+    trained = model
+    if head_only:  # the features stay fixed: no gradient reaches them, and eval mode keeps BatchNorm's statistics
+        model.requires_grad_(False)
+        trained = classifier_head(model).requires_grad_(True)
     steps = steps or cfg.steps
-    optimizer = torch.optim.Adam(model.parameters(), lr=lr or cfg.lr, weight_decay=cfg.weight_decay)
+    optimizer = torch.optim.Adam(trained.parameters(), lr=lr or cfg.lr, weight_decay=cfg.weight_decay)
     milestones = sorted({max(1, int(m * steps)) for m in cfg.milestones})
     schedule = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones, gamma=cfg.gamma)
     gen = seeded_generator(seed, stream)
@@ -194,7 +201,7 @@ def train_classifier(
     began = time.perf_counter()
     batches = draw_batches(train_images, train_labels, cfg.batch_size, gen, sample_weight=sample_weight, replace=replace, balanced=balanced,
                            augment=None if augment is None else classic(augment), soft_targets=soft_targets)
-    model.train()
+    model.train(not head_only)
     for step in tqdm(range(1, steps + 1), desc=desc, disable=not show_progress, leave=False, unit="step"):
         batch = next(batches)
         logits = model(batch.x) if logit_adjust is None else model(batch.x) + logit_adjust
@@ -212,6 +219,7 @@ def train_classifier(
                 best_score, best_step, best_val = score, step, val
                 best_state = copy.deepcopy(model.state_dict())
     model.load_state_dict(best_state)
+    model.requires_grad_(True)
     model.eval()
     return model, TrainInfo(steps, best_step, best_val, curve, round(time.perf_counter() - began, 2))
 

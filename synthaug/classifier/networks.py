@@ -72,6 +72,11 @@ class ResNet18(nn.Module):
         return self.head(self.features(x))
 
 
+def classifier_head(model: nn.Module) -> nn.Linear:
+    """The last linear layer of a `build_classifier` network, on its `features`: what decoupled re-training (cRT) re-trains."""
+    return model.head
+
+
 def build_classifier(cfg: EvaluateConfig, channels: int, num_classes: int) -> nn.Module:
     """The recipe's downstream classifier (`evaluate.classifier`; `small_cnn` honours `evaluate.width`)."""
     if cfg.classifier == "small_cnn":

@@ -19,7 +19,7 @@ dataset (its `imgs` and `labels`), any dataset of (PIL image or uint8 array, lab
 tuple (uint8 images (N, H, W, C), labels[, source_index]). `real_index`: each real image's index in the split that a variation's
 `source_index` refers to (default 0..N-1: `real` is the whole train split). `classes`: the classes counted (default
 those of `real`). `weight`: the loss weight of a synthetic sample (evaluate.synthetic_weight; real ones weigh 1). `soft_labels=True`
-(AddSynthetic, WholeSynthetic): each synthetic image's target is the soft label its set carries (a release's teacher
+(AddSynthetic, TopUp, WholeSynthetic): each synthetic image's target is the soft label its set carries (a release's teacher
 probabilities, `soft_targets` (N, K), one-hot for real images), and `dataset[i]` returns that vector as the target.
 
 Each dataset holds its arrays: `images` uint8 (N, H, W, C), `labels` int64 (N,), `is_synthetic` bool (N,),
@@ -236,11 +236,11 @@ class TopUp(ArmDataset):
     real+topup arm (`target` None: the largest real class, evaluate.top_up: balance). A class already at the target
     takes none, so a `generate --balance` set, which has none of the largest class, is enough."""
 
-    def __init__(self, real, synthetic, target: int | None = None, *, weight: float = 1.0, **options):
+    def __init__(self, real, synthetic, target: int | None = None, *, weight: float = 1.0, soft_labels: bool = False, **options):
         super().__init__(real, **options)
         self.target = target
         self._add_synthetic(synthetic, top_up_counts(self.real_counts, target), f"top-up to {target or 'the largest class'}: the synthetic set",
-                            weight)
+                            weight, soft_labels=soft_labels)
 
 
 class ReplaceWithVariations(ArmDataset):

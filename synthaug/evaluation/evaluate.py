@@ -19,13 +19,14 @@ classifier is small). On success it prints one line (`result_line`): where the r
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import io
 import json
 import re
 import time
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -37,8 +38,8 @@ from accelerate.utils import get_int_from_env
 from tqdm.auto import tqdm
 
 from synthaug.auditing.audit import read_audit_summary
-from synthaug.classifier.harness import (CLASSIFIER_FIELDS, class_weights, classification_metrics, label_metrics, logit_adjustment, predict,
-                                         train_classifier)
+from synthaug.classifier.harness import (CLASSIFIER_FIELDS, class_weights, classification_metrics, initial_classifier, label_metrics,
+                                         logit_adjustment, predict, train_classifier)
 from synthaug.data.arms import ArmDataset, stream_id
 from synthaug.data.images import load_split
 from synthaug.storage.pixels import to_model_tensor
@@ -49,8 +50,8 @@ from synthaug.evaluation.plots import accuracy_vs_size_png, real_beside_syntheti
 from synthaug.recipe.sections import EvaluateConfig
 from synthaug.recipe.recipe import Recipe
 from synthaug.evaluation.summary import summarise, val_only_rows
-from synthaug.evaluation.regimes import (Arm, Regime, arm_data, check_synthetic, expand_arms, first_stage_data, load_regime, rare_classes,
-                                         regime_label, shifted, teacher_arm)
+from synthaug.evaluation.regimes import (Arm, Regime, arm_data, check_synthetic, crt_base, crt_steps, expand_arms, first_stage_data, load_regime,
+                                         rare_classes, regime_label, shifted, soft_teacher_arm, teacher_arm)
 from synthaug.evaluation.report import grid_name, render_evaluate_report, verdicts
 from synthaug.storage.release import ReleaseDir
 from synthaug.storage.rundir import Run, SynthDir, open_run
@@ -97,10 +98,10 @@ def _digest(*arrays: np.ndarray) -> str:
 
 def arm_key(arm: Arm, cfg: EvaluateConfig, seed: int, train_digest: str, eval_digest: str, first_stage: str | None = None) -> str:
     """Hash of everything that decides an arm's numbers: data, classifier settings, arm and seed (and, for an arm
-    fine-tuned from a first stage, that stage's key and the fine-tuning's learning rate)."""
+    fine-tuned from a first stage, that stage's key and the fine-tuning's learning rate, or a +crt arm's head steps)."""
     settings = cfg.model_dump(mode="json", include=CLASSIFIER_FIELDS)
     if first_stage is not None:
-        settings.update(first_stage=first_stage, finetune_lr=cfg.finetune_lr)
+        settings.update(first_stage=first_stage, **({"crt_steps": crt_steps(cfg)} if arm.crt else {"finetune_lr": cfg.finetune_lr}))
     if arm.classic:
         settings["classic"] = cfg.classic.model_dump(mode="json", exclude={"rot90"} if not cfg.classic.rot90 else None)
     if arm.synthetic and arm.kind != "synthetic" and cfg.synthetic_weight != 1.0:
@@ -127,14 +128,25 @@ def _key_of(arm: Arm, arm_set: ArmDataset, cfg: EvaluateConfig, seed: int, data:
 
 
 def run_arm(regime: Regime, arm: Arm, seed: int, cfg: EvaluateConfig, data: EvalData, cache: Path, force: bool,
-            device, show_progress: bool) -> dict:
-    """Train, select on val and test once: one row of results.csv (read from the cache when it is there)."""
+            device, show_progress: bool, keep_model: bool = False) -> dict:
+    """Train, select on val and test once: one row of results.csv (read from the cache when it is there). `keep_model`:
+    keep the trained weights in the cache too (`{key}.model.pt`): a +crt arm starts from them, a soft top-up arm's teacher
+    labels with them."""
     pool_probs = _teacher_probs(regime, arm, seed, cfg, data, cache, device, show_progress) if arm.pseudo_confidence else None
+    teacher = soft_teacher_arm(arm)
+    if teacher is not None:  # the synthetic images' soft labels: the in-task teacher's probabilities
+        probs = _soft_labels(regime, teacher, seed, cfg, data, cache, device, show_progress)
+        regime = dataclasses.replace(regime, synthetic=dataclasses.replace(regime.synthetic, soft_labels=probs))
     arm_set = arm_data(regime, arm, pool_probs, cfg)
     labels, n_synth = arm_set.labels, arm_set.n_synthetic
-    first = None
+    first, stage = None, {}
     if arm.pretrain or arm.kind.startswith("model-sharing"):
         first = _first_stage(regime, arm, seed, cfg, data, cache, device, show_progress)
+        stage = {"init_state": first["state"], "lr": cfg.finetune_lr}
+    elif arm.crt:  # the representation: the very model of the arm without +crt; then the head alone, class-balanced
+        first = _arm_model(regime, crt_base(arm), seed, cfg, data, cache, device, show_progress)
+        stage = {"init_state": first["state"], "steps": crt_steps(cfg), "head_only": True}
+    if first is not None:
         n_synth = first["n_synthetic"]
     key = _key_of(arm, arm_set, cfg, seed, data, first and first["key"])
     cached = cache / f"{key}.json"
@@ -147,8 +159,9 @@ def run_arm(regime: Regime, arm: Arm, seed: int, cfg: EvaluateConfig, data: Eval
             row.update(cached=True, run=str(regime.run))  # a shared cache may hold it from another run on the same data
             row.setdefault("val_bacc", float("nan"))  # cached before balanced metrics: val is not known again
             return _label_scores(row, regime, cfg, data)
-    model, info = _train_arm(regime, arm, arm_set, seed, cfg, data, device, show_progress,
-                             **({} if first is None else {"init_state": first["state"], "lr": cfg.finetune_lr}))
+    model, info = _train_arm(regime, arm, arm_set, seed, cfg, data, device, show_progress, **stage)
+    if keep_model:
+        _write_state(cache / f"{key}.model.pt", model)
     test_probs = predict(model, data.test_images)  # the one look at test
     rare = rare_classes(regime, cfg)
     test = classification_metrics(data.test_labels, test_probs, rare)
@@ -187,13 +200,13 @@ def _label_scores(row: dict, regime: Regime, cfg: EvaluateConfig, data: EvalData
 
 def _train_arm(regime: Regime, arm: Arm, arm_set: ArmDataset, seed: int, cfg: EvaluateConfig, data: EvalData, device, show_progress: bool,
                stream: str | None = None, **stage):
-    """Train the arm's classifier: the batches are `ArmBatches(arm_set, cfg.batch_size, seed, arm.name, ...)`'s. `stage`:
-    train_classifier's init_state, steps and lr, for the two stages of the pretrain and model-sharing arms."""
+    """Train the arm's classifier: the batches are `ArmBatches(arm_set, cfg.batch_size, seed, arm.stream, ...)`'s. `stage`:
+    train_classifier's init_state, steps, lr and head_only, for the two stages of the pretrain, model-sharing and +crt arms."""
     soft = None if arm_set.soft_targets is None else torch.from_numpy(arm_set.soft_targets).to(device)
     return train_classifier(
         to_model_tensor(arm_set.images, device), torch.from_numpy(arm_set.labels).to(device), data.val_images, data.val_labels, cfg,
         seed, num_classes=len(regime.class_names), augment=cfg.classic if arm.classic else None,
-        stream=stream_id(stream or arm.name), show_progress=show_progress, desc=f"{regime.label} {stream or arm.name} seed {seed}",
+        stream=stream_id(stream or arm.stream), show_progress=show_progress, desc=f"{regime.label} {stream or arm.name} seed {seed}",
         soft_targets=soft, **_usage(regime, arm_set, arm, cfg, device), **stage,
     )
 
@@ -210,18 +223,48 @@ def _first_stage(regime: Regime, arm: Arm, seed: int, cfg: EvaluateConfig, data:
                   _digest(first_set.images, first_set.labels, *(() if first_set.soft_targets is None else (first_set.soft_targets,))),
                   data.digest)
     path = cache / f"{key}.first-stage.pt"
-    n_synthetic = first_set.n_synthetic
+    state = _cached_state(path, lambda: _train_arm(regime, arm, first_set, seed, cfg, data, device, show_progress, stream=stage, steps=steps)[0],
+                          "first stage")
+    return {"state": state, "key": key, "n_synthetic": first_set.n_synthetic}
+
+
+def _arm_model(regime: Regime, arm: Arm, seed: int, cfg: EvaluateConfig, data: EvalData, cache: Path, device, show_progress: bool) -> dict:
+    """The weights of `arm`'s classifier as run_arm trains it (same data, seed and stream: the same model), kept in the
+    cache beside its row as `{key}.model.pt` (run_arm keeps them there too when told). {"state", "key", "n_synthetic"}."""
+    arm_set = arm_data(regime, arm, cfg=cfg)
+    key = _key_of(arm, arm_set, cfg, seed, data)
+    state = _cached_state(cache / f"{key}.model.pt", lambda: _train_arm(regime, arm, arm_set, seed, cfg, data, device, show_progress)[0],
+                          f"{arm.name} model")
+    return {"state": state, "key": key, "n_synthetic": arm_set.n_synthetic}
+
+
+def _cached_state(path: Path, train: Callable[[], torch.nn.Module], what: str) -> dict:
+    """The weights kept at `path`, or those of `train()`, written there first."""
     if path.is_file():
         try:
-            return {"state": torch.load(path, map_location="cpu", weights_only=True), "key": key, "n_synthetic": n_synthetic}
+            return torch.load(path, map_location="cpu", weights_only=True)
         except Exception as exc:  # damaged: trained again, never trusted
-            warnings.warn(f"{path}: unreadable ({type(exc).__name__}); training the first stage again")
-    model, _ = _train_arm(regime, arm, first_set, seed, cfg, data, device, show_progress, stream=stage, steps=steps)
+            warnings.warn(f"{path}: unreadable ({type(exc).__name__}); training the {what} again")
+    return _write_state(path, train())
+
+
+def _write_state(path: Path, model: torch.nn.Module) -> dict:
     state = {name: value.detach().cpu() for name, value in model.state_dict().items()}
     buffer = io.BytesIO()
     torch.save(state, buffer)
     atomic_write_bytes(path, buffer.getvalue())
-    return {"state": state, "key": key, "n_synthetic": n_synthetic}
+    return state
+
+
+def _soft_labels(regime: Regime, teacher: Arm, seed: int, cfg: EvaluateConfig, data: EvalData, cache: Path, device,
+                 show_progress: bool) -> np.ndarray:
+    """The targets of a soft top-up arm's synthetic images (float32 (N_synthetic, K)): the class probabilities of the
+    very model of the `teacher` arm of this seed, over the evaluated classes."""
+    model = initial_classifier(cfg, regime.train.images.shape[-1], len(regime.class_names), seed)
+    model.load_state_dict(_arm_model(regime, teacher, seed, cfg, data, cache, device, show_progress)["state"])
+    probs = predict(model.to(device), to_model_tensor(regime.synthetic.images.images, device))
+    probs[:, np.setdiff1d(np.arange(probs.shape[1]), regime.classes)] = 0.0  # a class not evaluated is never a target
+    return (probs / probs.sum(axis=1, keepdims=True)).astype(np.float32)
 
 
 def _teacher_probs(regime: Regime, arm: Arm, seed: int, cfg: EvaluateConfig, data: EvalData, cache: Path, device,
@@ -260,7 +303,7 @@ def _usage(regime: Regime, arm_set: ArmDataset, arm: Arm, cfg: EvaluateConfig, d
         weight = per_class[arm_set.labels].astype(np.float32) * (1.0 if weight is None else weight)
     if weight is not None:
         usage["sample_weight"] = torch.from_numpy(weight).to(device)
-    if arm.rebalance == "balanced":
+    if arm.rebalance == "balanced" or arm.crt:  # a +crt arm's head stage: class-balanced batches
         usage["balanced"] = True
     if arm.rebalance == "logit_adjusted":
         usage["logit_adjust"] = torch.from_numpy(logit_adjustment(arm_set.labels, classes, cfg.logit_tau)).float().to(device)
@@ -381,10 +424,12 @@ def _evaluate(runs, recipes, cfg, arms, need_synthetic, device, out_dir, synthet
     tracker = Accelerator(cpu=device.type == "cpu", log_with=trackers, project_dir=str(out_dir / "logs")) if trackers else None
     if tracker is not None:
         tracker.init_trackers("evaluate", config=flat_config(cfg.model_dump(mode="json")))
+    # the arms whose weights other arms start from (+crt) or label with (soft top-up): kept, so they train once
+    kept = {crt_base(a).name for a in arms if a.crt} | {soft_teacher_arm(a).name for a in arms if soft_teacher_arm(a) is not None}
     bar = tqdm(jobs, desc="evaluate", unit="arm", disable=not show_progress)
     for regime, arm, seed in bar:
         bar.set_postfix_str(f"{regime.label} {arm.name} seed {seed}")
-        rows.append(run_arm(regime, arm, seed, cfg, data, cache, force, device, show_progress))
+        rows.append(run_arm(regime, arm, seed, cfg, data, cache, force, device, show_progress, keep_model=arm.name in kept))
         if tracker is not None:
             log_curve(tracker, f"{regime.label} s{regime.subset_seed}/{arm.name}/seed {seed}", rows[-1]["curve"])
     bar.close()

@@ -20,6 +20,11 @@ information the compared classifier did not have. Synthetic images never enter v
                               (from noise or variations, whichever the set holds), optionally re-balanced by S
     real+replace pP inverse   (evaluate.replace_p_by_class) class c's images swapped with probability p_c, higher for rarer classes
     real+synthetic+soft[+classic] Rx  as real+synthetic, each synthetic image's target its set's soft labels (a release's teacher)
+    real+crt[+classic]        the real arm, then its last linear layer alone re-trained on the real images with class-balanced
+                              batches (evaluate.crt_steps; decoupled re-training, cRT: non-synthetic)
+    real+topup+crt[+classic], real+synthetic+crt[+classic] Rx  the same finishing step after the synthetic arm (SYNAuG)
+    real+topup+soft[+balanced][+classic]  as real+topup[+balanced], each synthetic image's target the probabilities of the
+                              real+balanced[+classic] arm's classifier of the same seed (an in-task teacher)
     pretrain[+soft][+classic] the whole synthetic set first (evaluate.pretrain_steps, chosen on val), then fine-tuned on the
                               real images (evaluate.finetune_lr); +soft: pretrained on the soft labels
     model-sharing[+classic]   (data.site side B, reference) site A's classifier on A's real images, fine-tuned on B's
@@ -30,7 +35,7 @@ saw anything. With data.shift the regime's real images (and evaluate's val and t
 acquisition shift; site A's images never do.
 
 With an unlabeled pool the guard widens: the arms may use every image the generators saw, labelled or not. The best arm
-without synthetic data is chosen among real, real+classic, the re-balancing arms and the real+pseudo arms.
+without synthetic data is chosen among real, real+classic, the re-balancing arms, real+crt and the real+pseudo arms.
 
 Synthetic samples weigh `evaluate.synthetic_weight` in the loss (real ones 1). Re-balancing counts the classes of what
 the arm trains on (synthetic images included); rare classes (`rare_classes`) are counted in the real images alone.
@@ -64,9 +69,9 @@ PLAIN_BASELINES = ("real", "real+classic")  # every arm's gain is also reported 
 
 
 def is_non_synthetic(arm_name: str) -> bool:
-    """Arms that may be the best baseline: real, real+classic, re-balancing and self-training on the pool."""
+    """Arms that may be the best baseline: real, real+classic, re-balancing (cRT included) and self-training on the pool."""
     parts = arm_name.split(" ")[0].split("+")
-    return parts[0] == "real" and set(parts[1:]) <= {"classic", "pseudo", *REBALANCE}
+    return parts[0] == "real" and set(parts[1:]) <= {"classic", "pseudo", "crt", *REBALANCE}
 
 
 def is_reference(arm_name: str) -> bool:
@@ -183,8 +188,20 @@ class Arm:
 
     @property
     def soft(self) -> bool:
-        """Trains on the synthetic set's soft labels (a release's teacher probabilities)."""
+        """Trains on the synthetic set's soft labels (a release's teacher probabilities; for a top-up arm, those of the
+        in-task teacher, `soft_teacher_arm`)."""
         return "soft" in self.kind.split("+")
+
+    @property
+    def stream(self) -> str:
+        """The name its batches are seeded by: its own; a soft top-up arm's is its hard-label arm's, so that the two draw
+        the same batches and differ by their synthetic images' targets alone."""
+        return self.name.replace("+soft", "") if soft_teacher_arm(self) is not None else self.name
+
+    @property
+    def crt(self) -> bool:
+        """Decoupled re-training: the arm without +crt (`crt_base`), then its head alone re-trained on the real images."""
+        return "crt" in self.kind.split("+")
 
     @property
     def pretrain(self) -> bool:
@@ -274,11 +291,29 @@ def teacher_arm(arm: Arm) -> Arm:
     return Arm("real+classic" if arm.classic else "real", None)
 
 
+def soft_teacher_arm(arm: Arm) -> Arm | None:
+    """The arm whose classifier gives a real+topup+soft arm's synthetic images their targets: the class-balanced real
+    arm of the same seed and augmentation (the strongest re-balancing in the long-tailed study). None for other arms."""
+    return Arm("real+balanced+classic" if arm.classic else "real+balanced", None) if arm.soft and arm.topup else None
+
+
+def crt_base(arm: Arm) -> Arm:
+    """The arm a +crt arm re-trains the head of: the same arm without +crt (its very model, same key and stream)."""
+    return Arm(arm.kind.replace("+crt", ""), arm.add_ratio)
+
+
+def crt_steps(cfg: EvaluateConfig) -> int:
+    """Steps of a +crt arm's head re-training: evaluate.crt_steps, or a quarter of evaluate.steps."""
+    return cfg.crt_steps or max(1, cfg.steps // 4)
+
+
 def arm_data(regime: Regime, arm: Arm, pool_probs: np.ndarray | None = None, cfg: EvaluateConfig | None = None) -> ArmDataset:
     """The data of an arm, as the dataset of `synthaug.data.arms` a user would build: real images, added synthetic
     ones (at a ratio, or topped up to `cfg.top_up`), real images with their variations beside them, or real images
-    with the pool images whose teacher probabilities `pool_probs` (N_pool, classes) pass the arm's confidence.
-    Synthetic samples weigh `cfg.synthetic_weight` (1 without `cfg`)."""
+    with the pool images whose teacher probabilities `pool_probs` (N_pool, classes) pass the arm's confidence; for a
+    +crt arm, what its head is re-trained on: the real images (its first stage trains on `crt_base`'s data).
+    Synthetic samples weigh `cfg.synthetic_weight` (1 without `cfg`). A soft top-up arm takes the set's soft labels:
+    evaluate sets them to its teacher's probabilities first."""
     real = {"real_index": regime.train_indices, "classes": regime.classes}
     weight = cfg.synthetic_weight if cfg is not None else 1.0
     if arm.kind.startswith("real+site-a"):
@@ -291,11 +326,14 @@ def arm_data(regime: Regime, arm: Arm, pool_probs: np.ndarray | None = None, cfg
         labels = np.asarray(regime.classes, dtype=np.int64)[probs[keep].argmax(axis=1)]
         return ArmDataset((np.concatenate([regime.train.images, regime.pool.images[keep]]), np.concatenate([regime.train.labels, labels])),
                           real_index=np.concatenate([regime.train_indices, np.full(len(keep), -1)]), classes=regime.classes)
+    if arm.crt:
+        return ArmDataset(regime.train, **real)
     if arm.replace_p is not None:
         p = replace_probabilities(regime, arm, cfg) if arm.replace_by_class else arm.replace_p
         return ReplaceWithVariations(regime.train, regime.synthetic, p, weight=weight, **real)
     if arm.topup:
-        return TopUp(regime.train, regime.synthetic, None if cfg.top_up == "balance" else cfg.top_up, weight=weight, **real)
+        return TopUp(regime.train, regime.synthetic, None if cfg.top_up == "balance" else cfg.top_up, weight=weight, soft_labels=arm.soft,
+                     **real)
     if arm.kind == "synthetic":
         return SyntheticOnly(regime.train, regime.synthetic, **real)
     if arm.add_ratio is not None:

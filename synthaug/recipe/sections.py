@@ -295,10 +295,17 @@ TOPUP_ARMS = tuple(f"real+topup{scheme}{classic}" for scheme in ("", *(f"+{r}" f
 # model-sharing[+classic]: A's classifier (trained on A's real images, chosen on val) fine-tuned on B's real images;
 # real+site-a[+classic]: B's real images plus A's (the raw-sharing ceiling: what no release may contain).
 PRETRAIN_ARMS = tuple(f"pretrain{soft}{classic}" for soft in ("", "+soft") for classic in ("", "+classic"))
+# +crt, decoupled re-training (Kang et al. 2020): the arm without +crt trains the representation, then only the classifier's
+# last linear layer is re-trained on the arm's real images with class-balanced batches (evaluate.crt_steps, chosen on val).
+# real+crt[+classic] is a baseline; on real+topup and real+synthetic it is SYNAuG's finishing step on the real images.
+CRT_ARMS = ("real+crt", "real+crt+classic", "real+topup+crt", "real+topup+crt+classic", "real+synthetic+crt", "real+synthetic+crt+classic")
+# real+topup+soft[+balanced][+classic]: the top-up's synthetic images take as targets the probabilities of an in-task teacher,
+# the real+balanced[+classic] arm's classifier of the same seed (distillation), not the class asked for.
+SOFT_TOPUP_ARMS = tuple(f"real+topup+soft{scheme}{classic}" for scheme in ("", "+balanced") for classic in ("", "+classic"))
 REFERENCE_ARMS = ("model-sharing", "model-sharing+classic", "real+site-a", "real+site-a+classic")
 ARMS = ("real", "real+classic", "real+synthetic", "real+synthetic+classic", "synthetic", "real+replace", "real+replace+classic",
         "real+pseudo", "real+pseudo+classic", *(f"real+{r}{classic}" for r in REBALANCE for classic in ("", "+classic")), *TOPUP_ARMS,
-        "real+synthetic+soft", "real+synthetic+soft+classic", *PRETRAIN_ARMS, *REFERENCE_ARMS)
+        "real+synthetic+soft", "real+synthetic+soft+classic", *PRETRAIN_ARMS, *REFERENCE_ARMS, *CRT_ARMS, *SOFT_TOPUP_ARMS)
 DEFAULT_ARMS = ARMS[:5]
 
 
@@ -375,6 +382,7 @@ class EvaluateConfig(_Strict):
     release: Path | None = None
     pretrain_steps: int | None = Field(None, gt=0)  # pretrain and model-sharing arms: steps of the first stage (None: steps)
     finetune_lr: float | None = Field(None, gt=0)  # and the learning rate of their fine-tuning on the real images (None: lr)
+    crt_steps: int | None = Field(None, gt=0)  # +crt arms: steps of the head's re-training (None: steps // 4)
     # real+replace arms: p per class instead of one p, so rarer classes are swapped more often: "inverse" p x n_max / n_c,
     # or {class (name or index): factor} p x factor (others x 1); clipped to 1. null: the same p for every class.
     replace_p_by_class: Annotated[Literal["inverse"] | dict[int | str, float] | None, BeforeValidator(_replace_p_by_class)] = None
@@ -452,7 +460,7 @@ class AuditConfig(_Strict):
 SWEEP_LEVERS = ("conditioning", "augment", "balanced_batches", "classic", "source", "strength", "guidance_scale", "steps", "filter_confidence", "usage", "ratio",
                 "replace_variations")
 USAGE_ARMS = ("real+synthetic", "real+synthetic+classic", "real+replace", "real+replace+classic", *TOPUP_ARMS,  # the arms that use synthetic images
-              "real+synthetic+soft", "real+synthetic+soft+classic", *PRETRAIN_ARMS)
+              "real+synthetic+soft", "real+synthetic+soft+classic", *PRETRAIN_ARMS, *CRT_ARMS[2:], *SOFT_TOPUP_ARMS)
 # The levers that change the generator or its sampling: nothing to sweep when the synthetic set is another site's release.
 GENERATOR_LEVERS = ("conditioning", "augment", "balanced_batches", "source", "strength", "guidance_scale", "steps", "filter_confidence",
                     "replace_variations")
