@@ -137,6 +137,7 @@ def test_site_b_evaluates_a_release_with_pretraining_soft_labels_and_the_referen
     rows = pd.DataFrame(results["rows"])
     assert sorted(rows["arm"].unique()) == sorted(a + (" 1x" if a == "real+synthetic+soft" else "") for a in arms) and len(rows) == 12
     assert (rows.loc[rows["arm"].str.startswith("pretrain"), "n_synthetic"] == 16).all()
+    assert (rows.loc[rows["arm"] == "real+site-a", "steps"] == 4 + 6).all()  # the ceiling trains as long as model sharing's two stages
     assert not any((tmp_path / "runs").rglob("models"))  # a release: no generator fitted at B
     # the first stages (pretrain, pretrain+soft, A's classifier) do not depend on B's subset: trained once, shared
     assert len(list((tmp_path / "report" / "cache").glob("*.first-stage.pt"))) == 3

@@ -102,6 +102,8 @@ def arm_key(arm: Arm, cfg: EvaluateConfig, seed: int, train_digest: str, eval_di
     settings = cfg.model_dump(mode="json", include=CLASSIFIER_FIELDS)
     if first_stage is not None:
         settings.update(first_stage=first_stage, **({"crt_steps": crt_steps(cfg)} if arm.crt else {"finetune_lr": cfg.finetune_lr}))
+    if arm.kind.startswith("real+site-a"):
+        settings["ceiling_steps"] = ceiling_steps(cfg)
     if arm.classic:
         settings["classic"] = cfg.classic.model_dump(mode="json", exclude={"rot90"} if not cfg.classic.rot90 else None)
     if arm.synthetic and arm.kind != "synthetic" and cfg.synthetic_weight != 1.0:
@@ -117,6 +119,11 @@ def arm_key(arm: Arm, cfg: EvaluateConfig, seed: int, train_digest: str, eval_di
     blob = json.dumps({"v": __version__, "arm": arm.name, "seed": seed, "cfg": settings,
                        "train": train_digest, "eval": eval_digest}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:20]
+
+
+def ceiling_steps(cfg: EvaluateConfig) -> int:
+    """The steps of the raw-sharing ceiling (real+site-a arms): those of model sharing's first stage and fine-tuning."""
+    return (cfg.pretrain_steps or cfg.steps) + cfg.steps
 
 
 def _key_of(arm: Arm, arm_set: ArmDataset, cfg: EvaluateConfig, seed: int, data: EvalData, first_stage: str | None = None) -> str:
@@ -146,6 +153,10 @@ def run_arm(regime: Regime, arm: Arm, seed: int, cfg: EvaluateConfig, data: Eval
     elif arm.crt:  # the representation: the very model of the arm without +crt; then the head alone, class-balanced
         first = _arm_model(regime, crt_base(arm), seed, cfg, data, cache, device, show_progress)
         stage = {"init_state": first["state"], "steps": crt_steps(cfg), "head_only": True}
+    elif arm.kind.startswith("real+site-a"):
+        # the raw-sharing ceiling sees A's images, as model sharing does: it gets the same steps as model sharing's two
+        # stages, or with thousands of A's images and the steps of a few-shot arm it is under-trained, no ceiling
+        stage = {"steps": ceiling_steps(cfg)}
     if first is not None:
         n_synth = first["n_synthetic"]
     key = _key_of(arm, arm_set, cfg, seed, data, first and first["key"])
