@@ -14,7 +14,7 @@ synthaug experiment recipes/bloodmnist-site-b.yaml --set evaluate.release=$OUT/r
   --out reports/cross-site/long-tail-g0 --cache $OUT/cache --no-progress --wait &
 SHIFT='{hed_scale: [1.5, 0.5, 1.0], hed_bias: [0.0, 0.0, 0.05], brightness: -0.08}'
 PC25='[{per_class: 25, seed: 0}, {per_class: 25, seed: 1}, {per_class: 25, seed: 2}, {per_class: 25, seed: 3}, {per_class: 25, seed: 4}]'
-synthaug experiment recipes/bloodmnist-site-b.yaml --set evaluate.release=$OUT/releases/g0 --set "data.shift=$SHIFT" --set "evaluate.regimes=$PC25" \
+synthaug experiment recipes/bloodmnist-site-b.yaml --set name=bloodmnist-site-b-shift --set evaluate.release=$OUT/releases/g0 --set "data.shift=$SHIFT" --set "evaluate.regimes=$PC25" \
   --set 'evaluate.arms=[real+classic, pretrain+soft+classic, model-sharing+classic]' \
   --out reports/cross-site/shift-g0 --cache $OUT/cache --no-progress --wait &
 wait
