@@ -230,9 +230,7 @@ def _first_stage(regime: Regime, arm: Arm, seed: int, cfg: EvaluateConfig, data:
     first_set = first_stage_data(regime, arm)
     stage = f"{arm.kind} first stage"
     steps = cfg.pretrain_steps or cfg.steps
-    key = arm_key(Arm(stage, None), cfg.model_copy(update={"steps": steps}), seed,
-                  _digest(first_set.images, first_set.labels, *(() if first_set.soft_targets is None else (first_set.soft_targets,))),
-                  data.digest)
+    key = _key_of(Arm(stage, None), first_set, cfg.model_copy(update={"steps": steps}), seed, data)
     path = cache / f"{key}.first-stage.pt"
     state = _cached_state(path, lambda: _train_arm(regime, arm, first_set, seed, cfg, data, device, show_progress, stream=stage, steps=steps)[0],
                           "first stage")
