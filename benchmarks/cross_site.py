@@ -5,6 +5,9 @@ results.json of each release's `synthaug experiment` (no training):
 
     python benchmarks/cross_site.py reports/cross-site/release-g0/results.json reports/cross-site/release-g1/results.json
 
+With --scale, one row per release instead (reports/cross-site/scale.sh, privacy.sh): A's generator, its training
+compute (steps x batch), its privacy, fidelity, and per regime the chosen release arm's gain and share of the ceiling.
+
 The unit is B's subset (its regime and subset seed): disjoint blocks of B's reserve, none seen by A. The share of the
 ceiling is the mean release gain over the mean ceiling gain (both over the best real-only arm), with a t interval of
 the per-subset shares beside it.
@@ -13,7 +16,9 @@ the per-subset shares beside it.
 from __future__ import annotations
 
 import json
+import re
 import sys
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -67,5 +72,45 @@ def table(path: str) -> list[str]:
     return lines
 
 
+def scale_rows(paths: list[str]) -> list[str]:
+    """One row per release: how A's generator was trained and how good it is, beside what B gains from it."""
+    lines, header = [], None
+    for path in paths:
+        results = json.load(open(path))
+        rows, labels = pd.DataFrame(results["rows"]), np.asarray(results["data"]["test_labels"])
+        first = results["data"]["regimes"][0]
+        audit = first.get("audit") or {}
+        manifest = Path(first.get("synthetic_dir") or "", "release.json")
+        release = json.loads(manifest.read_text()) if manifest.is_file() else {}
+        privacy = release.get("privacy")
+        epsilon = "∞" if not privacy else f"{privacy.get('epsilon_spent') or privacy['epsilon']:.3g} (δ {privacy['delta']:.0e})"
+        cells = []
+        for regime, group in rows.groupby("regime", sort=False):
+            arms = {a: g for a, g in group.groupby("arm", sort=False)}
+            best = results["best_baseline"][regime]["arm"]
+            chosen = max((a for a in arms if not is_non_synthetic(a) and not is_reference(a)), key=lambda a: arms[a]["val_acc"].mean())
+            gain = paired_gain(arms[chosen], arms[best], "test_acc", labels)
+            share = (f"{100 * gain['mean'] / paired_gain(arms[CEILING], arms[best], 'test_acc', labels)['mean']:.0f} %"
+                     if CEILING in arms else "—")
+            cells.append((regime, f"{points(gain)} (`{chosen}`)", share))
+        if header is None:
+            header = [f"{r}: gain, points [95 % CI] (arm chosen on val) | {r}: share of ceiling" for r, _, _ in cells]
+            lines += ["| A's generator | images seen | ε | FD | label fidelity | " + " | ".join(header) + " |",
+                      "|---|---|---|---|---|" + "---|---|" * len(cells)]
+        lines.append(f"| {first.get('generator', '?')} | {_images_seen(first.get('generator', ''))} | {epsilon} | "
+                     f"{audit.get('fd_synthetic', float('nan')):.2f} | {100 * (audit.get('label_fidelity') or float('nan')):.0f} % | "
+                     + " | ".join(f"{g} | {s}" for _, g, s in cells) + " |")
+    return lines
+
+
+def _images_seen(generator: str) -> str:
+    found = re.search(r"(\d+) steps x batch (\d+)", generator)
+    return f"{int(found[1]) * int(found[2]):,}" if found else "?"
+
+
 if __name__ == "__main__":
-    print("\n".join(line for path in sys.argv[1:] for line in table(path)))
+    args = sys.argv[1:]
+    if args[:1] == ["--scale"]:
+        print("\n".join(scale_rows(args[1:])))
+    else:
+        print("\n".join(line for path in args for line in table(path)))
