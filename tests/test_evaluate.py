@@ -34,6 +34,7 @@ def test_end_to_end_arms_regimes_seeds_and_files(eval_run, tmp_path):
     assert big.loc["real", "n_synthetic"].tolist() == [0, 0, 0]
     assert big.loc["real+synthetic 2x", "n_synthetic"].iloc[0] == 32 and big.loc["synthetic", "n_synthetic"].iloc[0] == 16
     assert table["test_acc"].between(0, 1).all() and {"recall_0", "recall_1"} <= set(table.columns)
+    assert not {"test_pred", "test_auc_terms"} & set(table.columns)  # one entry a test image: results.json keeps them
     gains = pd.DataFrame(results["gains"])
     assert set(gains["vs"]) == {"real", "real+classic"} and (gains["pairs"] == 3).all() and (gains["units"] == 1).all()
     assert set(gains["dacc_verdict"]) == {"too few units"}  # one subset per regime: seeds are not independent units
@@ -57,6 +58,8 @@ def test_cache_skips_finished_arms_and_force_redoes_them(eval_run, tmp_path):
     again = evaluate([run], out, show_progress=False)
     assert first["arms_from_cache"] == 0 and again["arms_from_cache"] == 2
     assert [r["test_acc"] for r in again["rows"]] == [r["test_acc"] for r in first["rows"]]
+    assert [r["test_auc_terms"] for r in again["rows"]] == [r["test_auc_terms"] for r in first["rows"]]  # kept in the cache
+    assert all(np.mean(r["test_auc_terms"]) == pytest.approx(r["test_auc"], abs=1e-5) for r in first["rows"])
     assert evaluate([run], out, force=True, show_progress=False)["arms_from_cache"] == 0
     changed = evaluate([open_run(run, ["evaluate.steps=4"])], out, show_progress=False)
     assert changed["arms_from_cache"] == 0 and {r["steps"] for r in changed["rows"]} == {4}
@@ -248,6 +251,7 @@ def test_class_subsets_of_every_size(tmp_path, classes):
         assert [k for k in row if k.startswith("recall_")] == [f"recall_{c}" for c in chosen]
         assert row["test_bacc"] == pytest.approx(np.mean([row[f"recall_{c}"] for c in chosen]))
         assert row["rare_classes"] == chosen  # 6 real images each, below 60
+        assert np.mean(row["test_auc_terms"]) == pytest.approx(row["test_auc"], abs=1e-5)  # the AUC over the classes chosen
 
 
 def test_long_tail_rebalancing_and_topup_arms(tmp_path, monkeypatch):
@@ -301,11 +305,12 @@ def test_rows_cached_before_the_balanced_scores_get_them_from_their_predictions(
     first = evaluate([run], out, show_progress=False)["rows"][0]
     cached = next((out / "cache").glob("*.json"))
     old = {k: v for k, v in json.loads(cached.read_text()).items()
-           if k not in ("val_bacc", "test_bacc", "test_f1", "test_rare_recall", "rare_classes", "rebalance")}
+           if k not in ("val_bacc", "test_bacc", "test_f1", "test_rare_recall", "rare_classes", "rebalance", "test_auc_terms")}
     cached.write_text(json.dumps(old))
     again = evaluate([run], out, show_progress=False)
     row = again["rows"][0]
     assert again["arms_from_cache"] == 1 and np.isnan(row["val_bacc"])  # val was not kept: unknown
+    assert "test_auc_terms" not in row and "test_auc_terms" in first  # its AUC gains cover the subsets only (summary.paired_gain)
     assert all(row[k] == first[k] for k in ("test_acc", "test_bacc", "test_f1", "test_rare_recall", "rare_classes"))
 
 

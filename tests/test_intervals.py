@@ -200,3 +200,109 @@ def test_the_correction_widens_the_units_variance_by_f_over_1_minus_f():
     g = gain_interval(per_image.mean(1), per_image)
     w = resampled_interval(g, per_image.mean(1), 0.5)
     assert w["se"] ** 2 == pytest.approx(g["se"] ** 2 + per_image.mean(1).var(ddof=1)) and w["test_noise"]
+
+
+# ---------------------------------------------------------------------------------------------
+# AUC gains: each test image's term of the AUC (DeLong's structural components, harness.auc_terms)
+
+def test_the_auc_terms_average_to_scikit_learns_auc_with_ties_and_absent_classes():
+    from sklearn.metrics import roc_auc_score
+
+    from synthaug.classifier.harness import auc_terms, classification_metrics
+
+    rng = np.random.default_rng(11)
+    labels = rng.choice(4, 500, p=[0.5, 0.3, 0.15, 0.05])
+    # sixteenths that sum to 1 exactly (the AUC renormalises over the classes present): ties within and across classes
+    probs = np.array([rng.multinomial(16, p) for p in rng.dirichlet(np.ones(4), 500) * 0.6 + 0.4 * np.eye(4)[labels]]) / 16
+    assert auc_terms(labels, probs).mean() == pytest.approx(roc_auc_score(labels, probs, multi_class="ovr", average="macro"), abs=1e-12)
+    binary = (labels > 0).astype(int)
+    two = np.stack([1 - probs[:, 0], probs[:, 0]], 1)
+    assert auc_terms(binary, two).mean() == pytest.approx(roc_auc_score(binary, two[:, 1]), abs=1e-12)
+    # classes of the classifier absent from test: the AUC over the classes present, as the reported one
+    for kept in ([0, 1, 3], [1, 2]):
+        part = np.isin(labels, kept)
+        terms = auc_terms(labels[part], probs[part])
+        assert len(terms) == part.sum() and terms.mean() == pytest.approx(classification_metrics(labels[part], probs[part])["auc"], abs=1e-12)
+    assert auc_terms(np.zeros(5, int), probs[:5]) is None  # one class: no AUC, no terms
+
+
+def delong_components(labels, score) -> tuple[np.ndarray, np.ndarray]:
+    """DeLong, DeLong and Clarke-Pearson (1988), pair by pair: V10, each positive's share of the negatives it
+    outscores, and V01, each negative's share of the positives that outscore it (ties 1/2)."""
+    pos, neg = score[labels == 1], score[labels == 0]
+    psi = (pos[:, None] > neg[None, :]) + 0.5 * (pos[:, None] == neg[None, :])
+    return psi.mean(1), psi.mean(0)
+
+
+def test_the_auc_terms_spread_is_delongs_variance():
+    from synthaug.classifier.harness import auc_terms
+
+    rng = np.random.default_rng(12)
+    labels = (rng.random(400) < 0.3).astype(int)
+    score = np.round(rng.normal(labels, 1.0), 1)  # with ties
+    terms = auc_terms(labels, np.stack([1 - 1 / (1 + np.exp(-score)), 1 / (1 + np.exp(-score))], 1))
+    v10, v01 = delong_components(labels, score)
+    n, m, images = len(v10), len(v01), len(labels)
+    s10, s01 = v10.var(ddof=1), v01.var(ddof=1)
+    # exactly N / (N - 1) x ((n - 1) / n x S10 / n + (m - 1) / m x S01 / m): DeLong's S10 / n + S01 / m to O(1 / N)
+    assert terms.var(ddof=1) / images == pytest.approx(images / (images - 1) * ((n - 1) / n * s10 / n + (m - 1) / m * s01 / m), rel=1e-9)
+    assert terms.var(ddof=1) / images == pytest.approx(s10 / n + s01 / m, rel=0.01)
+
+
+AUC_SIGNAL = 1.0  # each arm's class separation, in standard deviations of an image's feature
+AUC_MIXES = {"test set": (0.02, 0.1), "both": (0.15, 0.5)}  # (sd of a unit's signal shift, sd of a unit's noise per image)
+
+
+def auc_gain_study(rng, units: int, classes: int, effect: float, sd_unit: float, sd_noise: float, images: int = 300) -> np.ndarray:
+    """One simulated study of a test AUC gain, as (units, images) per-image differences of the AUC terms. One test set
+    of `images` (class shares 70/30 or 60/30/10) is drawn afresh and shared by every unit and both arms. Each image
+    has one feature per class for each arm, independent between the arms (they rank the test images differently, so
+    the test set's draw moves their AUCs' difference), its own class's raised by the arm's signal (AUC_SIGNAL, plus
+    `effect` for the arm); a unit shifts each arm's signal (sd_unit) and adds noise of its own training to each
+    score (sd_noise). The class probabilities are the scores' softmax."""
+    from synthaug.classifier.harness import auc_terms
+
+    labels = rng.choice(classes, images, p={2: [0.7, 0.3], 3: [0.6, 0.3, 0.1]}[classes])
+    own = np.eye(classes)[labels]
+    features = [rng.normal(0, 1, (images, classes)) for _ in range(2)]
+    diffs = []
+    for _ in range(units):
+        terms = []
+        for feature, signal in zip(features, (AUC_SIGNAL + effect, AUC_SIGNAL)):
+            score = feature + own * (signal + rng.normal(0, sd_unit)) + rng.normal(0, sd_noise, feature.shape)
+            probs = np.exp(score - score.max(1, keepdims=True))
+            terms.append(auc_terms(labels, probs / probs.sum(1, keepdims=True)))
+        diffs.append(terms[0] - terms[1])
+    return np.array(diffs)
+
+
+def auc_truth(classes: int, effect: float, sd_unit: float, sd_noise: float) -> float:
+    """The AUC gain over new units and new test sets. Two classes: class 1's probability ranks as the difference of the
+    two scores, which differ by the signal between the classes with variance 2 (1 + sd_noise²) within each, so an arm's
+    AUC is Phi(signal / sqrt(1 + sd_noise²)), averaged over the unit's shift of the signal. Three: only the null (0),
+    by symmetry."""
+    from scipy.stats import norm
+
+    if classes == 3:
+        assert effect == 0
+        return 0.0
+    spread = np.sqrt(1 + sd_noise ** 2 + sd_unit ** 2)
+    return float(norm.cdf((AUC_SIGNAL + effect) / spread) - norm.cdf(AUC_SIGNAL / spread))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("units", [3, 8])
+@pytest.mark.parametrize("mix", list(AUC_MIXES))
+@pytest.mark.parametrize("classes, effect", [(2, 0.0), (2, 0.3), (3, 0.0)])
+def test_the_auc_interval_with_the_terms_covers_95_percent(units, mix, classes, effect):
+    """1,000 studies a case; the units-only interval, from the same studies, misses the test set's noise."""
+    rng = np.random.default_rng([units, len(mix), classes, int(effect * 10), 13])
+    truth = auc_truth(classes, effect, *AUC_MIXES[mix])
+    hits, units_only = [], []
+    for _ in range(TRIALS // 2):
+        per_image = auc_gain_study(rng, units, classes, effect, *AUC_MIXES[mix])
+        for found, interval in ((hits, gain_interval(per_image.mean(1), per_image)), (units_only, gain_interval(per_image.mean(1)))):
+            found.append(interval["lo"] <= truth <= interval["hi"])
+    assert abs(np.mean(hits) - 0.95) <= 0.02, f"coverage {np.mean(hits):.3f}"
+    if mix == "test set":
+        assert np.mean(units_only) < 0.8, f"units-only coverage {np.mean(units_only):.3f}"

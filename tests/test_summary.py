@@ -67,7 +67,7 @@ def test_test_predictions_add_the_test_sets_own_noise():
     assert with_noise["dacc_test_noise"] and not units_only["dacc_test_noise"]
     assert with_noise["dacc"] == pytest.approx(units_only["dacc"])
     assert with_noise["dacc_hi"] - with_noise["dacc_lo"] > units_only["dacc_hi"] - units_only["dacc_lo"]
-    assert not with_noise["dauc_test_noise"]  # AUC: the subsets only
+    assert not with_noise["dauc_test_noise"]  # these rows keep no AUC terms: the subsets only
 
 
 def long_tailed_rows(units: int = 8) -> tuple[list[dict], np.ndarray]:
@@ -163,7 +163,7 @@ def test_selecting_on_balanced_accuracy_reports_its_gains_and_verdict():
                                  "over 5 independent subset(s)."]
     note = interval_note({"gains": [{**gain, "dacc_test_noise": True, "dbacc_test_noise": True}]})[0]
     assert "ΔACC and ΔBACC also cover the test set's own sampling noise" in note and "weighted N / (K n_c)" in note
-    assert "ΔAUC covers the subsets only, **not** the test set's own sampling noise (an AUC ranks the class scores" in note
+    assert "ΔAUC covers the subsets only, **not** the test set's own sampling noise (these rows keep no per-image AUC terms)" in note
     note = interval_note({"gains": [gain]})[0]  # rows without their predictions
     assert "ΔBACC covers the subsets only, **not** the test set's own sampling noise (these rows keep no per-image predictions)" in note
 
@@ -185,3 +185,52 @@ def test_units_drawn_from_one_split_get_the_wider_overlap_interval_and_say_so():
     assert "overlap" not in plain and resampled["overlap"] == 0.5
     assert resampled["dacc"] == pytest.approx(plain["dacc"]) and resampled["dacc_lo"] < plain["dacc_lo"]
     assert (resampled["dacc_hi"] - resampled["dacc_lo"]) > 2 * (plain["dacc_hi"] - plain["dacc_lo"])  # sqrt(1 + 5) wider, t(4) both
+
+
+def auc_rows(units: int, same_in_every_unit: bool = False) -> tuple[list[dict], np.ndarray]:
+    """`real` and `real+synthetic 1x` on `units` subsets of a three-class task, each row with its test AUC and its per-image
+    AUC terms as evaluate keeps them (6 significant digits); with `same_in_every_unit`, every subset scores the test images alike."""
+    from synthaug.classifier.harness import auc_terms, classification_metrics
+    from synthaug.evaluation.evaluate import _significant
+
+    labels = np.repeat([0, 1, 2], [60, 30, 10])
+    rng = np.random.default_rng(5)
+    rows = []
+    for subset in range(units):
+        if subset == 0 or not same_in_every_unit:
+            logits = {arm: rng.normal(0, 1, (100, 3)) + np.eye(3)[labels] * signal for arm, signal in (("real", 1.0), ("real+synthetic 1x", 1.3))}
+        for arm, val in (("real", 0.6), ("real+synthetic 1x", 0.7)):
+            probs = np.exp(logits[arm]) / np.exp(logits[arm]).sum(1, keepdims=True)
+            scores = classification_metrics(labels, probs)
+            rows.append({**row(arm, 0, val, scores["acc"], subset=subset), "test_auc": scores["auc"],
+                         "test_auc_terms": _significant(auc_terms(labels, probs))})
+    return rows, labels
+
+
+def test_auc_gains_add_the_test_sets_own_noise_from_the_per_image_auc_terms():
+    """Two subsets that score the test images alike: over the subsets alone the AUC gain's interval has no width, though
+    another test set would give another gain; the AUC terms give it the test set's noise."""
+    rows, labels = auc_rows(2, same_in_every_unit=True)
+    cfg = EvaluateConfig(**TINY_EVAL)
+    gain = next(g for g in summarise(rows, cfg, labels)["gains"] if g["vs"] == "real")
+    old = next(g for g in summarise([{k: v for k, v in r.items() if k != "test_auc_terms"} for r in rows], cfg, labels)["gains"]
+               if g["vs"] == "real")  # rows made before the terms were kept
+    assert gain["dauc_test_noise"] and not old["dauc_test_noise"]
+    assert old["dauc_hi"] - old["dauc_lo"] == pytest.approx(0) and gain["dauc_hi"] - gain["dauc_lo"] > 0.02
+    auc = {r["arm"]: r["test_auc"] for r in rows[:2]}
+    for g in (gain, old):  # the difference of the reported AUCs, though the terms are rounded
+        assert g["dauc"] == pytest.approx(auc["real+synthetic 1x"] - auc["real"], abs=1e-12)
+
+
+def test_auc_gains_cover_the_test_set_only_where_both_arms_rows_keep_the_terms():
+    from synthaug.evaluation.report import interval_note
+
+    rows, labels = auc_rows(5)
+    cfg = EvaluateConfig(**TINY_EVAL)
+    results = summarise(rows, cfg, labels)
+    assert interval_note(results)[0].count("each image's DeLong components for AUC") == 1
+    del rows[0]["test_auc_terms"]  # one baseline row cached before the terms were kept: that gain covers the subsets only
+    results = summarise(rows, cfg, labels)
+    gain = next(g for g in results["gains"] if g["vs"] == "real")
+    assert not gain["dauc_test_noise"]
+    assert "ΔAUC covers the subsets only, **not** the test set's own sampling noise (these rows keep no per-image AUC terms)" in interval_note(results)[0]

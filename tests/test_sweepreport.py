@@ -56,6 +56,10 @@ def test_helps_needs_the_lower_bound_above_0_on_enough_unseen_subsets():
     helps = render_sweep_markdown(summary(answer("higher")), "name: blood\n")
     assert "**Use `real+replace+classic p0.5` with the settings below: it helps.**" in helps and "does not help" not in helps
     assert "ΔACC +0.0200 [0.0050, 0.0350] over 5 subset(s) (the interval includes the test set's own sampling noise)" in helps
+    assert "ΔAUC -0.0100 [-0.0300, 0.0100] over 3 subset(s)." in helps  # rows without AUC terms: nothing said of the test set
+    check = answer("higher")
+    check["confirm"]["gain_auc"] = {**GAIN, "test_noise": True}
+    assert "ΔAUC -0.0100 [-0.0300, 0.0100] over 3 subset(s) (the interval includes the test set's own sampling noise)." in render_sweep_markdown(summary(check))
     few = render_sweep_markdown(summary(answer("too few units")))
     assert "**Too few independent subsets to tell whether synthetic data helps" in few and "it helps.**" not in few
     unconfirmed = render_sweep_markdown(summary(answer(None)))

@@ -82,23 +82,59 @@ def predict(model: nn.Module, images: torch.Tensor, batch_size: int = PREDICT_BA
 
 
 def classification_metrics(labels: np.ndarray, probs: np.ndarray, rare: list[int] | None = None) -> dict:
-    """ACC, AUC (binary for two classes present, else macro one-vs-rest) and `label_metrics` (balanced ACC, macro-F1,
-    recall of each class and of the `rare` ones) of class probabilities (N, K)."""
+    """ACC, AUC (binary for two classes present, else macro one-vs-rest; see `auc_problems`) and `label_metrics`
+    (balanced ACC, macro-F1, recall of each class and of the `rare` ones) of class probabilities (N, K)."""
     labels = np.asarray(labels)
-    num_classes = probs.shape[1]
+    problems = auc_problems(labels, probs)
+    # the mean of the binary AUCs is scikit-learn's macro one-vs-rest AUC, to the bit
+    auc = float(np.mean([roc_auc_score(positive, score) for positive, score in problems])) if problems else float("nan")
     pred = probs.argmax(1)
+    return {"acc": float(accuracy_score(labels, pred)), "auc": auc, **label_metrics(labels, pred, probs.shape[1], rare)}
+
+
+def auc_problems(labels: np.ndarray, probs: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
+    """The binary problems whose AUCs the AUC of `classification_metrics` averages, each as (is positive (N,), score
+    (N,)): class 1's probability for a two-class classifier; else each class present against the others (the second
+    class against the first when two are present), scored by its probability renormalised over the classes present.
+    No problem (an empty list) when the labels hold one class: AUC is undefined there."""
+    labels = np.asarray(labels)
     present = np.unique(labels)
+    if len(present) < 2:
+        return []
+    if probs.shape[1] == 2:
+        return [(labels == 1, probs[:, 1])]
     # Renormalised over the classes present: the classifier also has outputs for classes outside data.classes.
     sub = probs[:, present] / np.clip(probs[:, present].sum(1, keepdims=True), 1e-12, None)
-    if len(present) < 2:
-        auc = float("nan")  # AUC is undefined when the split holds one class
-    elif num_classes == 2:
-        auc = roc_auc_score(labels, probs[:, 1])
-    elif len(present) == 2:  # two classes chosen of more (data.classes): sklearn's OvR refuses a binary target
-        auc = roc_auc_score(labels == present[1], sub[:, 1])
-    else:
-        auc = roc_auc_score(labels, sub, multi_class="ovr", average="macro", labels=present)
-    return {"acc": float(accuracy_score(labels, pred)), "auc": float(auc), **label_metrics(labels, pred, num_classes, rare)}
+    if len(present) == 2:  # two classes chosen of more (data.classes): one problem, as for a two-class classifier
+        return [(labels == present[1], sub[:, 1])]
+    return [(labels == c, sub[:, i]) for i, c in enumerate(present)]
+
+
+def auc_terms(labels: np.ndarray, probs: np.ndarray) -> np.ndarray | None:
+    """Each test image's term of the AUC of `classification_metrics` (N,), whose mean is that AUC and whose spread gives
+    DeLong's variance: the AUC's linearisation in the images. None where the AUC is undefined (one class).
+
+    In each binary problem, with n positives, m negatives and N = n + m images, DeLong's structural components are
+    V10_i, the share of negatives that positive i outscores, and V01_j, the share of positives that outscore negative
+    j (ties count 1/2); AUC = mean V10 = mean V01 and Var(AUC) = S10 / n + S01 / m (their sample variances). A positive's
+    term is AUC + (N / n)(V10_i - AUC), a negative's AUC + (N / m)(V01_j - AUC): the terms' mean is the AUC exactly,
+    and their sample variance divided by N is N / (N - 1) x ((n - 1) / n x S10 / n + (m - 1) / m x S01 / m), DeLong's to
+    O(1 / N). A macro AUC's term is the mean of an image's terms over the problems, so the covariance of the classes'
+    AUCs (each image is in every problem) is in the spread too."""
+    problems = auc_problems(labels, probs)
+    if not problems:
+        return None
+    terms = np.zeros(len(labels))
+    for positive, score in problems:
+        pos, neg = score[positive], score[~positive]
+        n, m = len(pos), len(neg)
+        pos_sorted, neg_sorted = np.sort(pos), np.sort(neg)
+        v10 = (np.searchsorted(neg_sorted, pos, "left") + np.searchsorted(neg_sorted, pos, "right")) / (2 * m)
+        v01 = 1 - (np.searchsorted(pos_sorted, neg, "left") + np.searchsorted(pos_sorted, neg, "right")) / (2 * n)
+        auc = v10.mean()
+        terms[positive] += auc + (n + m) / n * (v10 - auc)
+        terms[~positive] += auc + (n + m) / m * (v01 - auc)
+    return terms / len(problems)
 
 
 def label_metrics(labels: np.ndarray, pred: np.ndarray, num_classes: int, rare: list[int] | None = None) -> dict:

@@ -38,8 +38,8 @@ from accelerate.utils import get_int_from_env
 from tqdm.auto import tqdm
 
 from synthaug.auditing.audit import read_audit_summary
-from synthaug.classifier.harness import (CLASSIFIER_FIELDS, class_weights, classification_metrics, initial_classifier, label_metrics,
-                                         logit_adjustment, predict, train_classifier)
+from synthaug.classifier.harness import (CLASSIFIER_FIELDS, auc_terms, class_weights, classification_metrics, initial_classifier,
+                                         label_metrics, logit_adjustment, predict, train_classifier)
 from synthaug.data.arms import ArmDataset, stream_id
 from synthaug.data.images import load_split
 from synthaug.storage.pixels import to_model_tensor
@@ -49,7 +49,7 @@ from synthaug.storage.files import FolderLock, atomic_write_bytes, atomic_write_
 from synthaug.evaluation.plots import accuracy_vs_size_png, real_beside_synthetic_png
 from synthaug.recipe.sections import EvaluateConfig
 from synthaug.recipe.recipe import Recipe
-from synthaug.evaluation.summary import summarise, val_only_rows
+from synthaug.evaluation.summary import PER_IMAGE_FIELDS, summarise, val_only_rows
 from synthaug.evaluation.regimes import (Arm, Regime, arm_data, check_synthetic, crt_base, crt_steps, expand_arms, first_stage_data, load_regime,
                                          rare_classes, regime_label, shifted, soft_teacher_arm, teacher_arm)
 from synthaug.evaluation.report import grid_name, render_evaluate_report, verdicts
@@ -187,12 +187,19 @@ def run_arm(regime: Regime, arm: Arm, seed: int, cfg: EvaluateConfig, data: Eval
         "test_rare_recall": test["rare_recall"], "rare_classes": rare,
         **{f"recall_{c}": test["recall"][c] for c in regime.classes},
         "wall_s": info.wall_s, "key": key, "curve": info.curve,
-        # each test image's predicted class: the intervals add the test set's own sampling noise from them
+        # each test image's predicted class and its term of the AUC: the intervals add the test set's own sampling noise from them
         "test_pred": test_probs.argmax(1).astype(int).tolist(),
+        "test_auc_terms": _significant(auc_terms(data.test_labels, test_probs)),
     }
     atomic_write_json(cached, row)
     row["cached"] = False
     return row
+
+
+def _significant(values: np.ndarray | None, digits: int = 6) -> list[float] | None:
+    """`values` to `digits` significant digits, as a list (None stays None): a row's per-image AUC terms, one a test
+    image, kept short in results.json and the cache; the statistics need no more (summary.paired_gain)."""
+    return None if values is None else [float(f"{v:.{digits}g}") for v in values]
 
 
 def _label_scores(row: dict, regime: Regime, cfg: EvaluateConfig, data: EvalData) -> dict:
@@ -492,8 +499,8 @@ _NUMBER_LIST = re.compile(r"\[\s*(-?[\d.eE+-]+(?:,\s*-?[\d.eE+-]+)*)\s*\]")
 
 
 def write_results_json(path: Path, results: dict) -> None:
-    """results.json, indented, with every list of numbers on one line: each row's test predictions (thousands of
-    class indices) would otherwise take a line each and make the file ten times larger."""
+    """results.json, indented, with every list of numbers on one line: each row's test predictions and AUC terms
+    (thousands of numbers) would otherwise take a line each and make the file ten times larger."""
     text = json.dumps(results, indent=2, default=str)
     atomic_write_text(path, _NUMBER_LIST.sub(lambda m: "[" + ", ".join(m.group(1).replace(" ", "").replace("\n", "").split(",")) + "]", text) + "\n")
 
@@ -502,7 +509,7 @@ def write_report(out_dir: Path, results: dict, regimes: Sequence[Regime] = ()) -
     """results.csv, results.json, the plots and report.md (with a notes.md beside it); the real-beside-synthetic grid
     of each of `regimes` (none when a report is made again from its results.json)."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    rows = pd.DataFrame([{k: v for k, v in r.items() if k not in ("curve", "cached", "test_pred")} for r in results["rows"]])
+    rows = pd.DataFrame([{k: v for k, v in r.items() if k not in ("curve", "cached", *PER_IMAGE_FIELDS)} for r in results["rows"]])
     atomic_write_text(out_dir / "results.csv", rows.to_csv(index=False))
     write_results_json(out_dir / "results.json", results)
     atomic_write_bytes(out_dir / "accuracy_vs_size.png", accuracy_vs_size_png(results))

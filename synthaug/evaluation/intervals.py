@@ -11,7 +11,7 @@ spread between units shows it. Given each unit's per-test-image differences, `ga
 the grand mean under a two-way random-effects model (unit x test image, one observation per cell), estimated from
 the ANOVA mean squares, with Satterthwaite's degrees of freedom (capped; see `gain_interval`). A per-image term is
 each image's share of the metric: correct or not for ACC; for balanced ACC the same, weighted by `balanced_weights`
-so that the terms' mean is the balanced accuracy.
+so that the terms' mean is the balanced accuracy; for AUC its DeLong components (harness.auc_terms).
 
 A unit without a score (nan: e.g. an arm cached before the metric existed) is left out and counted (`"unscored"`);
 with none scored the verdict is "not scored", never "too few units".

@@ -197,16 +197,18 @@ def interval_note(results: dict) -> list[str]:
     partly = [f"Δ{LABELS[m]}" for m in metrics if any(noise[m]) and not all(noise[m])]
     said = []
     if covered:
+        sources = (["each run's per-image test predictions" + (", each image weighted N / (K n_c) for balanced accuracy"
+                                                                if "ΔBACC" in covered else "")] if set(covered) - {"ΔAUC"} else [])
+        sources += ["each image's DeLong components for AUC"] if "ΔAUC" in covered else []
         said.append(f"{' and '.join(covered)} also cover the test set's own sampling noise (two-way: subsets × test images, from "
-                    "each run's per-image test predictions" + (", each image weighted N / (K n_c) for balanced accuracy"
-                                                               if "ΔBACC" in covered else "") + ")")
+                    f"{'; and '.join(sources)})")
     if partly:
-        said.append(f"{' and '.join(partly)} cover it only where both arms' rows keep their per-image predictions")
+        said.append(f"{' and '.join(partly)} cover it only where both arms' rows keep their per-image predictions or AUC terms")
     for m in metrics:
         if any(noise[m]):
             continue
-        why = ("an AUC ranks the class scores, and rows keep only each image's predicted class" if m == "auc"
-               else "the val predictions are not kept" if split == "val" else "these rows keep no per-image predictions")
+        why = ("the val predictions are not kept" if split == "val"
+               else "these rows keep no per-image AUC terms" if m == "auc" else "these rows keep no per-image predictions")
         said.append(f"Δ{LABELS[m]} covers the subsets only, **not** the {split} set's own sampling noise ({why})")
     return ["Intervals: 95 %, Student t over independent units — a unit is a real training subset with its own generator; "
             "the classifier seeds inside a subset are averaged first, never counted as units. They cover the choice of "

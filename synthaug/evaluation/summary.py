@@ -3,8 +3,9 @@ units, and the best arm without synthetic data, chosen on val.
 
 A unit is a real training subset with its own generator (`regime`, `subset_seed`); the classifier seeds inside it
 are averaged first (see intervals.py). Where each row keeps its test predictions (`test_pred`), the intervals of test
-ACC and balanced-ACC gains also cover the test set's own sampling noise. AUC gains cover the units only: an AUC ranks
-the class scores, and rows keep the predicted class alone. Rows without `test_pred` (older reports) cover the units only.
+ACC and balanced-ACC gains also cover the test set's own sampling noise; where it keeps its per-image AUC terms
+(`test_auc_terms`, DeLong's components: harness.auc_terms), so do those of AUC gains. A gain whose rows lack them
+(older reports and cached arms) covers the units only, and says so (`test_noise`).
 The headline gain is on the selection metric's kind: balanced ACC when `evaluate.select_on` is bacc, else ACC.
 A score that is missing (nan: an arm cached before the metric existed) is never compared: such units are left out and
 counted, and an arm without a val score leaves the choice of the best baseline "not scored".
@@ -23,7 +24,9 @@ UNIT = ["regime", "subset_seed"]  # what is independent: one real subset and the
 PAIR = [*UNIT, "seed"]  # an arm and its baseline trained on the same subset with the same classifier seed
 METRICS = ("acc", "auc", "bacc", "f1", "rare_recall")  # of every row where present (val has acc, auc and bacc)
 GAIN_METRICS = ("acc", "auc", "bacc")
-PER_IMAGE_METRICS = ("test_acc", "test_bacc")  # the metrics that are a mean of per-image terms (see `per_image_terms`)
+# the metrics that are a mean of per-image terms (see `per_image_terms`), each with the row field they come from
+PER_IMAGE_METRICS = {"test_acc": "test_pred", "test_bacc": "test_pred", "test_auc": "test_auc_terms"}
+PER_IMAGE_FIELDS = tuple(dict.fromkeys(PER_IMAGE_METRICS.values()))  # long lists, one entry a test image: no table shows them
 
 
 HEADLINE_NAMES = {"acc": "ACC", "bacc": "balanced ACC"}  # a verdict's metric, as sentences name it
@@ -38,8 +41,8 @@ def verdict_accuracy(select_on: str) -> str:
 def summarise(rows: list[dict], cfg: EvaluateConfig, test_labels: np.ndarray | None = None, split: str = "test") -> dict:
     """Mean/std per regime x arm; gains over each baseline present and over the best of them (chosen on val), each
     with its interval over units and a verdict; the synthetic-only arm's accuracy relative to real-only (CAS ratio).
-    `test_labels`: the test split's labels, to add the test set's sampling noise to test ACC gains. `split`: "val" to
-    summarise the val numbers instead (a sweep's lever tries, which report val only)."""
+    `test_labels`: the test split's labels, to add the test set's sampling noise to test gains (`paired_gain`).
+    `split`: "val" to summarise the val numbers instead (a sweep's lever tries, which report val only)."""
     table = rows_table(rows)
     summary, gains, best = [], [], {}
     overlap = cfg.resample.fraction if cfg.resample is not None else None  # units drawn from one split share images
@@ -98,29 +101,37 @@ def paired_gain(rows: pd.DataFrame, base: pd.DataFrame, column: str, test_labels
                 overlap: float | None = None) -> dict:
     """`column` of `rows` minus that of `base`, paired by (regime, subset, classifier seed), the seeds averaged within
     each unit, with its interval over the units both have and its verdict: {"mean", "lo", "hi", "units", "pairs",
-    "test_noise", "unscored", "verdict", ...}. With `test_labels` (and `test_pred` in every row) a test ACC or
-    balanced-ACC gain adds the test set's sampling noise. Units whose difference is nan are left out ("unscored").
+    "test_noise", "unscored", "verdict", ...}. With `test_labels`, a test ACC or balanced-ACC gain (`test_pred` in
+    every row) and an AUC gain (`test_auc_terms` in every row) add the test set's sampling noise. Units whose
+    difference is nan are left out ("unscored").
     The one paired difference of evaluate, sweep and their reports."""
     both = rows.set_index(PAIR).join(base.set_index(PAIR).add_suffix("_base"), how="inner")
     both = both.reset_index()
     both["diff"] = both[column] - both[f"{column}_base"]
     unit_diffs = both.groupby(UNIT, sort=True)["diff"].mean()
     per_image = None
-    if (column in PER_IMAGE_METRICS and test_labels is not None and "test_pred" in both and "test_pred_base" in both
-            and both["test_pred"].notna().all() and both["test_pred_base"].notna().all()):
+    field = PER_IMAGE_METRICS.get(column)
+    if (field is not None and test_labels is not None and field in both and f"{field}_base" in both
+            and both[field].notna().all() and both[f"{field}_base"].notna().all()):
         both["per_image"] = [per_image_terms(a, test_labels, column) - per_image_terms(b, test_labels, column)
-                             for a, b in zip(both["test_pred"], both["test_pred_base"])]
+                             for a, b in zip(both[field], both[f"{field}_base"])]
         per_image = np.stack([np.mean(list(g), axis=0) for _, g in both.groupby(UNIT, sort=True)["per_image"]])
+        # AUC terms are kept to 6 significant digits: each unit's terms are moved onto its exact difference (a shift
+        # of about 1e-7 that leaves their spread as it is), so that the gain is the difference of the reported AUCs
+        per_image += (unit_diffs.to_numpy() - per_image.mean(1))[:, None]
     interval = gain_interval(unit_diffs.to_numpy(), per_image, test_labels if column == "test_bacc" else None)  # bacc: per class
     if overlap is not None:  # the units are subsamples of this fraction of one split (evaluate.resample)
         interval = resampled_interval(interval, unit_diffs.to_numpy(), overlap)
     return {**interval, "pairs": len(both), "verdict": verdict(interval)}
 
 
-def per_image_terms(pred, labels: np.ndarray, column: str) -> np.ndarray:
-    """Each test image's term of `column` (test_acc or test_bacc), whose mean is the metric: 1 where `pred` is right,
-    else 0, and for balanced ACC weighted N / (K n_c) by the image's class."""
-    correct = (np.asarray(pred) == labels).astype(float)
+def per_image_terms(kept, labels: np.ndarray, column: str) -> np.ndarray:
+    """Each test image's term of `column`, whose mean is the metric, from the row's field for it (`PER_IMAGE_METRICS`):
+    for test_acc and test_bacc, `kept` is the predicted classes, and a term is 1 where right, else 0, for balanced ACC
+    weighted N / (K n_c) by the image's class; for test_auc, `kept` is the terms themselves (harness.auc_terms)."""
+    if column == "test_auc":
+        return np.asarray(kept, dtype=float)
+    correct = (np.asarray(kept) == labels).astype(float)
     return correct * balanced_weights(labels) if column == "test_bacc" else correct
 
 

@@ -44,6 +44,11 @@ def _lever_rows(levers: list[dict], metric: str) -> list[str]:
     return lines
 
 
+def _test_noise(gain: dict) -> str:
+    """What a test gain's interval covers beyond the subsets, said only where it does."""
+    return " (the interval includes the test set's own sampling noise)" if gain.get("test_noise") else ""
+
+
 def _answer_lines(answer: dict, metric: str, recipe_yaml: str | None) -> list[str]:
     gain, m = answer["val_gain"], metric.upper()
     check = answer.get("confirm")
@@ -58,9 +63,8 @@ def _answer_lines(answer: dict, metric: str, recipe_yaml: str | None) -> list[st
         headline = check[f"gain_{hm}"]
         test = (f"On {headline['units']} real subsets that no choice saw (`{answer['confirm_report']}`), test {name} "
                 f"{check.get('score', check['acc']):.4f} against {check.get('score_baseline', check['acc_baseline']):.4f}: "
-                f"Δ{name} {_interval(headline)}"
-                + (" (the interval includes the test set's own sampling noise)" if headline.get("test_noise") else "")
-                + f", ΔAUC {_interval(check['gain_auc'])}.")
+                f"Δ{name} {_interval(headline)}{_test_noise(headline)}, "
+                f"ΔAUC {_interval(check['gain_auc'])}{_test_noise(check['gain_auc'])}.")
         head = {"higher": f"**Use `{answer['synthetic_arm']}` with the settings below: it helps.**",
                 "lower": f"**Synthetic data does not help this set at this scale (it costs accuracy); use {classical_choice(answer)}.**",
                 "no difference shown": f"**Synthetic data does not help this set at this scale (no gain shown); use {classical_choice(answer)}.**",
