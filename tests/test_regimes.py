@@ -131,3 +131,30 @@ def test_arm_fields_and_the_plain_baselines_are_named_for_what_they_hold():
     assert arms["real"].add_ratio is None and not arms["real"].synthetic
     assert PLAIN_BASELINES == ("real", "real+classic")
     assert is_non_synthetic("real+balanced") and "real+balanced" not in PLAIN_BASELINES  # a baseline, chosen on val
+
+
+def test_every_registered_arm_builds_its_data_from_its_registry_entry(tmp_path):
+    """The one registry (synthaug.recipe.arms) decides what each arm trains on: synthetic images exactly where its entry
+    uses them in its own stage, the real images untouched, and a builder for every kind of data."""
+    from typing import get_args
+
+    from synthaug.evaluation.regimes import _BUILDERS
+    from synthaug.recipe.arms import ARM_REGISTRY, DataKind
+
+    assert set(_BUILDERS) == set(get_args(DataKind))
+    import dataclasses
+
+    regime = load_regime(open_run(tail_run(tmp_path, synthetic=(8, 8, 8))), show_progress=False)
+    soft = np.eye(3, dtype=np.float32)[regime.synthetic.images.labels]  # the +soft arms' targets (a teacher's, in evaluate)
+    regime = dataclasses.replace(regime, synthetic=dataclasses.replace(regime.synthetic, soft_labels=soft))
+    cfg = EvaluateConfig(ratios=[1])
+    for name, spec in ARM_REGISTRY.items():
+        if spec.data in ("pseudo", "site-a", "replace"):  # need a pool, site A or variations: tested with their arms
+            continue
+        (arm,) = [a for a in expand_arms(cfg.model_copy(update={"arms": [name]}))]
+        data = arm_data(regime, arm, cfg=cfg)
+        adds = spec.data in ("add", "topup", "synthetic-only")
+        assert (data.n_synthetic > 0) == adds, name
+        assert is_non_synthetic(name) == (spec.uses_synthetic is None and not spec.reference), name
+        if spec.data != "synthetic-only":
+            assert np.array_equal(data.images[~data.is_synthetic], regime.train.images), name

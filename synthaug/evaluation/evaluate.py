@@ -50,7 +50,7 @@ from synthaug.evaluation.plots import accuracy_vs_size_png, real_beside_syntheti
 from synthaug.recipe.sections import EvaluateConfig
 from synthaug.recipe.recipe import Recipe
 from synthaug.evaluation.summary import PER_IMAGE_FIELDS, summarise, val_only_rows
-from synthaug.evaluation.regimes import (Arm, Regime, arm_data, check_synthetic, crt_base, crt_steps, expand_arms, first_stage_data, load_regime,
+from synthaug.evaluation.regimes import (Arm, Regime, arm_data, check_synthetic, crt_base, crt_steps, expand_arms, first_stage_arm, first_stage_data, load_regime,
                                          rare_classes, regime_label, shifted, soft_teacher_arm, teacher_arm)
 from synthaug.evaluation.report import grid_name, render_evaluate_report, verdicts
 from synthaug.storage.release import ReleaseDir
@@ -102,11 +102,11 @@ def arm_key(arm: Arm, cfg: EvaluateConfig, seed: int, train_digest: str, eval_di
     settings = cfg.model_dump(mode="json", include=CLASSIFIER_FIELDS)
     if first_stage is not None:
         settings.update(first_stage=first_stage, **({"crt_steps": crt_steps(cfg)} if arm.crt else {"finetune_lr": cfg.finetune_lr}))
-    if arm.kind.startswith("real+site-a"):
+    if arm.spec.data == "site-a":
         settings["ceiling_steps"] = ceiling_steps(cfg)
     if arm.classic:
         settings["classic"] = cfg.classic.model_dump(mode="json", exclude={"rot90"} if not cfg.classic.rot90 else None)
-    if arm.synthetic and arm.kind != "synthetic" and cfg.synthetic_weight != 1.0:
+    if arm.synthetic and arm.spec.data != "synthetic-only" and cfg.synthetic_weight != 1.0:
         settings["synthetic_weight"] = cfg.synthetic_weight
     # the settings of the newer options enter only the keys of the arms that use them: older keys stay what they were
     if arm.rebalance == "logit_adjusted":
@@ -147,13 +147,13 @@ def run_arm(regime: Regime, arm: Arm, seed: int, cfg: EvaluateConfig, data: Eval
     arm_set = arm_data(regime, arm, pool_probs, cfg)
     labels, n_synth = arm_set.labels, arm_set.n_synthetic
     first, stage = None, {}
-    if arm.pretrain or arm.kind.startswith("model-sharing"):
+    if arm.spec.first_stage in ("synthetic", "site-a"):
         first = _first_stage(regime, arm, seed, cfg, data, cache, device, show_progress)
         stage = {"init_state": first["state"], "lr": cfg.finetune_lr}
     elif arm.crt:  # the representation: the very model of the arm without +crt; then the head alone, class-balanced
         first = _arm_model(regime, crt_base(arm), seed, cfg, data, cache, device, show_progress)
         stage = {"init_state": first["state"], "steps": crt_steps(cfg), "head_only": True}
-    elif arm.kind.startswith("real+site-a"):
+    elif arm.spec.data == "site-a":
         # the raw-sharing ceiling sees A's images, as model sharing does: it gets the same steps as model sharing's two
         # stages, or with thousands of A's images and the steps of a few-shot arm it is under-trained, no ceiling
         stage = {"steps": ceiling_steps(cfg)}
@@ -179,7 +179,7 @@ def run_arm(regime: Regime, arm: Arm, seed: int, cfg: EvaluateConfig, data: Eval
     row = {
         "regime": regime.label, "n_real": int(len(regime.train.labels)), "subset_seed": regime.subset_seed,
         "run": str(regime.run), "arm": arm.name, "kind": arm.kind, "ratio": arm.add_ratio, "replace_p": arm.replace_p, "seed": seed,
-        "n_real_used": 0 if arm.kind == "synthetic" else int(len(regime.train.labels)),
+        "n_real_used": 0 if arm.spec.data == "synthetic-only" else int(len(regime.train.labels)),
         "classifier": cfg.classifier, "steps": info.steps, "batch_size": cfg.batch_size, "n_synthetic": n_synth,
         "n_pseudo": int(len(labels) - len(regime.train.labels)) if arm.pseudo_confidence else 0,
         "rebalance": arm.rebalance, "best_step": info.best_step, "val_acc": info.val["acc"], "val_auc": info.val["auc"],
@@ -235,11 +235,11 @@ def _first_stage(regime: Regime, arm: Arm, seed: int, cfg: EvaluateConfig, data:
     starts its fine-tuning from: `evaluate.pretrain_steps` steps, its checkpoint chosen on val. It does not depend on
     the regime's real subset, so every subset of a study shares one, cached beside the arms. {"state", "key", "n_synthetic"}."""
     first_set = first_stage_data(regime, arm)
-    stage = f"{arm.kind} first stage"
+    stage = first_stage_arm(arm)
     steps = cfg.pretrain_steps or cfg.steps
-    key = _key_of(Arm(stage, None), first_set, cfg.model_copy(update={"steps": steps}), seed, data)
+    key = _key_of(stage, first_set, cfg.model_copy(update={"steps": steps}), seed, data)
     path = cache / f"{key}.first-stage.pt"
-    state = _cached_state(path, lambda: _train_arm(regime, arm, first_set, seed, cfg, data, device, show_progress, stream=stage, steps=steps)[0],
+    state = _cached_state(path, lambda: _train_arm(regime, arm, first_set, seed, cfg, data, device, show_progress, stream=stage.name, steps=steps)[0],
                           "first stage")
     return {"state": state, "key": key, "n_synthetic": first_set.n_synthetic}
 

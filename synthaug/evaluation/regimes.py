@@ -5,30 +5,8 @@ set sampled from them. The leak guard: the real arms of a regime must see every 
 generators were trained on (`classes.json` `train_indices`), so a generator never carries real
 information the compared classifier did not have. Synthetic images never enter val or test.
 
-    real                      the regime's real training images
-    real+classic              the same, with classical augmentation (flips, rotation, shift, brightness, contrast)
-    real+synthetic Rx         real + R x as many synthetic images per class as there are real ones
-    real+synthetic+classic Rx the same, augmented
-    synthetic                 synthetic only, as many per class as real (classification accuracy score, CAS)
-    real+replace pP           each drawn real image swapped for one of its own variations with probability P
-    real+replace+classic pP   the same, augmented
-    real+pseudo[+classic] tT  the real images and the pool images (data.unlabeled) the real[+classic] arm of the same seed
-                              labels with confidence >= T, with those labels (self-training: non-synthetic)
-    real+S[+classic]          re-balanced real images, S one of balanced (class-balanced batches), logit_adjusted,
-                              reweight_inverse, reweight_effective (recipe.sections.REBALANCE; non-synthetic)
-    real+topup[+S][+classic]  the real images plus synthetic ones of each class up to evaluate.top_up images in all
-                              (from noise or variations, whichever the set holds), optionally re-balanced by S
-    real+replace pP inverse   (evaluate.replace_p_by_class) class c's images swapped with probability p_c, higher for rarer classes
-    real+synthetic+soft[+classic] Rx  as real+synthetic, each synthetic image's target its set's soft labels (a release's teacher)
-    real+crt[+classic]        the real arm, then its last linear layer alone re-trained on the real images with class-balanced
-                              batches (evaluate.crt_steps; decoupled re-training, cRT: non-synthetic)
-    real+topup+crt[+classic], real+synthetic+crt[+classic] Rx  the same finishing step after the synthetic arm (SYNAuG)
-    real+topup+soft[+balanced][+classic]  as real+topup[+balanced], each synthetic image's target the probabilities of the
-                              real+balanced[+classic] arm's classifier of the same seed (an in-task teacher)
-    pretrain[+soft][+classic] the whole synthetic set first (evaluate.pretrain_steps, chosen on val), then fine-tuned on the
-                              real images (evaluate.finetune_lr); +soft: pretrained on the soft labels
-    model-sharing[+classic]   (data.site side B, reference) site A's classifier on A's real images, fine-tuned on B's
-    real+site-a[+classic]     (data.site side B, reference) B's real images plus A's: the raw-sharing ceiling
+What each arm trains on, how it uses synthetic images, its stages and its role are in one registry,
+synthaug.recipe.arms (the arm table is there); `arm_data` builds its data from the entry's `data`.
 
 With evaluate.release the synthetic set is another site's release (synthaug.data.release), and no generator of the run
 saw anything. With data.shift the regime's real images (and evaluate's val and test) pass through the site's
@@ -61,7 +39,8 @@ from synthaug.core.errors import UserError
 from synthaug.data.pool import Pool, load_pool
 from synthaug.data.release import read_release
 from synthaug.data.shift import shift_images
-from synthaug.recipe.sections import REBALANCE, REFERENCE_ARMS, EvaluateConfig, SiteConfig, SubsetConfig
+from synthaug.recipe.arms import ArmSpec, arm_spec
+from synthaug.recipe.sections import EvaluateConfig, SiteConfig, SubsetConfig
 from synthaug.storage.rundir import Run
 
 PLAIN_BASELINES = ("real", "real+classic")  # every arm's gain is also reported against these two; the best baseline
@@ -70,14 +49,13 @@ PLAIN_BASELINES = ("real", "real+classic")  # every arm's gain is also reported 
 
 def is_non_synthetic(arm_name: str) -> bool:
     """Arms that may be the best baseline: real, real+classic, re-balancing (cRT included) and self-training on the pool."""
-    parts = arm_name.split(" ")[0].split("+")
-    return parts[0] == "real" and set(parts[1:]) <= {"classic", "pseudo", "crt", *REBALANCE}
+    return arm_spec(arm_name).role == "baseline"
 
 
 def is_reference(arm_name: str) -> bool:
     """Cross-site reference arms (model sharing, the raw-sharing ceiling): reported beside the others, never chosen
     as the best baseline or as the synthetic arm of a verdict."""
-    return arm_name.split(" ")[0] in REFERENCE_ARMS
+    return arm_spec(arm_name).role == "reference"
 
 
 @dataclass
@@ -157,7 +135,7 @@ def _check_pool(run: Run, pool: Pool | None) -> None:
 
 @dataclass(frozen=True)
 class Arm:
-    kind: str  # one of config.ARMS
+    kind: str  # one of recipe.arms.ARMS (the registry)
     # synthetic images added per real image of each class (real+synthetic Rx, synthetic); None for every other arm,
     # those that use synthetic images their own way (top-up, replace, pretrain: see `synthetic`) included
     add_ratio: float | None
@@ -174,23 +152,33 @@ class Arm:
         return self.kind if self.add_ratio is None or self.kind == "synthetic" else f"{self.kind} {self.add_ratio:g}x"
 
     @property
+    def spec(self) -> ArmSpec:
+        """Its entry in the arm registry (synthaug.recipe.arms); for a first stage's stand-in (`first_stage_arm`), one
+        with its arm's use of synthetic images and nothing else of its own."""
+        if self.kind.endswith(FIRST_STAGE):
+            own = arm_spec(self.kind.removesuffix(FIRST_STAGE))
+            return ArmSpec(self.kind, data=own.data, uses_synthetic=own.uses_synthetic)
+        return arm_spec(self.kind)
+
+    @property
     def classic(self) -> bool:
-        return self.kind.endswith("classic")
+        return self.spec.classic
 
     @property
     def topup(self) -> bool:
-        return "topup" in self.kind.split("+")
+        """Tops classes up with synthetic images (itself, or the arm whose head a +crt arm re-trains)."""
+        return self.spec.uses_synthetic == "topup"
 
     @property
     def rebalance(self) -> str | None:
-        """The re-balancing scheme (recipe.sections.REBALANCE) of the arm, None when it has none."""
-        return next((part for part in self.kind.split("+") if part in REBALANCE), None)
+        """The re-balancing scheme (recipe.arms.REBALANCE) of the arm, None when it has none."""
+        return self.spec.rebalance
 
     @property
     def soft(self) -> bool:
-        """Trains on the synthetic set's soft labels (a release's teacher probabilities; for a top-up arm, those of the
-        in-task teacher, `soft_teacher_arm`)."""
-        return "soft" in self.kind.split("+")
+        """Trains on soft labels: the synthetic set's own (a release's teacher probabilities) or, for a top-up arm,
+        those of the in-task teacher (`soft_teacher_arm`)."""
+        return self.spec.soft is not None
 
     @property
     def stream(self) -> str:
@@ -201,35 +189,46 @@ class Arm:
     @property
     def crt(self) -> bool:
         """Decoupled re-training: the arm without +crt (`crt_base`), then its head alone re-trained on the real images."""
-        return "crt" in self.kind.split("+")
+        return self.spec.first_stage == "base"
 
     @property
     def pretrain(self) -> bool:
         """Trains first on the whole synthetic set, then fine-tunes on the real images."""
-        return self.kind.startswith("pretrain")
+        return self.spec.first_stage == "synthetic"
 
     @property
     def reference(self) -> bool:
         """A cross-site reference (model sharing, raw sharing): site A's real images, for studies only."""
-        return self.kind in REFERENCE_ARMS
+        return self.spec.reference
 
     @property
     def synthetic(self) -> bool:
-        return self.add_ratio is not None or self.replace_p is not None or self.topup or self.pretrain
+        return self.spec.uses_synthetic is not None
+
+
+FIRST_STAGE = " first stage"
+
+
+def first_stage_arm(arm: Arm) -> Arm:
+    """The stand-in that names a pretrain or model-sharing arm's first stage in the cache (`<kind> first stage`): its
+    key holds the classifier settings and the stage's data, none of the arm's own augmentation or re-balancing keys."""
+    return Arm(arm.kind + FIRST_STAGE, None)
 
 
 def expand_arms(cfg: EvaluateConfig) -> list[Arm]:
+    """The arms of `cfg.arms`, one per value of the evaluate list each expands by (ratios, replace_p, pseudo_confidence)."""
     arms = []
     for kind in cfg.arms:
-        if kind.startswith("real+synthetic"):
+        spec = arm_spec(kind)
+        if spec.expand == "ratios":
             arms += [Arm(kind, r) for r in cfg.ratios]
-        elif kind in ("real+replace", "real+replace+classic"):
+        elif spec.expand == "replace_p":
             by_class = cfg.replace_p_by_class and ("inverse" if cfg.replace_p_by_class == "inverse" else "by class")
             arms += [Arm(kind, None, p, replace_by_class=by_class or None) for p in cfg.replace_p]
-        elif kind in ("real+pseudo", "real+pseudo+classic"):
+        elif spec.expand == "pseudo_confidence":
             arms += [Arm(kind, None, pseudo_confidence=t) for t in cfg.pseudo_confidence]
         else:
-            arms.append(Arm(kind, 1.0 if kind == "synthetic" else None))
+            arms.append(Arm(kind, spec.fixed_ratio))
     return arms
 
 
@@ -308,43 +307,60 @@ def crt_steps(cfg: EvaluateConfig) -> int:
 
 
 def arm_data(regime: Regime, arm: Arm, pool_probs: np.ndarray | None = None, cfg: EvaluateConfig | None = None) -> ArmDataset:
-    """The data of an arm, as the dataset of `synthaug.data.arms` a user would build: real images, added synthetic
-    ones (at a ratio, or topped up to `cfg.top_up`), real images with their variations beside them, or real images
-    with the pool images whose teacher probabilities `pool_probs` (N_pool, classes) pass the arm's confidence; for a
-    +crt arm, what its head is re-trained on: the real images (its first stage trains on `crt_base`'s data).
+    """The data of an arm, as the dataset of `synthaug.data.arms` a user would build, by its registry entry's `data`:
+    real images, added synthetic ones (at a ratio, or topped up to `cfg.top_up`), real images with their variations
+    beside them, real images with the pool images whose teacher probabilities `pool_probs` (N_pool, classes) pass the
+    arm's confidence, or B's and A's real images. A +crt arm's is what its head is re-trained on, the real images (its
+    first stage trains on `crt_base`'s data); a pretrain or model-sharing arm's is that of its fine-tuning.
     Synthetic samples weigh `cfg.synthetic_weight` (1 without `cfg`). A soft top-up arm takes the set's soft labels:
     evaluate sets them to its teacher's probabilities first."""
-    real = {"real_index": regime.train_indices, "classes": regime.classes}
     weight = cfg.synthetic_weight if cfg is not None else 1.0
-    if arm.kind.startswith("real+site-a"):
-        other = _other_site(regime, arm)
-        return ArmDataset((np.concatenate([regime.train.images, other.images]), np.concatenate([regime.train.labels, other.labels])),
-                          real_index=np.concatenate([regime.train_indices, regime.other_site_indices]), classes=regime.classes)
-    if arm.pseudo_confidence is not None:
-        probs = pool_probs[:, regime.classes]  # only the evaluated classes can be a pseudo-label
-        keep = np.flatnonzero(probs.max(axis=1) >= arm.pseudo_confidence)
-        labels = np.asarray(regime.classes, dtype=np.int64)[probs[keep].argmax(axis=1)]
-        return ArmDataset((np.concatenate([regime.train.images, regime.pool.images[keep]]), np.concatenate([regime.train.labels, labels])),
-                          real_index=np.concatenate([regime.train_indices, np.full(len(keep), -1)]), classes=regime.classes)
-    if arm.crt:
-        return ArmDataset(regime.train, **real)
-    if arm.replace_p is not None:
-        p = replace_probabilities(regime, arm, cfg) if arm.replace_by_class else arm.replace_p
-        return ReplaceWithVariations(regime.train, regime.synthetic, p, weight=weight, **real)
-    if arm.topup:
-        return TopUp(regime.train, regime.synthetic, None if cfg.top_up == "balance" else cfg.top_up, weight=weight, soft_labels=arm.soft,
-                     **real)
-    if arm.kind == "synthetic":
-        return SyntheticOnly(regime.train, regime.synthetic, **real)
-    if arm.add_ratio is not None:
-        return AddSynthetic(regime.train, regime.synthetic, arm.add_ratio, weight=weight, soft_labels=arm.soft, **real)
-    return ArmDataset(regime.train, **real)  # and the second stage of the pretrain and model-sharing arms
+    return _BUILDERS[arm.spec.data](regime, arm, {"real_index": regime.train_indices, "classes": regime.classes}, weight, pool_probs, cfg)
+
+
+def _real(regime, arm, real, weight, pool_probs, cfg) -> ArmDataset:
+    return ArmDataset(regime.train, **real)
+
+
+def _with_site_a(regime, arm, real, weight, pool_probs, cfg) -> ArmDataset:
+    other = _other_site(regime, arm)
+    return ArmDataset((np.concatenate([regime.train.images, other.images]), np.concatenate([regime.train.labels, other.labels])),
+                      real_index=np.concatenate([regime.train_indices, regime.other_site_indices]), classes=regime.classes)
+
+
+def _with_pseudo_labels(regime, arm, real, weight, pool_probs, cfg) -> ArmDataset:
+    probs = pool_probs[:, regime.classes]  # only the evaluated classes can be a pseudo-label
+    keep = np.flatnonzero(probs.max(axis=1) >= arm.pseudo_confidence)
+    labels = np.asarray(regime.classes, dtype=np.int64)[probs[keep].argmax(axis=1)]
+    return ArmDataset((np.concatenate([regime.train.images, regime.pool.images[keep]]), np.concatenate([regime.train.labels, labels])),
+                      real_index=np.concatenate([regime.train_indices, np.full(len(keep), -1)]), classes=regime.classes)
+
+
+def _with_replacement(regime, arm, real, weight, pool_probs, cfg) -> ArmDataset:
+    p = replace_probabilities(regime, arm, cfg) if arm.replace_by_class else arm.replace_p
+    return ReplaceWithVariations(regime.train, regime.synthetic, p, weight=weight, **real)
+
+
+def _topped_up(regime, arm, real, weight, pool_probs, cfg) -> ArmDataset:
+    return TopUp(regime.train, regime.synthetic, None if cfg.top_up == "balance" else cfg.top_up, weight=weight, soft_labels=arm.soft, **real)
+
+
+def _synthetic_only(regime, arm, real, weight, pool_probs, cfg) -> ArmDataset:
+    return SyntheticOnly(regime.train, regime.synthetic, **real)
+
+
+def _added(regime, arm, real, weight, pool_probs, cfg) -> ArmDataset:
+    return AddSynthetic(regime.train, regime.synthetic, arm.add_ratio, weight=weight, soft_labels=arm.soft, **real)
+
+
+_BUILDERS = {"real": _real, "site-a": _with_site_a, "pseudo": _with_pseudo_labels, "replace": _with_replacement, "topup": _topped_up,
+             "synthetic-only": _synthetic_only, "add": _added}  # one per recipe.arms.DataKind
 
 
 def first_stage_data(regime: Regime, arm: Arm) -> ArmDataset:
     """What a pretrain arm (the whole synthetic set) or a model-sharing arm (site A's real images) trains on before
     it is fine-tuned on the regime's real images."""
-    if arm.pretrain:
+    if arm.spec.first_stage == "synthetic":
         return WholeSynthetic(regime.synthetic, classes=regime.classes, soft_labels=arm.soft)
     other = _other_site(regime, arm)
     return ArmDataset(other, real_index=regime.other_site_indices, classes=regime.classes)

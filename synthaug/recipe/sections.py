@@ -14,6 +14,7 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 
 from synthaug.core.errors import UserError
+from synthaug.recipe.arms import ARMS, DEFAULT_ARMS, USAGE_ARMS
 
 MEDMNIST_SIZES = (28, 64, 128, 224)
 
@@ -277,36 +278,7 @@ class GenerateConfig(_Strict):
         return self
 
 
-# real+replace: each drawn real image is swapped for one of its own variations (generate --from-real) with
-# probability p (DA-Fusion's way of using them); the others add synthetic images to the real ones.
-# real+pseudo: the real images and the unlabeled pool's images that the real-only classifier (same seed, same
-# augmentation) labels with at least a confidence of evaluate.pseudo_confidence (self-training, non-synthetic).
-# Re-balancing for long-tailed data, as arms without synthetic images that compete for the best baseline (alone and with
-# classical augmentation): `balanced` batches draw every class equally often; `logit_adjusted` trains on the logits plus
-# evaluate.logit_tau x log(class prior) (Menon et al. 2021); `reweight_inverse` / `reweight_effective` weigh each image's
-# loss by 1 / n_c or by the inverse effective number (1 - beta) / (1 - beta^n_c) (Cui et al. 2019, evaluate.effective_beta).
-# real+topup: the real images plus synthetic ones of each class up to evaluate.top_up images, alone or with a scheme.
-REBALANCE = ("balanced", "logit_adjusted", "reweight_inverse", "reweight_effective")
-TOPUP_ARMS = tuple(f"real+topup{scheme}{classic}" for scheme in ("", *(f"+{r}" for r in REBALANCE)) for classic in ("", "+classic"))
-# pretrain[+soft][+classic]: the classifier first trains on the whole synthetic set alone (evaluate.pretrain_steps, its
-# checkpoint chosen on val), then is fine-tuned on the real images (evaluate.steps at evaluate.finetune_lr). +soft: the
-# synthetic images' targets are the soft labels of the teacher that made the set's release (distillation), not the class asked for.
-# Cross-site references, for studies whose recipe has data.site (side B), never a candidate for the best baseline:
-# model-sharing[+classic]: A's classifier (trained on A's real images, chosen on val) fine-tuned on B's real images;
-# real+site-a[+classic]: B's real images plus A's (the raw-sharing ceiling: what no release may contain).
-PRETRAIN_ARMS = tuple(f"pretrain{soft}{classic}" for soft in ("", "+soft") for classic in ("", "+classic"))
-# +crt, decoupled re-training (Kang et al. 2020): the arm without +crt trains the representation, then only the classifier's
-# last linear layer is re-trained on the arm's real images with class-balanced batches (evaluate.crt_steps, chosen on val).
-# real+crt[+classic] is a baseline; on real+topup and real+synthetic it is SYNAuG's finishing step on the real images.
-CRT_ARMS = ("real+crt", "real+crt+classic", "real+topup+crt", "real+topup+crt+classic", "real+synthetic+crt", "real+synthetic+crt+classic")
-# real+topup+soft[+balanced][+classic]: the top-up's synthetic images take as targets the probabilities of an in-task teacher,
-# the real+balanced[+classic] arm's classifier of the same seed (distillation), not the class asked for.
-SOFT_TOPUP_ARMS = tuple(f"real+topup+soft{scheme}{classic}" for scheme in ("", "+balanced") for classic in ("", "+classic"))
-REFERENCE_ARMS = ("model-sharing", "model-sharing+classic", "real+site-a", "real+site-a+classic")
-ARMS = ("real", "real+classic", "real+synthetic", "real+synthetic+classic", "synthetic", "real+replace", "real+replace+classic",
-        "real+pseudo", "real+pseudo+classic", *(f"real+{r}{classic}" for r in REBALANCE for classic in ("", "+classic")), *TOPUP_ARMS,
-        "real+synthetic+soft", "real+synthetic+soft+classic", *PRETRAIN_ARMS, *REFERENCE_ARMS, *CRT_ARMS, *SOFT_TOPUP_ARMS)
-DEFAULT_ARMS = ARMS[:5]
+# The arms of evaluate (names, data, stages, roles): synthaug.recipe.arms, the one registry.
 
 
 def _top_up(value):
@@ -459,8 +431,6 @@ class AuditConfig(_Strict):
 # The levers of `synthaug sweep`, each a list of values (classic, source, usage: named settings), swept one at a time in `order`.
 SWEEP_LEVERS = ("conditioning", "augment", "balanced_batches", "classic", "source", "strength", "guidance_scale", "steps", "filter_confidence", "usage", "ratio",
                 "replace_variations")
-USAGE_ARMS = ("real+synthetic", "real+synthetic+classic", "real+replace", "real+replace+classic", *TOPUP_ARMS,  # the arms that use synthetic images
-              "real+synthetic+soft", "real+synthetic+soft+classic", *PRETRAIN_ARMS, *CRT_ARMS[2:], *SOFT_TOPUP_ARMS)
 # The levers that change the generator or its sampling: nothing to sweep when the synthetic set is another site's release.
 GENERATOR_LEVERS = ("conditioning", "augment", "balanced_batches", "source", "strength", "guidance_scale", "steps", "filter_confidence",
                     "replace_variations")

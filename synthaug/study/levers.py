@@ -15,7 +15,8 @@ from dataclasses import dataclass
 import pandas as pd
 
 from synthaug.core.errors import UserError
-from synthaug.recipe.sections import GENERATOR_LEVERS, USAGE_ARMS, SweepConfig
+from synthaug.recipe.arms import USAGE_ARMS
+from synthaug.recipe.sections import GENERATOR_LEVERS, SweepConfig
 from synthaug.recipe.recipe import Recipe, recipe_from_dict
 from synthaug.evaluation.regimes import PLAIN_BASELINES
 from synthaug.storage.rundir import safe_name
