@@ -107,7 +107,15 @@ def _generate_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--from-real", action="store_true",
                    help="variations of the run's real training images (noised to --strength, denoised by the model of their class) "
                         "instead of images drawn from noise (recipe: generate.from_real)")
-    p.add_argument("--strength", metavar="LO[,HI]", help="with --from-real: noise strength in (0, 1), fixed or drawn uniformly from LO..HI (default 0.5)")
+    p.add_argument("--strength", metavar="LO[,HI]", help="with --from-real: noise strength in (0, 1), fixed or drawn uniformly from LO..HI (default 0.5); "
+                                                          "with --translate: in (0, 1], 1 drawing from noise")
+    p.add_argument("--translate", action="store_true",
+                   help="class_conditional runs: head-to-tail translations (Diff-Mix): each image starts from a real image of another class, "
+                        "noised to --strength and denoised as its own class, labelled softly (recipe: generate.translate)")
+    p.add_argument("--translate-from", metavar="RULE", help="with --translate: larger (default: the classes with more real images than "
+                                                           "the image's own class, in proportion to their counts) | other (every other class)")
+    p.add_argument("--gamma", type=float, metavar="G", help="with --translate: soft label s^G for the image's own class, 1 - s^G for the "
+                                                           "source's (default 0.8)")
     p.add_argument("--classes", nargs="+", metavar="CLASS", help="class names or indices (default: every trained class)")
     p.add_argument("--sampler", metavar="NAME", help="dpm-solver++ | ddim | ddpm (default: the recipe's, else dpm-solver++)")
     p.add_argument("--steps", type=int, metavar="N", help="sampler steps (default: dpm-solver++ 20, ddim 50, ddpm every training step)")
@@ -119,7 +127,7 @@ def _generate_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--filter-confidence", type=float, metavar="TAU",
                    help="redraw every candidate the audit's feature classifier (trained on the run's real training images) "
                         "does not assign to its own class with probability >= TAU, 0 < TAU < 1 (recipe: generate.filter_confidence)")
-    _add_data_root(p, "--from-real reads the real images")
+    _add_data_root(p, "--from-real and --translate read the real images")
     _add_no_progress(p, "no progress bar")
     _add_wait(p, "another generate into the same --out")
 
@@ -134,7 +142,7 @@ def cmd_generate(args) -> None:
         sampler=args.sampler, steps=args.steps, guidance_scale=args.guidance_scale, batch_size=args.batch_size,
         seed=args.seed, format=args.format, reject_copies=args.reject_copies or None,
         filter_confidence=args.filter_confidence, from_real=args.from_real or None, strength=_strength(args.strength),
-        show_progress=not args.no_progress, wait=args.wait,
+        translate=args.translate or None, translate_from=args.translate_from, gamma=args.gamma, show_progress=not args.no_progress, wait=args.wait,
     )
 
 

@@ -20,6 +20,8 @@ from PIL import Image
 from synthaug.diffusion.unet import build_noise_scheduler, build_unet
 from synthaug.recipe.recipe import Recipe, recipe_from_dict, recipe_to_yaml
 from synthaug.storage.rundir import ClassesInfo, RunDir, model_dir_name, safe_name
+import synthaug.generation.generate as generate_module
+from synthaug.cli import main
 from synthaug.diffusion.jobs import prepare_run
 
 # Tiny models are dominated by per-op overhead; a second thread only adds contention (measured: a
@@ -203,6 +205,43 @@ def write_synthetic(folder: Path, images: np.ndarray, labels, class_names: list[
         manifest = {"complete": True, "run": str(run), "class_names": list(class_names), "classes": classes, "total": len(files)}
         (folder / "manifest.json").write_text(json.dumps(manifest, indent=2))
     return files
+
+
+# ---------------------------------------------------------------------------------------------
+# Generate: its folders, interruptions and refusals
+
+
+def files(folder: Path, manifest: bool = True) -> dict[str, bytes]:
+    """Every file under `folder` (relative path -> bytes); `manifest=False` leaves out manifest.json (it records the flags given)."""
+    found = {}
+    for path in sorted(folder.rglob("*")):
+        if path.is_file() and (manifest or path.name != "manifest.json"):
+            found[str(path.relative_to(folder))] = path.read_bytes()
+    return found
+
+
+def interrupted_generate(monkeypatch, *args, **keywords) -> None:
+    """`generate(*args, **keywords)` stopped by Ctrl-C between its first two blocks (at the second call of sample_candidates)."""
+    real, calls = generate_module.sample_candidates, []
+
+    def interrupted(*args, **keywords):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real(*args, **keywords)
+
+    monkeypatch.setattr(generate_module, "sample_candidates", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        generate_module.generate(*args, **keywords)
+    monkeypatch.setattr(generate_module, "sample_candidates", real)
+
+
+def generate_error(capsys, argv) -> str:
+    """The one-line error of `synthaug generate ARGV` (exit code 2)."""
+    assert main(["generate", *argv, "--no-progress"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err
+    return err
 
 
 EVAL_NAMES = ["benign", "malignant"]

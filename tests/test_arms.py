@@ -122,6 +122,12 @@ def test_replace_swaps_a_drawn_image_only_for_its_own_variations_with_probabilit
     assert len(seen) == 30  # every variation of classes 1 and 2 (5 images with 3 variations each, per class)
     with pytest.raises(UserError, match="no variation of these real images"):
         ReplaceWithVariations(real, synthetic, 0.5)  # the sources are images 40.., and real_index says 0..17
+    # a translation (generate --translate) starts from a real image of another class: never swapped in under that image's label
+    images, labels, sources = synthetic
+    crossed = labels.copy()
+    crossed[np.flatnonzero(sources >= 0)[0]] = (crossed[np.flatnonzero(sources >= 0)[0]] + 1) % 3
+    with pytest.raises(UserError, match=r"starts from the real image 4\d of class \d \(a translation, generate --translate\)"):
+        ReplaceWithVariations(real, (images, crossed, sources), 0.5, real_index=real_index)
 
 
 def test_a_synthetic_folder_is_read_in_its_index_order_with_its_links(tmp_path):

@@ -17,10 +17,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import make_run, untrained_run
+from conftest import files, generate_error, interrupted_generate, make_run, untrained_run
 from PIL import Image
 
-import synthaug.generation.generate as generate_module
 from synthaug import SynthDataset
 from synthaug.cli import main
 from synthaug.data.images import load_split
@@ -34,28 +33,6 @@ from synthaug.storage.rundir import RunDir, default_run, open_run
 @pytest.fixture
 def run(tmp_path) -> RunDir:
     return untrained_run(tmp_path)
-
-
-def files(folder: Path, manifest: bool = True) -> dict[str, bytes]:
-    """Every file under `folder` (relative path -> bytes); `manifest=False` leaves out manifest.json (it records the flags given)."""
-    found = {}
-    for path in sorted(folder.rglob("*")):
-        if path.is_file() and (manifest or path.name != "manifest.json"):
-            found[str(path.relative_to(folder))] = path.read_bytes()
-    return found
-
-
-def interrupting(real, at: int = 2):
-    """`real` (sample_candidates), raising KeyboardInterrupt on its `at`-th call: Ctrl-C between two blocks."""
-    calls = []
-
-    def interrupted(*args, **kwargs):
-        calls.append(1)
-        if len(calls) == at:
-            raise KeyboardInterrupt
-        return real(*args, **kwargs)
-
-    return interrupted
 
 
 def test_layout_metadata_and_manifest(run, tmp_path):
@@ -99,11 +76,7 @@ def test_same_bytes_whatever_batch_size_growth_or_interruption(run, tmp_path, mo
     assert files(tmp_path / "b", manifest=False) == reference
 
     # interrupted after the first block: no metadata.csv that lies, no temp file, finished images kept
-    real = generate_module.sample_candidates
-    monkeypatch.setattr(generate_module, "sample_candidates", interrupting(real))
-    with pytest.raises(KeyboardInterrupt):
-        generate(run.root, per_class=20, out=tmp_path / "c", show_progress=False)
-    monkeypatch.setattr(generate_module, "sample_candidates", real)
+    interrupted_generate(monkeypatch, run.root, per_class=20, out=tmp_path / "c", show_progress=False)
     assert not (tmp_path / "c/metadata.csv").exists()
     assert not json.loads((tmp_path / "c/manifest.json").read_text())["complete"]
     assert len(list((tmp_path / "c").rglob("*.png"))) == BLOCK_SIZE
@@ -207,13 +180,6 @@ def test_amounts(run, tmp_path):
         class_targets(run, None, None, None)
 
 
-def _error_line(capsys, argv) -> str:
-    assert main(["generate", *argv, "--no-progress"]) == 2
-    err = capsys.readouterr().err.strip()
-    assert "\n" not in err
-    return err
-
-
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
@@ -235,21 +201,21 @@ def _error_line(capsys, argv) -> str:
     ],
 )
 def test_bad_flags(run, capsys, argv, message):
-    assert message in _error_line(capsys, ["--run", str(run.root), *argv])
+    assert message in generate_error(capsys, ["--run", str(run.root), *argv])
 
 
 def test_bad_run_and_out(run, tmp_path, capsys, monkeypatch):
     blocker = tmp_path / "a_file"
     blocker.write_text("")
-    assert "--out" in _error_line(capsys, ["--run", str(run.root), "--per-class", "1", "--out", str(blocker / "sub")])
+    assert "--out" in generate_error(capsys, ["--run", str(run.root), "--per-class", "1", "--out", str(blocker / "sub")])
     unfinished = untrained_run(tmp_path / "u", finished=False)
-    assert "no finished model" in _error_line(capsys, ["--run", str(unfinished.root), "--per-class", "1"])
-    assert "no such directory" in _error_line(capsys, ["--run", str(tmp_path / "nope"), "--per-class", "1"])
+    assert "no finished model" in generate_error(capsys, ["--run", str(unfinished.root), "--per-class", "1"])
+    assert "no such directory" in generate_error(capsys, ["--run", str(tmp_path / "nope"), "--per-class", "1"])
     (tmp_path / "empty").mkdir()
     monkeypatch.chdir(tmp_path / "empty")
-    assert "no run under runs/" in _error_line(capsys, ["--per-class", "1"])
+    assert "no run under runs/" in generate_error(capsys, ["--per-class", "1"])
     generate(run.root, per_class=1, out=tmp_path / "s", show_progress=False)
-    assert "--seed: 0 there, 5 now" in _error_line(capsys, ["--run", str(run.root), "--per-class", "1", "--seed", "5", "--out", str(tmp_path / "s")])
+    assert "--seed: 0 there, 5 now" in generate_error(capsys, ["--run", str(run.root), "--per-class", "1", "--seed", "5", "--out", str(tmp_path / "s")])
 
 
 def test_the_default_run_is_the_only_finished_one_and_it_is_named(tmp_path, monkeypatch, capsys):
@@ -270,11 +236,11 @@ def test_the_default_run_is_the_only_finished_one_and_it_is_named(tmp_path, monk
     assert "runs/done: the only finished run under runs/" in capsys.readouterr().out
 
     run_named("second")
-    assert "--run: 2 finished runs under runs/ (runs/second, runs/done); give one with --run DIR" in _error_line(capsys, ["--per-class", "1"])
+    assert "--run: 2 finished runs under runs/ (runs/second, runs/done); give one with --run DIR" in generate_error(capsys, ["--per-class", "1"])
     for name in ("second", "done"):
         shutil.rmtree(tmp_path / "runs" / name)
     assert ("--run: no finished run under runs/ (runs/throwaway not finished); finish `synthaug fit` on one, or give --run DIR"
-            in _error_line(capsys, ["--per-class", "1"]))
+            in generate_error(capsys, ["--per-class", "1"]))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -310,11 +276,7 @@ def test_from_real_varies_every_real_image_deterministically(real_run, tmp_path,
     assert (SynthDataset(reference).source_index == table["source_index"].to_numpy()).all()
     # grown from 2 to 5 per image with another batch size, and interrupted on the way: the same bytes
     generate(run.root, per_real=2, out=tmp_path / "b", batch_size=64, **flags)
-    real = generate_module.sample_candidates
-    monkeypatch.setattr(generate_module, "sample_candidates", interrupting(real))
-    with pytest.raises(KeyboardInterrupt):
-        generate(run.root, per_real=5, out=tmp_path / "b", **flags)
-    monkeypatch.setattr(generate_module, "sample_candidates", real)
+    interrupted_generate(monkeypatch, run.root, per_real=5, out=tmp_path / "b", **flags)
     generate(run.root, per_real=5, out=tmp_path / "b", **flags)
     assert files(tmp_path / "b", manifest=False) == files(reference, manifest=False)
 
@@ -340,7 +302,7 @@ def test_low_strength_variations_stay_close_to_their_source(real_run, tmp_path):
 def test_a_second_writer_is_refused_naming_the_first(run, tmp_path, capsys):
     out = tmp_path / "syn"
     with FolderLock(out, "generate"):
-        message = _error_line(capsys, ["--run", str(run.root), "--per-class", "2", "--out", str(out)])
+        message = generate_error(capsys, ["--run", str(run.root), "--per-class", "2", "--out", str(out)])
     assert f"PID {os.getpid()}" in message and "--wait" in message
     assert not list(out.rglob("*.png"))
     generate(run.root, per_class=2, out=out, show_progress=False)  # free again once the holder is gone
@@ -351,7 +313,7 @@ def test_generate_refuses_a_folder_of_files_it_did_not_make(run, tmp_path, capsy
     real = tmp_path / "real"
     (real / "normal").mkdir(parents=True)
     Image.new("L", (8, 8)).save(real / "normal" / "patient_001.png")
-    message = _error_line(capsys, ["--run", str(run.root), "--per-class", "2", "--out", str(real)])
+    message = generate_error(capsys, ["--run", str(run.root), "--per-class", "2", "--out", str(real)])
     assert "holds files synthaug generate did not make" in message and "patient_001.png" in message
     assert sorted(p.name for p in real.rglob("*") if p.is_file()) == ["patient_001.png"]
 
@@ -404,7 +366,7 @@ def test_a_full_disk_is_one_line_and_the_rerun_finishes(run, tmp_path, capsys, m
 
     monkeypatch.setattr(synthset, "atomic_write_bytes", fills_up)
     out = tmp_path / "syn"
-    message = _error_line(capsys, ["--run", str(run.root), "--per-class", "10", "--out", str(out)])
+    message = generate_error(capsys, ["--run", str(run.root), "--per-class", "10", "--out", str(out)])
     assert "No space left on device" in message and "run the same command again" in message
     assert not (out / "metadata.csv").exists() and len(list(out.rglob("*.png"))) == 5  # finished images kept, no lying metadata
     monkeypatch.setattr(synthset, "atomic_write_bytes", real_write)
@@ -415,7 +377,7 @@ def test_a_full_disk_is_one_line_and_the_rerun_finishes(run, tmp_path, capsys, m
 def test_a_damaged_manifest_is_named_before_any_work(run, tmp_path, capsys):
     out = generate(run.root, per_class=2, out=tmp_path / "syn", show_progress=False)
     (out / "manifest.json").write_text('{"complete": tr')
-    message = _error_line(capsys, ["--run", str(run.root), "--per-class", "4", "--out", str(out)])
+    message = generate_error(capsys, ["--run", str(run.root), "--per-class", "4", "--out", str(out)])
     assert "manifest.json: damaged manifest.json" in message
     assert len(list(out.rglob("*.png"))) == 4  # nothing drawn, nothing lost
 

@@ -84,6 +84,23 @@ def test_levers_that_would_change_nothing_are_not_swept(base):
     assert "real+replace" in lever_skip_reason("replace_variations", add) and lever_skip_reason("replace_variations", replace) is None
 
 
+def test_a_translation_source_sets_its_mode_whole_and_needs_a_class_conditional_generator(base):
+    sweep = SweepConfig.model_validate({"order": ["source"], "source": ["noise", "variations", "translations"]})
+    modes = {v.name: v for v in lever_values(sweep, "source")}
+    translated, why = candidate(base, [modes["translations"]])  # the base recipe varies (from_real): translating turns that off
+    assert why is None and (translated.generate.translate, translated.generate.from_real) == (True, False)
+    assert translated.evaluate.arms == ["real", "real+classic", "real+synthetic+classic"]  # the replace arms need variations
+    assert lever_skip_reason("strength", translated) is None  # the strength lever sets a translation's strength
+    back, _ = candidate(base, [modes["translations"], modes["noise"]])
+    assert not back.generate.translate and "variations or translations" in lever_skip_reason("strength", back)
+    h2t = SweepConfig.model_validate({"order": ["source"], "source": {"h2t-other": {"from_real": False, "translate": True,
+                                                                                     "translate_from": "other", "gamma": 1.0}}}).source["h2t-other"]
+    recipe, _ = candidate(base, [Value("source", "h2t-other", h2t)])
+    assert (recipe.generate.translate_from, recipe.generate.gamma) == ("other", 1.0)
+    recipe, why = candidate(base, [modes["translations"], values("conditioning")["per_class"]])
+    assert recipe is None and "translations need a class_conditional generator" in why
+
+
 def test_k_variations_per_real_image_is_what_experiment_draws_for_the_replace_arms(base):
     recipe, _ = candidate(base, [values("usage")["replace-p0.25"], values("replace_variations")["10"]])
     assert recipe.evaluate.replace_variations == 10 and synthetic_amount(recipe) == {"per_real": 10}

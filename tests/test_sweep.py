@@ -21,6 +21,7 @@ from synthaug.core.errors import UserError
 from synthaug.generation.generate import generate
 from synthaug.diffusion.training import fit
 from synthaug.recipe.recipe import load_recipe
+from synthaug.study.sweep import synthetic_folder
 
 SWEEP = {"order": ["strength", "usage"], "strength": [0.3, 0.5],
          "usage": {"add": {"arms": ["real+synthetic+classic"]}, "replace": {"arms": ["real+replace+classic"]}},
@@ -139,6 +140,14 @@ def test_sweep_chooses_on_val_reuses_generators_images_and_arms_and_recommends(t
     assert answer["val_gain"]["mean"] == pytest.approx(0.2) and not answer["helps"]  # a val gain alone never says "use it"
 
 
+def test_synthetic_sets_keep_the_names_they_had_before_translations(tiny_recipe):
+    # the names sweeps gave these settings before generate.translate existed: their sets and arms are found again
+    assert synthetic_folder(tiny_recipe()) == "synthetic-d80a404abc"
+    assert synthetic_folder(tiny_recipe(generate={"from_real": True, "strength": [0.2, 0.5], "steps": 10})) == "synthetic-115e809604"
+    translating = {synthetic_folder(tiny_recipe(generate={"translate": True, **more})) for more in ({}, {"gamma": 1.0}, {"translate_from": "other"})}
+    assert len(translating) == 3 and "synthetic-d80a404abc" not in translating
+
+
 def test_confirmation_subsets_are_new_seeds_at_each_size_and_never_a_selection_seed(tmp_path, breast_root):
     from synthaug.study.sweep import confirm_subsets
 
@@ -224,7 +233,7 @@ def test_a_value_whose_images_cannot_be_made_is_marked_not_tried_and_the_sweep_g
         ({"order": ["ratio"], "ratio": []}, "sweep.ratio: List should have at least 1 item"),
         ({"order": ["guidance_scale"], "guidance_scale": ["high"]}, "sweep.guidance_scale.0: Input should be a valid number"),
         ({"order": ["steps"]}, "sweep.steps: listed in sweep.order but given no values"),
-        ({"order": ["source"], "source": ["noise", "pixels"]}, "sweep.source: a list of the modes noise and variations"),
+        ({"order": ["source"], "source": ["noise", "pixels"]}, "sweep.source: a list of the modes noise, variations and translations"),
         ({"order": ["strength"], "strength": [0.3, 1.5]}, "sweep.strength: each value one number or [LO, HI] with 0 < LO <= HI < 1"),
         ({"order": ["usage"], "usage": {"p2": {"arms": ["real+replace"], "replace_p": [2]}}},
          "sweep.usage 'p2': evaluate.replace_p: probabilities in (0, 1]"),

@@ -20,7 +20,8 @@ tuple (uint8 images (N, H, W, C), labels[, source_index]). `real_index`: each re
 `source_index` refers to (default 0..N-1: `real` is the whole train split). `classes`: the classes counted (default
 those of `real`). `weight`: the loss weight of a synthetic sample (evaluate.synthetic_weight; real ones weigh 1). `soft_labels=True`
 (AddSynthetic, TopUp, WholeSynthetic): each synthetic image's target is the soft label its set carries (a release's teacher
-probabilities, `soft_targets` (N, K), one-hot for real images), and `dataset[i]` returns that vector as the target.
+probabilities, a `generate --translate` set's s^gamma / 1 - s^gamma; `soft_targets` (N, K), one-hot for real images), and
+`dataset[i]` returns that vector as the target.
 
 Each dataset holds its arrays: `images` uint8 (N, H, W, C), `labels` int64 (N,), `is_synthetic` bool (N,),
 `source_index` int64 (N,) (`Provenance`), `sample_weight` float32 (N,) or None; `dataset[i]` is (image, label): the
@@ -67,7 +68,7 @@ class _Images(NamedTuple):
     images: np.ndarray  # uint8 (N, H, W, C)
     labels: np.ndarray  # int64 (N,)
     source_index: np.ndarray | None  # int64 (N,) for a synthetic set (-1: drawn from noise); None for real images
-    soft_labels: np.ndarray | None = None  # float32 (N, K): a release's teacher probabilities over every class
+    soft_labels: np.ndarray | None = None  # float32 (N, K) over every class: a release's teacher probabilities, a translation set's labels
 
 
 def _as_images(data, what: str) -> _Images:
@@ -79,7 +80,7 @@ def _as_images(data, what: str) -> _Images:
     if isinstance(data, SynthDataset):
         images, labels = data.to_numpy()
         order = data.set_order()
-        return _Images(images[order], labels[order], data.source_index[order])
+        return _Images(images[order], labels[order], data.source_index[order], None if data.soft_labels is None else data.soft_labels[order])
     source = None
     if isinstance(data, tuple) and len(data) in (2, 3):
         images, labels = np.asarray(data[0]), np.asarray(data[1])
@@ -156,7 +157,8 @@ class ArmDataset(Dataset):
             self.sample_weight = np.where(self.is_synthetic, weight, 1.0).astype(np.float32)
         if soft_labels:
             if got.soft_labels is None:
-                raise UserError(f"{what} has no soft labels; a release made with `synthaug release --teacher` carries them")
+                raise UserError(f"{what} has no soft labels; a release made with `synthaug release --teacher` carries them, "
+                                "and so does a set made with `synthaug generate --translate`")
             one_hot = np.eye(got.soft_labels.shape[1], dtype=np.float32)[real_labels]
             self.soft_targets = np.concatenate([one_hot, got.soft_labels[picks].astype(np.float32)])
 
@@ -259,6 +261,7 @@ class ReplaceWithVariations(ArmDataset):
         sources = np.full(len(got.labels), -1, dtype=np.int64) if got.source_index is None else np.asarray(got.source_index)
         order = np.argsort(sources, kind="stable")
         grouped = sources[order]
+        self._refuse_translations(grouped, got.labels[order])
         start = np.searchsorted(grouped, self.real_index, side="left")
         count = np.searchsorted(grouped, self.real_index, side="right") - start
         if not count.sum():
@@ -268,6 +271,16 @@ class ReplaceWithVariations(ArmDataset):
         self.variation_start, self.variation_count = start.astype(np.int64), count.astype(np.int64)
         self.p = self._probabilities(p)
         self.weight = float(weight)
+
+    def _refuse_translations(self, sources: np.ndarray, labels: np.ndarray) -> None:
+        """A swapped-in image keeps its real image's label, so it must be of that class: a translation (generate
+        --translate) starts from a real image of another class and is refused."""
+        real_label = dict(zip(self.real_index.tolist(), self.labels.tolist()))
+        crossed = next((k for k, (s, label) in enumerate(zip(sources.tolist(), labels.tolist())) if real_label.get(s, label) != label), None)
+        if crossed is not None:
+            raise UserError(f"synthetic: an image of class {labels[crossed]} starts from the real image {sources[crossed]} of class "
+                            f"{real_label[sources[crossed]]} (a translation, generate --translate); the replace arms swap a real image "
+                            "for a variation of its own class: use a set made with --from-real")
 
     def _probabilities(self, p) -> float | np.ndarray:
         if isinstance(p, dict):

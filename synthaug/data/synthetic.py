@@ -26,6 +26,7 @@ from synthaug.data.images import ImageSet
 from synthaug.data.subsets import count_at_ratio
 from synthaug.core.errors import UserError
 from synthaug.storage.rundir import Run, SynthDir
+from synthaug.storage.release import SOFT_PREFIX
 from synthaug.storage.synthset import DAMAGED, decode_png
 
 REQUIRED_COLUMNS = ("file_name", "label", "class_name")
@@ -75,6 +76,17 @@ def _pick(table: pd.DataFrame, names: list[str], classes: Sequence[int | str] | 
     return table.reset_index(drop=True)
 
 
+def _soft_labels(table: pd.DataFrame, class_count: int) -> np.ndarray | None:
+    """The soft_<k> columns of metadata.csv as float32 (N, class_count) (a column left out: 0); None when there are none."""
+    columns = {k: f"{SOFT_PREFIX}{k}" for k in range(class_count) if f"{SOFT_PREFIX}{k}" in table.columns}
+    if not columns:
+        return None
+    soft = np.zeros((len(table), class_count), dtype=np.float32)
+    for k, column in columns.items():
+        soft[:, k] = table[column].to_numpy(dtype=np.float32)
+    return soft
+
+
 def _open_image(path: Path) -> tuple[Image.Image, dict | None]:
     """A listed image, decoded, and the provenance record `generate` stored in it (None when it has none)."""
     try:
@@ -119,8 +131,9 @@ class SynthDataset(Dataset):
     class; `as_rgb`: convert grayscale images to RGB (like medmnist's `as_rgb`); `transform` receives the PIL
     image, `target_transform` the label array (int64, shape (1,)), as in medmnist. Attributes:
     `labels` (int64 (N,)), `class_names` (all classes of the run, by index), `counts` ({label: n}),
-    `files` (paths), `source_index` (int64 (N,): for variations of real images, the index of the real
-    image in the train split, else -1); `provenance(i)`: item i's `Provenance` (always synthetic);
+    `files` (paths), `source_index` (int64 (N,): for variations and translations of real images, the index of the real
+    image in the train split, else -1), `soft_labels` (float32 (N, K) over every class, from metadata.csv's soft_<k>
+    columns: a translation's s^gamma / 1 - s^gamma; None for a set without them); `provenance(i)`: item i's `Provenance` (always synthetic);
     `to_numpy()` decodes every image into one uint8 (N, H, W, C) array.
     """
 
@@ -151,6 +164,7 @@ class SynthDataset(Dataset):
         # train split; -1 for images drawn from noise.
         self.source_index = (pd.to_numeric(table["source_index"], errors="coerce").fillna(-1).to_numpy(dtype=np.int64)
                              if "source_index" in table.columns else np.full(len(table), -1, dtype=np.int64))
+        self.soft_labels = _soft_labels(table, len(self.class_names))
         for path in self.files:
             if not path.is_file():
                 raise UserError(f"{path}: listed in metadata.csv but missing")
@@ -286,8 +300,8 @@ class SyntheticImages:
 
     images: ImageSet
     files: list[str]  # relative to the folder
-    source_index: np.ndarray  # int64 (N,): the real train-split image a variation varies, -1 for images drawn from noise
-    soft_labels: np.ndarray | None = None  # float32 (N, K): a release's teacher probabilities (`read_release`), else None
+    source_index: np.ndarray  # int64 (N,): the real train-split image a variation or translation starts from, -1 for images drawn from noise
+    soft_labels: np.ndarray | None = None  # float32 (N, K): a release's teacher probabilities (`read_release`), a translation set's labels
 
     @property
     def variations(self) -> bool:
@@ -317,7 +331,8 @@ def read_synthetic(folder: str | Path, run: Run, show_progress: bool = True) -> 
     images = np.stack([_pixels(synthetic.image(i), synthetic.files[i], info.size, info.channels) for i in reading])
     order = synthetic.set_order()
     files = [synthetic.files[i].relative_to(folder).as_posix() for i in order]
-    return SyntheticImages(ImageSet(images[order], synthetic.labels[order], list(info.class_names)), files, synthetic.source_index[order])
+    soft = None if synthetic.soft_labels is None else synthetic.soft_labels[order]
+    return SyntheticImages(ImageSet(images[order], synthetic.labels[order], list(info.class_names)), files, synthetic.source_index[order], soft)
 
 
 def _pixels(image: Image.Image, path: Path, size: int, channels: int) -> np.ndarray:

@@ -492,6 +492,8 @@ def generator_summary(run: Run, synthetic_dir: Path) -> str:
     return (f"{recipe.model.conditioning} UNet {recipe.model.block_out_channels}, {recipe.train.steps} steps x batch "
             f"{recipe.train.batch_size}, fit {wall:.0f} s; {sampler.get('sampler', '?')} {sampler.get('steps', '')} steps"
             + (f", variations of the real images at strength {sampler.get('strength')}" if sampler.get("from_real") else "")
+            + (f", translations from {sampler.get('translate_from')} classes at strength {sampler.get('strength')}, gamma {sampler.get('gamma')}"
+               if sampler.get("translate") else "")
             + (f", guidance {sampler.get('guidance_scale'):g}" if sampler.get("guidance_scale", 1) != 1 else ""))
 
 

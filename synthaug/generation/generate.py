@@ -28,7 +28,7 @@ from synthaug.storage.cards import write_dataset_card
 from synthaug.storage.files import FolderLock, atomic_write_json, atomic_write_text, remove_stale_temps
 from synthaug.reference.filters import CandidateFilter, confidence_filter, copy_filter, filter_name, filter_record
 from synthaug.diffusion.unet import null_class
-from synthaug.generation.plan import Sources, class_targets, load_sources, resolve_settings
+from synthaug.generation.plan import RealStarts, class_targets, load_sources, load_translations, resolve_settings
 from synthaug.recipe.sections import GenerateConfig
 from synthaug.recipe.recipe import Recipe
 from synthaug.storage.rundir import Run, RunDir, SynthDir, open_run
@@ -56,7 +56,7 @@ class Candidates:
     attempts: list[int]  # candidates rejected before the kept one
     rejected_by: list[list[str]]  # per rejected candidate, the name of the filter that rejected it
     accepted: np.ndarray  # bool (N,): False where MAX_ATTEMPTS candidates were all rejected
-    strengths: list[float]  # variations: the strength of each kept image (NaN for images drawn from noise)
+    strengths: list[float]  # variations, translations: the strength of each kept image (NaN for images drawn from noise)
 
 
 def sample_candidates(
@@ -66,14 +66,14 @@ def sample_candidates(
     class_idx: int,
     indices: list[int],
     filters: Sequence[CandidateFilter] = (),
-    sources: Sources | None = None,
+    sources: RealStarts | None = None,
 ) -> Candidates:
     """Images `indices` of class `class_idx`, sampled together; every filter sees every candidate.
 
     A rejected image i is redrawn from the generator of (seed, class, i, attempt). The redraws of an
     attempt are the indices rejected at the previous one, so what is computed together is a function
-    of the indices alone (never of which files already exist). With `sources`, each image is a
-    variation of its real source image (`plan.Sources`), drawn at its own strength.
+    of the indices alone (never of which files already exist). With `sources`, each image starts from its real
+    source image (`plan.Sources`: a variation, `plan.Translations`: a translation), drawn at its own strength.
     """
     n = len(indices)
     images: np.ndarray | None = None
@@ -85,7 +85,7 @@ def sample_candidates(
             generators = [image_generator(settings.seed, class_idx, indices[k], attempt) for k in todo]
             drawn = _draw(unet, train_scheduler, settings, class_idx, generators)
         else:
-            generators = [sources.generator(settings.seed, class_idx, indices[k], attempt) for k in todo]
+            generators = [sources.generator(class_idx, indices[k], attempt) for k in todo]
             for k, gen in zip(todo, generators):
                 strengths[k] = sources.strength_of(gen)
             drawn = _vary(unet, train_scheduler, settings, class_idx, generators, [strengths[k] for k in todo],
@@ -122,21 +122,28 @@ def _draw(unet, train_scheduler, settings: GenerateConfig, class_idx: int, gener
     return to_uint8(denoise(unet, scheduler, generators, labels, settings.guidance_scale))
 
 
+FROM_NOISE = -1  # the "start" of an image at strength 1: drawn from noise, its source unused
+
+
 def _vary(unet, train_scheduler, settings: GenerateConfig, class_idx: int, generators: list[torch.Generator], strengths: list[float],
           init: torch.Tensor) -> np.ndarray:
-    """Variations of `init`, one per generator; images that start at the same sampler step share a batch.
+    """Images denoised as class `class_idx` from `init` (variations of it, or translations of another class's images),
+    one per generator; images that start at the same sampler step share a batch.
 
     Which images share a model call depends on their strengths, a function of their keys alone, so the
-    bytes of a variation still never depend on the batch size or on what is already on disk.
+    bytes of a variation still never depend on the batch size or on what is already on disk. Strength 1 (translations
+    only) is drawn from noise, as images without a source are: noised to the first sampler timestep, the source would
+    still show through by sqrt(alpha_bar) (0.03 at DDIM's first step of 1000), and such an image is labelled wholly
+    its own class.
     """
-    starts = np.array([variation_start(s, settings.steps) for s in strengths])
+    starts = np.array([FROM_NOISE if s >= 1 else variation_start(s, settings.steps) for s in strengths])
     out = np.empty((len(generators), *init.shape[2:], init.shape[1]), dtype=np.uint8)
     for start in sorted(set(starts.tolist())):
         group = np.flatnonzero(starts == start)
         scheduler = sampling_scheduler(train_scheduler, settings.sampler, settings.steps)
         labels = [class_idx] * len(group) if null_class(unet) is not None else None
-        out[group] = to_uint8(denoise(unet, scheduler, [generators[g] for g in group], labels, settings.guidance_scale,
-                                      init=init[torch.as_tensor(group)], start=start))
+        start_from = {} if start == FROM_NOISE else {"init": init[torch.as_tensor(group)], "start": start}
+        out[group] = to_uint8(denoise(unet, scheduler, [generators[g] for g in group], labels, settings.guidance_scale, **start_from))
     return out
 
 
@@ -158,6 +165,9 @@ class GenerateOptions:
     Exactly one of `per_class` (N images per class), `ratio` (R times each class's real count), `balance` (True: up to the
     largest class; N: up to N images, real and synthetic together) and `per_real` (K variations of each real image). `from_real`: variations of the run's real training
     images (SDEdit) at `strength` (one value or [lo, hi]); `ratio` R is then R variations per real image on average.
+    `translate`: head-to-tail translations of class_conditional runs (Diff-Mix): each image starts from a real image of a
+    class with more real images (`translate_from` "larger") or of any other class ("other"), noised to `strength` (up to
+    1) and denoised as its own class; metadata.csv labels it softly, s^`gamma` its class and 1 - s^gamma the source's.
     `candidate_filters` reject candidates (see `filters.CandidateFilter`), each redrawn from (seed, c, i, attempt);
     `reject_copies` adds the near-copy filter (`filters.copy_filter`), `filter_confidence` (a probability) the
     classifier-confidence filter (`filters.confidence_filter`). `wait`: queue behind another generate writing into the
@@ -180,6 +190,9 @@ class GenerateOptions:
     filter_confidence: float | None = None
     from_real: bool | None = None
     strength: Sequence[float] | None = None
+    translate: bool | None = None
+    translate_from: str | None = None
+    gamma: float | None = None
     candidate_filters: Sequence[CandidateFilter] = ()
     show_progress: bool = True
     wait: bool = False
@@ -192,7 +205,7 @@ class Generation:
     run: Run
     settings: GenerateConfig
     targets: list[ClassTarget]
-    sources: Sources | None  # variations: the real images they start from
+    sources: RealStarts | None  # variations and translations: the real images they start from
     filters: list[CandidateFilter]
     out: SynthDir
     images_root: Path  # where the PNGs go: the folder itself, or its work folder while only an npz is wanted
@@ -239,9 +252,16 @@ def checked_settings(run: Run, options: GenerateOptions) -> GenerateConfig:
     strength = list(options.strength) if options.strength is not None else None
     settings = resolve_settings(run.recipe.generate, train_steps, sampler=options.sampler, steps=options.steps, guidance_scale=options.guidance_scale,
                                 batch_size=options.batch_size, seed=options.seed, format=options.format, reject_copies=options.reject_copies,
-                                filter_confidence=options.filter_confidence, from_real=options.from_real, strength=strength)
+                                filter_confidence=options.filter_confidence, from_real=options.from_real, strength=strength,
+                                translate=options.translate, translate_from=options.translate_from, gamma=options.gamma)
     if settings.guidance_scale != 1.0 and run.info.conditioning != "class_conditional":
         raise UserError(f"--guidance-scale: applies to class_conditional runs only; {run.root} has one model per class")
+    if settings.translate and run.info.conditioning != "class_conditional":
+        raise UserError(f"--translate: needs a class_conditional run (one model that denoises any class's image as the class asked "
+                        f"for); {run.root} has one model per class")
+    for flag, given in (("--translate-from", options.translate_from), ("--gamma", options.gamma)):
+        if given is not None and not settings.translate:
+            raise UserError(f"{flag}: a setting of translations; add --translate")
     if options.per_real is not None and not settings.from_real:
         raise UserError("--per-real: counts variations of real images; add --from-real (or use --per-class/--ratio)")
     if settings.steps > train_steps:
@@ -255,14 +275,19 @@ def resolve_generation(run: Run, options: GenerateOptions, state: PartialState) 
     device = state.device
     settings = checked_settings(run, options)
     targets = class_targets(run, options.per_class, options.ratio, options.balance, options.classes, options.per_real)
-    sources = load_sources(run, settings) if settings.from_real else None
+    if settings.translate:
+        sources = load_translations(run, settings, targets)
+    else:
+        sources = load_sources(run, settings) if settings.from_real else None
     out = SynthDir(Path(options.out) if options.out is not None else run.dir.synthetic)
     images_root = out.root / WORK_DIR if settings.format == "npz" else out.root
     block_size = BLOCK_SIZE if device.type == "cpu" else BLOCK_SIZE * math.ceil(settings.batch_size / BLOCK_SIZE)
     filters = candidate_filters_of(run, settings, options, state)
     provenance = provenance_of(run.dir, targets, settings, block_size, device, [filter_record(f) for f in filters])
     if sources is not None:  # images drawn from noise keep the provenance (and generation ids) they always had
-        provenance.update(mode="from_real", strength=list(sources.strength), sources_sha256=sources.digest())
+        provenance.update(mode="translate" if settings.translate else "from_real", strength=list(sources.strength), sources_sha256=sources.digest())
+    if settings.translate:  # gamma decides the labels, not the pixels: still another set
+        provenance.update(translate_from=settings.translate_from, gamma=settings.gamma)
     npz_path = out.root / npz_name(run.recipe) if settings.format in ("npz", "both") else None
     return Generation(run, settings, targets, sources, filters, out, images_root, block_size, provenance, generation_id_of(provenance),
                       npz_path, device)
@@ -343,7 +368,7 @@ def draw_blocks(job: Generation, blocks: list[Block], show_progress: bool, state
 def finish_folder(job: Generation, blocks: list[Block], manifest: dict, wall_s: float) -> None:
     """Main process, once every image is on disk: metadata.csv and/or the npz, then the manifest marked complete."""
     out, images_root, targets = job.out, job.images_root, job.targets
-    table = collect_metadata(images_root, targets, job.generation_id, manifest["run"], job.provenance)
+    table = collect_metadata(images_root, targets, job.generation_id, manifest["run"], job.provenance, len(job.run.info.class_names))
     if job.npz_path is not None:
         write_npz(job.npz_path, images_root, table["file_name"].tolist(), table["label"].to_numpy(), job.run.info.size, job.run.info.channels)
     if job.settings.format != "npz":
@@ -392,7 +417,7 @@ def _sample_blocks(blocks: list[Block], job: Generation, show_progress: bool, st
                           "rejected_by": found.rejected_by[k], "seed": settings.seed, "sampler": settings.sampler, "steps": settings.steps,
                           "guidance_scale": settings.guidance_scale, "model_sha256": job.provenance["model_sha256"][target.model_dir]}
                 if sources is not None:
-                    record.update(source_index=sources.source(target.class_idx, i)[1], strength=round(found.strengths[k], 6))
+                    record.update(sources.record(target.class_idx, i), strength=round(found.strengths[k], 6))
                 items.append((job.images_root / image_file(target, i), found.images[k], record))
             writer.submit(items)
             bar.update(len(items))

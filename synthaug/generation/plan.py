@@ -1,5 +1,5 @@
-"""What `generate` draws: the resolved settings, how many images each class gets, and for variations, the real
-image each one starts from. Image i of class c is the same image whatever the amount asked for, so a
+"""What `generate` draws: the resolved settings, how many images each class gets, and for variations and translations,
+the real image each one starts from. Image i of class c is the same image whatever the amount asked for, so a
 smaller set is a prefix of a larger one.
 """
 
@@ -8,7 +8,7 @@ from __future__ import annotations
 import hashlib
 import math
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -26,6 +26,8 @@ from synthaug.diffusion.sampling import DEFAULT_STEPS
 from synthaug.storage.synthset import ClassTarget
 
 VARIATION_STREAM = -2  # the first key of every variation's generator: never a class index, so no stream is shared
+TRANSLATION_STREAM = -3  # likewise: the strength and noise of translations
+TRANSLATION_SOURCE_STREAM = -4  # likewise: the order in which translations visit their source images
 
 
 def resolve_settings(defaults: GenerateConfig, train_steps: int, **flags) -> GenerateConfig:
@@ -103,28 +105,27 @@ def class_targets(run: Run, per_class: int | None, ratio: float | None, balance:
 
 
 @dataclass(frozen=True)
-class Sources:
-    """The real images variations start from: per class, the run's real training images of that class, in train-index order.
-
-    Variation i of class c starts from source j = i mod n_c and is the k = i div n_c-th variation of it, so a
-    set cycles through every real image before varying any one twice.
-    """
+class RealStarts:
+    """Images that start from real training images (variations, translations): the run's real training images per
+    class, in train-index order, and the strength each image is noised to. Subclasses say which real image image i of
+    class c starts from (`source`), which generator draws its strength and noise, and what its provenance records."""
 
     images: dict[int, np.ndarray]  # class -> uint8 (n_c, H, W, C)
-    train_indices: dict[int, np.ndarray]  # class -> index of each source in the real train split
+    train_indices: dict[int, np.ndarray]  # class -> index of each image in the real train split
     strength: tuple[float, float]
+    seed: int
 
-    def source(self, class_idx: int, index: int) -> tuple[int, int, int]:
-        """(position among the class's sources, index in the train split, variation number k) of image `index`."""
-        n = len(self.train_indices[class_idx])
-        j = index % n
-        return j, int(self.train_indices[class_idx][j]), index // n
+    def source(self, class_idx: int, index: int) -> tuple[int, int]:
+        """(class, position among that class's real images) of the real image that image `index` of `class_idx` starts from."""
+        raise NotImplementedError
 
-    def generator(self, seed: int, class_idx: int, index: int, attempt: int = 0) -> torch.Generator:
-        """Variation k of real image j comes from the generator of (seed, j, k[, attempt]) alone; its first draw is the strength."""
-        _, train_index, k = self.source(class_idx, index)
-        key = (seed, VARIATION_STREAM, train_index, k) + ((attempt,) if attempt else ())
-        return seeded_generator(*key)
+    def generator(self, class_idx: int, index: int, attempt: int = 0) -> torch.Generator:
+        raise NotImplementedError
+
+    def record(self, class_idx: int, index: int) -> dict:
+        """What image `index`'s provenance records of its start: the real image's index in the train split."""
+        source_class, j = self.source(class_idx, index)
+        return {"source_index": int(self.train_indices[source_class][j])}
 
     def strength_of(self, generator: torch.Generator) -> float:
         lo, hi = self.strength
@@ -132,8 +133,8 @@ class Sources:
 
     def init(self, class_idx: int, indices: list[int], device) -> torch.Tensor:
         """The source images of `indices`, float (N, C, H, W) in [-1, 1]."""
-        rows = [self.source(class_idx, i)[0] for i in indices]
-        return to_model_tensor(self.images[class_idx][rows], device)
+        starts = [self.source(class_idx, i) for i in indices]
+        return to_model_tensor(np.stack([self.images[c][j] for c, j in starts]), device)
 
     def digest(self) -> str:
         """Identifies the source pixels (a generation made from other real images is another generation)."""
@@ -144,16 +145,100 @@ class Sources:
         return h.hexdigest()[:16]
 
 
-def load_sources(run: Run, settings: GenerateConfig) -> Sources:
-    """The run's real training images (classes.json train_indices), read with the run's data settings."""
+@dataclass(frozen=True)
+class Sources(RealStarts):
+    """Variations: image i of class c varies that class's own real image j = i mod n_c, as its k = i div n_c-th
+    variation, so a set cycles through every real image before varying any one twice."""
+
+    def source(self, class_idx: int, index: int) -> tuple[int, int]:
+        return class_idx, index % len(self.train_indices[class_idx])
+
+    def generator(self, class_idx: int, index: int, attempt: int = 0) -> torch.Generator:
+        """Variation k of real image j comes from the generator of (seed, j, k[, attempt]) alone; its first draw is the strength."""
+        n = len(self.train_indices[class_idx])
+        train_index = int(self.train_indices[class_idx][index % n])
+        key = (self.seed, VARIATION_STREAM, train_index, index // n) + ((attempt,) if attempt else ())
+        return seeded_generator(*key)
+
+
+@dataclass(frozen=True)
+class Translations(RealStarts):
+    """Head-to-tail translations (`generate --translate`, Diff-Mix): image i of target class t starts from a real image
+    of a source class, `pools[t]` (the classes the rule `translate_from` allows), and is denoised as class t.
+
+    The sources of t are every real image of its source classes, visited in a seeded order, every one once before any
+    twice (cycle k = i div N of the N images is the permutation of (seed, t, k)): for each image, a source class comes
+    up with probability proportional to its real count, and a rare class borrows from every image of the common ones
+    before it reuses any. Image i's strength and noise come from the generator of (seed, t, i[, attempt]), so a
+    filter's redraw keeps its source.
+    """
+
+    pools: dict[int, tuple[int, ...]]  # target class -> its source classes
+    rule: str  # generate.translate_from: how the pools were chosen
+    _orders: dict = field(default_factory=dict, compare=False, repr=False)  # (t, k) -> permutation of t's pool, drawn once
+
+    def source(self, class_idx: int, index: int) -> tuple[int, int]:
+        pool = self.pools[class_idx]
+        sizes = np.array([len(self.train_indices[c]) for c in pool])
+        k, position = divmod(index, int(sizes.sum()))
+        if (class_idx, k) not in self._orders:
+            order = torch.randperm(int(sizes.sum()), generator=seeded_generator(self.seed, TRANSLATION_SOURCE_STREAM, class_idx, k))
+            self._orders[class_idx, k] = order.numpy()
+        drawn = int(self._orders[class_idx, k][position])
+        which = int(np.searchsorted(np.cumsum(sizes), drawn, side="right"))
+        return pool[which], drawn - int(sizes[:which].sum())
+
+    def generator(self, class_idx: int, index: int, attempt: int = 0) -> torch.Generator:
+        """Translation i of class t comes from the generator of (seed, t, i[, attempt]); its first draw is the strength."""
+        return seeded_generator(self.seed, TRANSLATION_STREAM, class_idx, index, *((attempt,) if attempt else ()))
+
+    def record(self, class_idx: int, index: int) -> dict:
+        return {**super().record(class_idx, index), "source_class": self.source(class_idx, index)[0]}
+
+
+def _real_training_images(run: Run) -> tuple[np.ndarray, dict[int, np.ndarray]]:
+    """The real train split's images, and per trained class the indices of the run's real training images
+    (classes.json train_indices, exactly what the generator saw: the leak guard holds)."""
     train = load_split(run.recipe.data, "train")
     indices = np.asarray(run.info.train_indices, dtype=np.int64)
     if indices.size and indices.max() >= len(train.labels):
         raise UserError(f"{run.dir.classes}: train_indices do not fit the {len(train.labels)} images of the train split")
     labels = train.labels[indices]
-    by_class = {c: indices[labels == c] for c in run.info.classes}
+    return train.images, {c: indices[labels == c] for c in run.info.classes}
+
+
+def load_sources(run: Run, settings: GenerateConfig) -> Sources:
+    """The run's real training images, read with the run's data settings, for variations."""
+    images, by_class = _real_training_images(run)
     empty = [c for c, members in by_class.items() if not len(members)]
     if empty:
         raise UserError(f"{run.dir.classes}: class(es) {empty} have no real training images to vary")
     lo, hi = settings.strength[0], settings.strength[-1]
-    return Sources({c: train.images[m] for c, m in by_class.items()}, by_class, (lo, hi))
+    return Sources({c: images[m] for c, m in by_class.items()}, by_class, (lo, hi), settings.seed)
+
+
+def translation_pools(counts: dict[int, int], targets: list[int], rule: str) -> dict[int, tuple[int, ...]]:
+    """The source classes of each target class: with rule `larger`, the classes with more real training images than it
+    (head to tail); with `other`, every other class with real images (Diff-Mix's inter-class translation)."""
+    if rule == "larger":
+        return {t: tuple(c for c in counts if counts[c] > counts[t]) for t in targets}
+    return {t: tuple(c for c in counts if c != t and counts[c] > 0) for t in targets}
+
+
+def load_translations(run: Run, settings: GenerateConfig, targets: list[ClassTarget]) -> Translations:
+    """The run's real training images as the sources of translations into the classes that get images (`targets` with
+    a count); refused when one of them has no source class under the rule."""
+    images, by_class = _real_training_images(run)
+    counts = {c: len(members) for c, members in by_class.items()}
+    wanted = [t.class_idx for t in targets if t.count > 0]
+    pools = translation_pools(counts, wanted, settings.translate_from)
+    stranded = [t for t in wanted if not pools[t]]
+    if stranded:
+        t = stranded[0]
+        names = run.info.class_names
+        if settings.translate_from == "larger":
+            raise UserError(f"--translate: no class has more real training images than class {t} ({names[t]}, {counts[t]}) to translate "
+                            "from; leave it out (--classes, or --balance, which draws none for the largest class) or use --translate-from other")
+        raise UserError(f"--translate: class {t} ({names[t]}) has no other class with real training images to translate from")
+    lo, hi = settings.strength[0], settings.strength[-1]
+    return Translations({c: images[m] for c, m in by_class.items()}, by_class, (lo, hi), settings.seed, pools, settings.translate_from)

@@ -117,8 +117,8 @@ def _release(folder: Path, out: Path, run, teacher: bool, teacher_filter: float 
              show_progress: bool) -> Path:
     synthetic = read_synthetic(folder, run, show_progress)
     if synthetic.variations:
-        raise UserError(f"--synthetic {folder}: holds variations of real training images (generate --from-real), each a noised "
-                        "copy of a real image; release a set drawn from noise")
+        raise UserError(f"--synthetic {folder}: holds variations or translations of real training images (generate --from-real, "
+                        "--translate), each a noised copy of a real image; release a set drawn from noise")
     figures = audit_figures(folder)
     if figures is None:
         raise UserError(f"--synthetic {folder}: unaudited; run `synthaug audit --run {run.root} --synthetic {folder}` first")

@@ -410,6 +410,9 @@ def generate_command(manifest: dict) -> str:
         words += ["--format", str(manifest["format"])]
     if variations:
         words += ["--from-real", "--strength", ",".join(str(s) for s in prov.get("strength", []))]
+    if prov.get("mode") == "translate":
+        words += ["--translate", "--strength", ",".join(str(s) for s in prov.get("strength", [])), "--translate-from", str(prov["translate_from"]),
+                  "--gamma", str(prov["gamma"])]
     if settings.get("reject_copies"):
         words += ["--reject-copies"]
     if settings.get("filter_confidence") is not None:
@@ -417,6 +420,16 @@ def generate_command(manifest: dict) -> str:
     if prov.get("device") == "cuda":
         words += ["--batch-size", str(prov["block_size"])]  # on a GPU the bytes depend on the block size
     return shlex.join(words)
+
+
+def _mode_in_words(prov: dict) -> str:
+    if prov.get("mode") == "from_real":
+        return f"variations of the real training images (SDEdit), strength {prov.get('strength')}"
+    if prov.get("mode") == "translate":
+        return (f"translations of real training images of other classes ({prov.get('translate_from')} classes; Diff-Mix), strength "
+                f"{prov.get('strength')}; soft labels in metadata.csv (soft_<k>): s^{prov.get('gamma')} the image's class, the rest "
+                "the source's")
+    return "drawn from noise"
 
 
 def render_dataset_card(manifest: dict, figures: dict | None) -> str:
@@ -439,7 +452,7 @@ def render_dataset_card(manifest: dict, figures: dict | None) -> str:
              ", ".join(f"{k} {v}" for k, v in sorted(e.get("rejected", {}).items())) or "-"] for c, e in classes.items()]
     filters = ", ".join(f["name"] for f in prov.get("filters", [])) or "none"
     settings = [
-        f"- Mode: {'variations of the real training images (SDEdit), strength ' + str(prov.get('strength')) if variations else 'drawn from noise'}",
+        f"- Mode: {_mode_in_words(prov)}",
         f"- Sampler: {prov['sampler']}, {prov['steps']} steps, guidance scale {prov['guidance_scale']}, seed {prov['seed']} "
         "(image i of class c comes from (seed, c, i) alone)",
         f"- Candidate filters: {filters}",

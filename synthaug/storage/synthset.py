@@ -29,6 +29,7 @@ from PIL import Image, UnidentifiedImageError
 from synthaug.storage.pixels import encode_png
 from synthaug.core.errors import UserError
 from synthaug.storage.files import atomic_write_bytes
+from synthaug.storage.release import SOFT_PREFIX
 from synthaug.recipe.sections import GenerateConfig
 from synthaug.storage.rundir import Run, RunDir, SynthDir
 from synthaug.core.runtime import package_versions
@@ -45,6 +46,9 @@ METADATA_COLUMNS = [
 # Variations of real images (generate --from-real) add: the index of the real image varied (in the real train
 # split) and the noise strength it was varied at.
 VARIATION_COLUMNS = ["source_index", "strength"]
+# Translations (generate --translate) add the same, the class of the real image they start from, and their soft label:
+# soft_<k>, the weight of class k (release's SOFT_PREFIX; every class of the run, most of them 0).
+TRANSLATION_COLUMNS = [*VARIATION_COLUMNS, "source_class"]
 PNG_KEY = "synthaug"  # PNG text chunk holding each image's provenance (JSON)
 
 
@@ -209,9 +213,23 @@ def plan_blocks(images_root: Path, targets: list[ClassTarget], block: int) -> li
     return blocks
 
 
-def collect_metadata(images_root: Path, targets: list[ClassTarget], generation_id: str, run_path: str, provenance: dict) -> pd.DataFrame:
-    """metadata.csv, rebuilt from the files on disk and the provenance stored in each of them."""
-    variations = provenance.get("mode") == "from_real"
+def translation_label(target: int, source: int, strength: float, gamma: float, class_count: int) -> np.ndarray:
+    """The soft label of a translation (Diff-Mix's annotation): s^gamma on the class it was denoised as, 1 - s^gamma on
+    the class of the real image it started from; float64 (class_count,)."""
+    label = np.zeros(class_count)
+    weight = strength**gamma
+    label[target] += weight
+    label[source] += 1 - weight
+    return label
+
+
+def collect_metadata(images_root: Path, targets: list[ClassTarget], generation_id: str, run_path: str, provenance: dict,
+                     class_count: int) -> pd.DataFrame:
+    """metadata.csv, rebuilt from the files on disk and the provenance stored in each of them; `class_count`: the run's
+    classes (a translation's soft label has a column for each)."""
+    mode = provenance.get("mode")
+    starts = {"from_real": VARIATION_COLUMNS, "translate": TRANSLATION_COLUMNS}.get(mode, [])
+    soft = [f"{SOFT_PREFIX}{k}" for k in range(class_count)] if mode == "translate" else []
     rows = []
     for target in targets:
         for i in range(target.count):
@@ -233,9 +251,11 @@ def collect_metadata(images_root: Path, targets: list[ClassTarget], generation_i
                 "model_dir": target.model_dir,
                 "model_sha256": provenance["model_sha256"][target.model_dir],
                 "run": run_path,
-                **({"source_index": record["source_index"], "strength": record["strength"]} if variations else {}),
+                **{column: record[column] for column in starts},
+                **(dict(zip(soft, translation_label(target.class_idx, record["source_class"], record["strength"], provenance["gamma"],
+                                                    class_count))) if soft else {}),
             })
-    return pd.DataFrame(rows, columns=METADATA_COLUMNS + (VARIATION_COLUMNS if variations else []))
+    return pd.DataFrame(rows, columns=METADATA_COLUMNS + starts + soft)
 
 
 def extra_files(images_root: Path, targets: list[ClassTarget]) -> int:
@@ -261,12 +281,14 @@ SETTING_WORDS = {"seed": "--seed", "sampler": "--sampler", "steps": "--steps", "
                  "strength": "--strength", "mode": "the source", "block_size": "the block size (--batch-size on a GPU)",
                  "device": "the device", "precision": "the precision", "model_sha256": "the run's model weights",
                  "filters": "the candidate filters (--reject-copies, --filter-confidence)",
-                 "sources_sha256": "the real images varied"}
+                 "sources_sha256": "the real images varied or translated", "translate_from": "--translate-from",
+                 "gamma": "--gamma"}
 
 
 def _in_words(key: str, value) -> str:
     if key == "mode":
-        return "variations of real images (--from-real)" if value == "from_real" else "images drawn from noise"
+        return {"from_real": "variations of real images (--from-real)", "translate": "translations of other classes' real images (--translate)"
+                }.get(value, "images drawn from noise")
     if key == "model_sha256":
         return "other weights" if value else "none"
     if key == "filters":

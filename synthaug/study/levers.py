@@ -84,8 +84,9 @@ def _apply(raw: dict, value: Value) -> None:
 def candidate(base: dict, values: list[Value], baseline_only: bool = False) -> tuple[Recipe | None, str | None]:
     """The base recipe with `values` applied in order, made consistent; or (None, why) when it has no arm to score.
 
-    Consistent: per-class generators sample without guidance (it needs a class-conditional model), and images
-    drawn from noise leave the real+replace arms out (they swap real images for variations of themselves).
+    Consistent: per-class generators sample without guidance (it needs a class-conditional model) and make no
+    translations, and images drawn from noise or translated leave the real+replace arms out (they swap real images
+    for variations of themselves).
     `baseline_only`: the arms without synthetic images alone (the classic lever tunes the baseline).
     """
     raw = copy.deepcopy(base)
@@ -93,6 +94,8 @@ def candidate(base: dict, values: list[Value], baseline_only: bool = False) -> t
         _apply(raw, value)
     if raw["model"]["conditioning"] == "per_class":
         raw["generate"]["guidance_scale"] = 1.0
+        if raw["generate"]["translate"]:
+            return None, "translations need a class_conditional generator; the chosen one is per_class"
     arms = raw["evaluate"]["arms"]
     if not raw["generate"]["from_real"]:
         arms = [a for a in arms if a not in REPLACE_ARMS]
@@ -110,8 +113,8 @@ def lever_skip_reason(lever: str, recipe: Recipe) -> str | None:
     """Why sweeping `lever` at these settings would change nothing (None: it applies)."""
     if lever in GENERATOR_LEVERS and recipe.evaluate.release is not None:
         return "changes the generator or its sampling; the synthetic set is another site's release (evaluate.release)"
-    if lever == "strength" and not recipe.generate.from_real:
-        return "applies to variations of the real images; the chosen source draws from noise"
+    if lever == "strength" and not (recipe.generate.from_real or recipe.generate.translate):
+        return "applies to variations or translations of the real images; the chosen source draws from noise"
     if lever == "balanced_batches" and recipe.model.conditioning != "class_conditional":
         return "applies to class_conditional generators; per_class models see one class each"
     if lever == "guidance_scale" and recipe.model.conditioning != "class_conditional":

@@ -53,8 +53,10 @@ def sweep(recipe: Recipe, out_dir: Path | None = None, force: bool = False, show
 
 
 def synthetic_folder(recipe: Recipe) -> str:
-    """The synthetic set of a candidate's generators, named by everything that decides its images."""
-    settings = json.dumps(recipe.generate.model_dump(mode="json"), sort_keys=True)
+    """The synthetic set of a candidate's generators, named by everything that decides its images (the translation
+    settings only when it translates, so that the sets named before translations existed keep their names)."""
+    unused = set() if recipe.generate.translate else {"translate", "translate_from", "gamma"}
+    settings = json.dumps(recipe.generate.model_dump(mode="json", exclude=unused), sort_keys=True)
     return f"synthetic-{hashlib.sha256(settings.encode()).hexdigest()[:10]}"
 
 
