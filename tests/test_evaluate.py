@@ -373,3 +373,29 @@ def test_soft_topup_arms_distil_the_balanced_real_arm_of_their_seed(tmp_path, mo
     assert [{k: v for k, v in p.items() if k != "loss"} for p in soft["curve"]] == [{k: v for k, v in p.items() if k != "loss"} for p in hard["curve"]]
     # the loss, sum of p x log q over the classes against the label's log q alone: equal to float rounding
     assert [p["loss"] for p in soft["curve"]] == pytest.approx([p["loss"] for p in hard["curve"]], rel=1e-6)
+
+
+def test_a_topup_on_the_sets_own_soft_labels_trains_on_them_and_one_hot_ones_reproduce_the_hard_arm(tmp_path):
+    """real+topup+set-soft: the top-up's synthetic images take the set's soft labels (a translated set's s^gamma /
+    1 - s^gamma in metadata.csv), never a teacher's; labels equal to the class asked for give the hard arm exactly."""
+    from test_regimes import tail_run
+
+    from synthaug.evaluation.regimes import Arm, soft_teacher_arm
+    from synthaug.storage.release import SOFT_PREFIX
+
+    assert soft_teacher_arm(Arm("real+topup+set-soft", None)) is None
+    assert Arm("real+topup+set-soft+balanced+classic", None).stream == "real+topup+balanced+classic"
+    run = tail_run(tmp_path, arms=["real+topup", "real+topup+set-soft"])
+    table = pd.read_csv(run / "synthetic" / "metadata.csv")
+    for k in range(3):
+        table[f"{SOFT_PREFIX}{k}"] = (table["label"] == k).astype(float)
+    table.to_csv(run / "synthetic" / "metadata.csv", index=False)
+    rows = {r["arm"]: r for r in evaluate([run], tmp_path / "one-hot", show_progress=False)["rows"]}
+    hard, soft = rows["real+topup"], rows["real+topup+set-soft"]
+    same = ("best_step", "val_acc", "val_auc", "test_acc", "test_pred")
+    assert soft["key"] != hard["key"] and {k: soft[k] for k in same} == {k: hard[k] for k in same}
+    for k in range(3):  # labels that say otherwise (half the target, half class 0) train another model
+        table[f"{SOFT_PREFIX}{k}"] = 0.5 * (table["label"] == k) + 0.5 * (k == 0)
+    table.to_csv(run / "synthetic" / "metadata.csv", index=False)
+    moved = {r["arm"]: r for r in evaluate([run], tmp_path / "half", show_progress=False)["rows"]}["real+topup+set-soft"]
+    assert moved["key"] != soft["key"] and moved["curve"] != soft["curve"]

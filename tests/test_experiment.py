@@ -53,6 +53,8 @@ def test_a_topup_draws_what_each_class_lacks_and_is_served_by_a_set_drawn_to_mor
     # A set drawn to 6 of every class holds the top-up as its first images: it serves, unchanged, with the same numbers.
     from synthaug.generation.generate import generate
     generate(run, per_class=6, out=run / "more", show_progress=False)
+    manifest = json.loads((run / "more" / "manifest.json").read_text())
+    assert "translate" not in manifest["recipe"]["generate"]  # recorded as before translations existed: older sets still match
     again = experiment(recipe, tmp_path / "b", show_progress=False, synthetic_folder="more")
     assert len(pd.read_csv(run / "more" / "metadata.csv")) == 12  # not rewritten to the smaller counts
     rows = {r["arm"]: r for r in first["rows"]}

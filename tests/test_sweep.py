@@ -297,4 +297,4 @@ def test_the_recommended_recipe_quotes_the_metric_of_its_verdict(tmp_path, breas
     answer = {"synthetic_arm": "real+topup+balanced+classic", "baseline_arm": "real+balanced+classic",
               "confirm": {"metric": "bacc", "verdict": "lower", "gain_bacc": gain, "gain_acc": {**gain, "mean": 0.01}}}
     header = sweep.recommended_yaml(recipe, [], answer).splitlines()[1]
-    assert "use real+balanced+classic; test balanced ACC -0.0700 [95 % CI -0.0900, -0.0500] over 5 subsets" in header
+    assert "use real+balanced+classic; test balanced ACC -7.0 points [-9.0, -5.0] (95 % CI) over 5 subsets" in header

@@ -47,7 +47,7 @@ def test_no_help_is_said_plainly_with_the_confirmation_and_the_classical_augment
     assert ("**Synthetic data does not help this set at this scale (no gain shown); use `real+classic`, the real images with "
             "classical augmentation (the sweep's `dihedral` setting, evaluate.classic: `{hflip: true, vflip: true, rot90: true, "
             "rotate_deg: 0.0, shift: 0.0, brightness: 0.0, contrast: 0.0}`).**") in text
-    assert "On 5 real subsets that no choice saw (`confirm/report.md`), test ACC 0.8300 against 0.8100: ΔACC -0.0100 [-0.0300, 0.0100]" in text
+    assert "On 5 real subsets that no choice saw (`confirm/report.md`), test ACC 0.8300 against 0.8100: ΔACC -1.0 points [-3.0, +1.0]" in text
     assert "On val (the data that made every choice, so optimistic)" in text
     assert "```yaml\nname: blood\n```" in text
 
@@ -55,11 +55,11 @@ def test_no_help_is_said_plainly_with_the_confirmation_and_the_classical_augment
 def test_helps_needs_the_lower_bound_above_0_on_enough_unseen_subsets():
     helps = render_sweep_markdown(summary(answer("higher")), "name: blood\n")
     assert "**Use `real+replace+classic p0.5` with the settings below: it helps.**" in helps and "does not help" not in helps
-    assert "ΔACC +0.0200 [0.0050, 0.0350] over 5 subset(s) (the interval includes the test set's own sampling noise)" in helps
-    assert "ΔAUC -0.0100 [-0.0300, 0.0100] over 3 subset(s)." in helps  # rows without AUC terms: nothing said of the test set
+    assert "ΔACC +2.0 points [+0.5, +3.5] over 5 subset(s) (the interval includes the test set's own sampling noise)" in helps
+    assert "ΔAUC -1.0 points [-3.0, +1.0] over 3 subset(s)." in helps  # rows without AUC terms: nothing said of the test set
     check = answer("higher")
     check["confirm"]["gain_auc"] = {**GAIN, "test_noise": True}
-    assert "ΔAUC -0.0100 [-0.0300, 0.0100] over 3 subset(s) (the interval includes the test set's own sampling noise)." in render_sweep_markdown(summary(check))
+    assert "ΔAUC -1.0 points [-3.0, +1.0] over 3 subset(s) (the interval includes the test set's own sampling noise)." in render_sweep_markdown(summary(check))
     few = render_sweep_markdown(summary(answer("too few units")))
     assert "**Too few independent subsets to tell whether synthetic data helps" in few and "it helps.**" not in few
     unconfirmed = render_sweep_markdown(summary(answer(None)))

@@ -15,6 +15,13 @@ def significant(value, digits: int = 4) -> str:
     return "n/a" if value is None else f"{value:.{digits}g}"
 
 
+def gain_points(mean: float, lo: float, hi: float) -> str:
+    """A gain (a difference of two scores in [0, 1]) in points with its 95 % interval: `+1.2 points [+0.3, +2.1]`;
+    without bounds (one subset) `+1.2 points [no interval]`."""
+    interval = "no interval" if lo is None or math.isnan(lo) else f"{100 * lo:+.1f}, {100 * hi:+.1f}"
+    return f"{100 * mean:+.1f} points [{interval}]"
+
+
 def percent(value) -> str:
     return "n/a" if value is None else f"{100 * value:.2f} %"
 

@@ -182,9 +182,9 @@ class Arm:
 
     @property
     def stream(self) -> str:
-        """The name its batches are seeded by: its own; a soft top-up arm's is its hard-label arm's, so that the two draw
-        the same batches and differ by their synthetic images' targets alone."""
-        return self.name.replace("+soft", "") if soft_teacher_arm(self) is not None else self.name
+        """The name its batches are seeded by: its own; a soft top-up arm's (teacher or set labels) is its hard-label
+        arm's, so that the two draw the same batches and differ by their synthetic images' targets alone."""
+        return self.name.replace("+set-soft", "").replace("+soft", "") if self.spec.soft and self.topup else self.name
 
     @property
     def crt(self) -> bool:
@@ -293,7 +293,7 @@ def teacher_arm(arm: Arm) -> Arm:
 def soft_teacher_arm(arm: Arm) -> Arm | None:
     """The arm whose classifier gives a real+topup+soft arm's synthetic images their targets: the class-balanced real
     arm of the same seed and augmentation (the strongest re-balancing in the long-tailed study). None for other arms."""
-    return Arm("real+balanced+classic" if arm.classic else "real+balanced", None) if arm.soft and arm.topup else None
+    return Arm("real+balanced+classic" if arm.classic else "real+balanced", None) if arm.spec.soft == "teacher" else None
 
 
 def crt_base(arm: Arm) -> Arm:

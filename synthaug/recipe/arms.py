@@ -18,6 +18,8 @@ one entry here, plus a builder only when its data is of a new kind.
     real+topup[+S][+crt][+classic]   real images plus synthetic ones of each class up to evaluate.top_up in all
     real+topup+soft[+balanced][+classic]  the top-up's synthetic images labelled by the probabilities of an in-task
                                      teacher, the real+balanced[+classic] arm's classifier of the same seed
+    real+topup+set-soft[+balanced][+classic]  the top-up's synthetic images labelled by the set's own soft labels (a
+                                     translated set's s^gamma / 1 - s^gamma, generate --translate; a release's teacher)
     pretrain[+soft][+classic]        the whole synthetic set first (evaluate.pretrain_steps, chosen on val), then
                                      fine-tuned on the real images (evaluate.finetune_lr)
     model-sharing[+classic]          (reference, data.site side B) site A's classifier fine-tuned on B's real images
@@ -92,6 +94,8 @@ _SPECS: list[ArmSpec] = [
     *_with_classic("real+synthetic+crt", data="real", uses_synthetic="ratio", first_stage="base", expand="ratios"),
     *_with_classic("real+topup+soft", data="topup", uses_synthetic="topup", soft="teacher"),
     *_with_classic("real+topup+soft+balanced", data="topup", uses_synthetic="topup", soft="teacher", rebalance="balanced"),
+    *_with_classic("real+topup+set-soft", data="topup", uses_synthetic="topup", soft="set"),
+    *_with_classic("real+topup+set-soft+balanced", data="topup", uses_synthetic="topup", soft="set", rebalance="balanced"),
 ]
 ARM_REGISTRY: dict[str, ArmSpec] = {spec.name: spec for spec in _SPECS}
 ARMS = tuple(ARM_REGISTRY)

@@ -279,6 +279,12 @@ class GenerateConfig(_Strict):
     translate_from: Literal["larger", "other"] = "larger"
     gamma: float = Field(0.8, gt=0)
 
+    def as_recorded(self) -> dict:
+        """The settings a set's manifest records and `experiment` matches a set by: without the translation fields when
+        not translating, so that a set drawn before translations existed still matches its recipe (and is reused)."""
+        raw = self.model_dump(mode="json")
+        return raw if self.translate else {k: v for k, v in raw.items() if k not in ("translate", "translate_from", "gamma")}
+
     @model_validator(mode="after")
     def _strength(self):
         # A variation at strength 1 would ignore its source; a translation at 1 is a pure sample of its class, labelled wholly so.

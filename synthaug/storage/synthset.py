@@ -354,7 +354,7 @@ def new_manifest(run: Run, targets: list[ClassTarget], settings: GenerateConfig,
         },
         "total": sum(t.count for t in targets),
         "npz": npz_path.name if npz_path else None,
-        "recipe": {**run.recipe.model_dump(mode="json"), "generate": settings.model_dump(mode="json")},
+        "recipe": {**run.recipe.model_dump(mode="json"), "generate": settings.as_recorded()},
         "versions": package_versions(),
         "determinism": DETERMINISM_NOTE[device.type],
     }

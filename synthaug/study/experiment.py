@@ -83,7 +83,7 @@ def set_server(recipe: Recipe, amount: dict):
     the first ones, so a set drawn to 200 of every class holds exactly the top-up to 200 as its first images.
     `more`: only such a larger set serves. The run's models are hashed once, whatever the number of folders tested."""
     run = open_run(recipe)
-    wanted = resolve_settings(recipe.generate, recipe.diffusion.num_train_timesteps).model_dump(mode="json")
+    wanted = resolve_settings(recipe.generate, recipe.diffusion.num_train_timesteps).as_recorded()
     counts = {str(t.class_idx): t.count for t in class_targets(run, amount.get("per_class"), amount.get("ratio"), amount.get("balance", False),
                                                                None, amount.get("per_real"))}
     at_least = bool(amount.get("balance"))

@@ -21,6 +21,7 @@ from pathlib import Path
 import yaml
 
 from synthaug.core.errors import UserError
+from synthaug.core.formatting import gain_points
 from synthaug.evaluation.evaluate import check_one_process
 from synthaug.study.experiment import experiment, regime_recipes
 from synthaug.storage.files import FolderLock, atomic_write_bytes, atomic_write_json, atomic_write_text, read_json
@@ -219,7 +220,7 @@ class _Sweep:
         else:
             metric = check.get("metric", "acc")  # the verdict's metric: balanced ACC when the choices were made on it
             g = check[f"gain_{metric}"]
-            numbers = (f"test {HEADLINE_NAMES[metric]} {g['mean']:+.4f} [95 % CI {g['lo']:+.4f}, {g['hi']:+.4f}] over {g['units']} subsets no choice saw "
+            numbers = (f"test {HEADLINE_NAMES[metric]} {gain_points(g['mean'], g['lo'], g['hi'])} (95 % CI) over {g['units']} subsets no choice saw "
                        f"({answer['synthetic_arm']} vs {answer['baseline_arm']}" + (f", {check['regime']}, the weakest of {len(check['regimes'])} regimes"
                                                                    if len(check.get("regimes", [])) > 1 else "") + ")")
             verdict = {"higher": f"Use {answer['synthetic_arm']}: {numbers}.",

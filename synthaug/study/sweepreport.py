@@ -7,13 +7,13 @@ import yaml
 from matplotlib.figure import Figure
 
 from synthaug.core.figures import figure_png
-from synthaug.core.formatting import fixed
+from synthaug.core.formatting import fixed, gain_points
 from synthaug.evaluation.summary import HEADLINE_NAMES
 
 
 def _interval(gain: dict) -> str:
-    """A mean difference with its 95 % interval and its number of independent subsets: {mean, lo, hi, units}."""
-    return f"{gain['mean']:+.4f} [{fixed(gain['lo'], 4)}, {fixed(gain['hi'], 4)}] over {gain['units']} subset(s)"
+    """A mean difference in points with its 95 % interval and its number of independent subsets: {mean, lo, hi, units}."""
+    return f"{gain_points(gain['mean'], gain['lo'], gain['hi'])} over {gain['units']} subset(s)"
 
 
 def classical_choice(answer: dict) -> str:
