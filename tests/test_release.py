@@ -109,6 +109,10 @@ def test_b_reads_a_release_by_class_name_and_refuses_changed_or_missing_files(si
     assert np.allclose(got.soft_labels[got.images.labels == 0, 0], table.loc[table["label"] == 1, "soft_1"].to_numpy(), atol=1e-6)
     with pytest.raises(UserError, match=r"has class 'malignant', which this data does not name"):
         read_release(out, ["benign", "normal"], [0, 1], BLOB_SIZE, 1)
+    with pytest.raises(UserError, match=rf"^\S+\.png: {BLOB_SIZE}x{BLOB_SIZE} pixels, expected {2 * BLOB_SIZE}x{2 * BLOB_SIZE} like this data's"):
+        read_release(out, BLOB_NAMES, [0, 1], 2 * BLOB_SIZE, 1)  # B's data at another size: one line, never a stack trace
+    with pytest.raises(UserError, match=r"image mode L, expected RGB, 3 channels like this data's images \(use a release made at"):
+        read_release(out, BLOB_NAMES, [0, 1], BLOB_SIZE, 3)
     first = out / table["file_name"].iloc[0]
     first.write_bytes(first.read_bytes() + b"x")
     with pytest.raises(UserError, match="SHA-256 differs"):

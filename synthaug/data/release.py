@@ -11,7 +11,7 @@ from PIL import Image, UnidentifiedImageError
 
 from synthaug.core.errors import UserError
 from synthaug.data.images import ImageSet
-from synthaug.data.synthetic import SyntheticImages
+from synthaug.data.synthetic import SyntheticImages, checked_pixels
 from synthaug.storage.release import SOFT_PREFIX, ReleaseDir
 
 
@@ -60,8 +60,4 @@ def _pixels(path: Path, size: int, channels: int) -> np.ndarray:
             image.load()
     except (UnidentifiedImageError, OSError) as exc:
         raise UserError(f"{path}: not a readable image ({type(exc).__name__})") from None
-    if image.size != (size, size) or image.mode != ("L" if channels == 1 else "RGB"):
-        raise UserError(f"{path}: {image.size[0]}x{image.size[1]} {image.mode}, this data's images are {size}x{size} "
-                        f"{'grayscale' if channels == 1 else 'RGB'}; use a release made at this data's size and channels")
-    pixels = np.asarray(image)
-    return pixels[..., None] if channels == 1 else pixels
+    return checked_pixels(image, path, size, channels, like="like this data's images (use a release made at its size and channels)")

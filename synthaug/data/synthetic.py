@@ -328,19 +328,20 @@ def read_synthetic(folder: str | Path, run: Run, show_progress: bool = True) -> 
     if unseen:
         raise UserError(f"{folder / 'metadata.csv'}: source_index {unseen[:5]} are not real images the run trained on")
     reading = tqdm(range(len(synthetic)), desc="read synthetic", leave=False, disable=not show_progress or len(synthetic) < 2000)
-    images = np.stack([_pixels(synthetic.image(i), synthetic.files[i], info.size, info.channels) for i in reading])
+    images = np.stack([checked_pixels(synthetic.image(i), synthetic.files[i], info.size, info.channels) for i in reading])
     order = synthetic.set_order()
     files = [synthetic.files[i].relative_to(folder).as_posix() for i in order]
     soft = None if synthetic.soft_labels is None else synthetic.soft_labels[order]
     return SyntheticImages(ImageSet(images[order], synthetic.labels[order], list(info.class_names)), files, synthetic.source_index[order], soft)
 
 
-def _pixels(image: Image.Image, path: Path, size: int, channels: int) -> np.ndarray:
-    """A synthetic PIL image as uint8 (H, W, C), refused unless its size and channels are the run's."""
+def checked_pixels(image: Image.Image, path: Path, size: int, channels: int, like: str = "like the run's training images") -> np.ndarray:
+    """A synthetic PIL image as uint8 (H, W, C), refused in one line unless its size and channels are `size` and
+    `channels` (`like`: what they must match, said in the message)."""
     if image.size != (size, size):
-        raise UserError(f"{path}: {image.size[0]}x{image.size[1]} pixels, expected {size}x{size} like the run's training images")
+        raise UserError(f"{path}: {image.size[0]}x{image.size[1]} pixels, expected {size}x{size} {like}")
     if image.mode != ("L" if channels == 1 else "RGB"):
         expected = "grayscale (L), 1 channel" if channels == 1 else "RGB, 3 channels"
-        raise UserError(f"{path}: image mode {image.mode}, expected {expected} like the run's training images")
+        raise UserError(f"{path}: image mode {image.mode}, expected {expected} {like}")
     pixels = np.asarray(image)
     return pixels[..., None] if channels == 1 else pixels
