@@ -34,6 +34,14 @@ def points(g: dict) -> str:
     return f"{100 * g['mean']:+.1f} [{100 * g['lo']:+.1f}, {100 * g['hi']:+.1f}]"
 
 
+def regime_arms(results: dict, rows: pd.DataFrame):
+    """Per regime: (regime, its rows by arm, B's best real-only arm, the release arm val chose): val picks, test only scores."""
+    for regime, group in rows.groupby("regime", sort=False):
+        arms = {a: g for a, g in group.groupby("arm", sort=False)}
+        chosen = max((a for a in arms if not is_non_synthetic(a) and not is_reference(a)), key=lambda a: arms[a]["val_acc"].mean())
+        yield regime, arms, results["best_baseline"][regime]["arm"], chosen
+
+
 def table(path: str) -> list[str]:
     results = json.load(open(path))
     rows, labels = pd.DataFrame(results["rows"]), np.asarray(results["data"]["test_labels"])
@@ -45,12 +53,8 @@ def table(path: str) -> list[str]:
                   f"label fidelity {100 * (audit.get('label_fidelity') or float('nan')):.1f} % (real val "
                   f"{100 * (audit.get('label_fidelity_real_val') or float('nan')):.1f} %), near-copies {100 * audit['flagged_fraction']:.2f} % "
                   f"(real val {100 * audit['real_val_over_threshold']:.2f} %)", ""]
-    for regime, group in rows.groupby("regime", sort=False):
-        arms = {a: g for a, g in group.groupby("arm", sort=False)}
-        best = results["best_baseline"][regime]["arm"]
-        release_arms = [a for a in arms if not is_non_synthetic(a) and not is_reference(a)]
-        chosen = max(release_arms, key=lambda a: arms[a]["val_acc"].mean())  # val picks, test only scores
-        units = group.groupby(UNIT).ngroups
+    for regime, arms, best, chosen in regime_arms(results, rows):
+        units = rows[rows["regime"] == regime].groupby(UNIT).ngroups
         lines += [f"### {regime} ({units} subsets of B; best real-only arm on val: `{best}`)", "",
                   "| arm | test ACC | vs best real-only, points [95 % CI] |", "|---|---|---|"]
         for arm, g in arms.items():
@@ -85,10 +89,7 @@ def scale_rows(paths: list[str]) -> list[str]:
         privacy = release.get("privacy")
         epsilon = "∞" if not privacy else f"{privacy.get('epsilon_spent') or privacy['epsilon']:.3g} (δ {privacy['delta']:.0e})"
         cells = []
-        for regime, group in rows.groupby("regime", sort=False):
-            arms = {a: g for a, g in group.groupby("arm", sort=False)}
-            best = results["best_baseline"][regime]["arm"]
-            chosen = max((a for a in arms if not is_non_synthetic(a) and not is_reference(a)), key=lambda a: arms[a]["val_acc"].mean())
+        for regime, arms, best, chosen in regime_arms(results, rows):
             gain = paired_gain(arms[chosen], arms[best], "test_acc", labels)
             share = (f"{100 * gain['mean'] / paired_gain(arms[CEILING], arms[best], 'test_acc', labels)['mean']:.0f} %"
                      if CEILING in arms else "—")
