@@ -16,12 +16,12 @@ the per-subset shares beside it.
 from __future__ import annotations
 
 import json
-import re
 import sys
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import yaml
 
 from synthaug.evaluation.intervals import t_interval
 from synthaug.evaluation.regimes import is_non_synthetic, is_reference
@@ -98,15 +98,18 @@ def scale_rows(paths: list[str]) -> list[str]:
             header = [f"{r}: gain, points [95 % CI] (arm chosen on val) | {r}: share of ceiling" for r, _, _ in cells]
             lines += ["| A's generator | images seen | ε | FD | label fidelity | " + " | ".join(header) + " |",
                       "|---|---|---|---|---|" + "---|---|" * len(cells)]
-        lines.append(f"| {first.get('generator', '?')} | {_images_seen(first.get('generator', ''))} | {epsilon} | "
+        lines.append(f"| {first.get('generator', '?')} | {_images_seen(manifest.parent / 'recipe.yaml')} | {epsilon} | "
                      f"{audit.get('fd_synthetic', float('nan')):.2f} | {100 * (audit.get('label_fidelity') or float('nan')):.0f} % | "
                      + " | ".join(f"{g} | {s}" for _, g, s in cells) + " |")
     return lines
 
 
-def _images_seen(generator: str) -> str:
-    found = re.search(r"(\d+) steps x batch (\d+)", generator)
-    return f"{int(found[1]) * int(found[2]):,}" if found else "?"
+def _images_seen(recipe: Path) -> str:
+    """The images A's generator trained on (steps x batch x accumulation), from the recipe the release carries."""
+    if not recipe.is_file():
+        return "?"
+    train = yaml.safe_load(recipe.read_text()).get("train", {})
+    return f"{train['steps'] * train['batch_size'] * train.get('gradient_accumulation_steps', 1):,}"
 
 
 if __name__ == "__main__":

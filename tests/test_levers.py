@@ -66,6 +66,25 @@ def test_a_candidate_applies_values_in_order_and_is_made_consistent(base):
     assert generator_name(base, base) == "blood"
 
 
+def test_arms_on_the_sets_own_soft_labels_are_left_out_where_the_set_has_none(tiny_recipe):
+    # variations and images drawn from noise carry no soft labels: a set-soft arm there would fail after hours of
+    # drawing; translations carry them (s^gamma / 1 - s^gamma), so the same arm is kept
+    base = base_dict(tiny_recipe("blood", model={"conditioning": "class_conditional"}, generate={"from_real": True},
+                                 evaluate={"arms": ["real+balanced", "real+topup+balanced", "real+topup+set-soft+balanced"]}))
+    config = SweepConfig.model_validate({"order": ["source", "usage"],
+                                         "source": {"var": {"from_real": True}, "tr": {"from_real": False, "translate": True}},
+                                         "usage": {"set-soft": {"arms": ["real+topup+set-soft+balanced"]}}})
+    var, tr = lever_values(config, "source")
+    recipe, _ = candidate(base, [var])
+    assert "real+topup+set-soft+balanced" not in recipe.evaluate.arms and "real+topup+balanced" in recipe.evaluate.arms
+    recipe, _ = candidate(base, [tr])
+    assert recipe.evaluate.arms[-2:] == ["real+topup+balanced", "real+topup+set-soft+balanced"]
+    (soft,) = lever_values(config, "usage")
+    recipe, why = candidate(base, [var, soft])
+    assert recipe is None and "soft labels need a set that has them" in why
+    assert candidate(base, [tr, soft])[0].evaluate.arms[-1] == "real+topup+set-soft+balanced"
+
+
 def test_a_value_that_makes_a_bad_recipe_names_the_lever(base):
     bad = Value("usage", "p2", SweepConfig.model_validate({"order": ["usage"], "usage": {"p2": {"arms": ["real+replace"], "replace_p": [2]}}}).usage["p2"])
     with pytest.raises(UserError, match=r"sweep.usage 'p2': evaluate.replace_p: probabilities in \(0, 1\]"):

@@ -159,6 +159,16 @@ def test_confirmation_subsets_are_new_seeds_at_each_size_and_never_a_selection_s
     assert not (tmp_path / "bad").exists()
 
 
+def test_the_confirmation_takes_its_own_classifier_seeds(tmp_path, breast_root):
+    from synthaug.study.sweep import confirm_recipe
+
+    path = write_recipe(tmp_path, breast_root)
+    assert confirm_recipe(load_recipe(path)).evaluate.seeds == load_recipe(path).evaluate.seeds  # default: evaluate.seeds
+    recipe = load_recipe(path, ["sweep.confirm_seeds=[0, 1, 2]"])
+    assert confirm_recipe(recipe).evaluate.seeds == [0, 1, 2] and recipe.evaluate.seeds != [0, 1, 2]
+    assert main(["sweep", str(path), "--set", "sweep.confirm_seeds=[1, 1]", "--out", str(tmp_path / "o"), "--no-progress"]) == 2
+
+
 def test_levers_that_only_sample_or_only_use_never_refit(tmp_path, breast_root, counted):
     """guidance (sampling) and classic (the baseline's augmentation) at two values each: one generator, classic draws nothing."""
     recipe = write_recipe(tmp_path, breast_root, order=["classic", "guidance_scale"], usage=None, strength=None,

@@ -187,14 +187,19 @@ def sigint_at_line(n: int):
         sys.settrace(None)
 
 
+# The SIGINT handler the suite started with, read at collection: a process that a non-interactive shell starts in the
+# background (as a CI runner may start pytest) has SIGINT ignored from its start, and Python then installs no handler.
+STARTUP_SIGINT = signal.getsignal(signal.SIGINT)
+
+
 @pytest.fixture
 def python_sigint_handler():
-    """Python's own SIGINT handler for the test, as in a fresh `synthaug fit` process: fit notes a Ctrl-C only where that
-    handler is in place (it leaves an application's own handler alone), and in the full suite an earlier test or library
-    can leave another one installed (seen in CI; said below so that the culprit can be found)."""
+    """Python's own SIGINT handler for the test, as in a `synthaug fit` started from a terminal: fit notes a Ctrl-C only
+    where that handler is in place (it leaves an application's own handler alone, and an ignored SIGINT ignored). Warns
+    when an earlier test changed the handler the suite started with."""
     previous = signal.getsignal(signal.SIGINT)
-    if previous is not signal.default_int_handler:
-        warnings.warn(f"SIGINT handler left by an earlier test: {previous!r}; Python's own installed for this test")
+    if previous != STARTUP_SIGINT:
+        warnings.warn(f"SIGINT handler left by an earlier test: {previous!r} (the suite started with {STARTUP_SIGINT!r})")
     signal.signal(signal.SIGINT, signal.default_int_handler)
     yield
     signal.signal(signal.SIGINT, previous)

@@ -500,6 +500,9 @@ class SweepConfig(_Strict):
     # The real subsets of the one test comparison, none of them seen by a choice; default: CONFIRM_UNITS new subset
     # seeds (after the largest of evaluate.regimes) at each size of evaluate.regimes.
     confirm: list[SubsetConfig] | None = Field(None, min_length=1)
+    # The classifier seeds of that comparison (default: evaluate.seeds). More seeds there than while choosing narrow the
+    # verdict's interval (each subset's seeds are averaged; the subset stays the unit) at the cost of one test look only.
+    confirm_seeds: list[int] | None = Field(None, min_length=1)
 
     @model_validator(mode="before")
     @classmethod
@@ -526,6 +529,8 @@ class SweepConfig(_Strict):
                 raise ValueError(f"{lever}: listed in sweep.order but given no values")
             if isinstance(values, list) and len({repr(v) for v in values}) != len(values):
                 raise ValueError(f"{lever}: has repeated entries {values}")
+        if self.confirm_seeds is not None and len(set(self.confirm_seeds)) != len(self.confirm_seeds):
+            raise ValueError(f"confirm_seeds: has repeated entries {self.confirm_seeds}")
         if any(not 1 <= len(s) <= 2 or s != sorted(s) or not 0 < s[0] <= s[-1] < 1 for s in self.strength or []):
             raise ValueError(f"strength: each value one number or [LO, HI] with 0 < LO <= HI < 1, got {self.strength}")
         return self

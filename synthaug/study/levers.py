@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import pandas as pd
 
 from synthaug.core.errors import UserError
-from synthaug.recipe.arms import USAGE_ARMS
+from synthaug.recipe.arms import USAGE_ARMS, arm_spec
 from synthaug.recipe.sections import GENERATOR_LEVERS, SweepConfig
 from synthaug.recipe.recipe import Recipe, recipe_from_dict
 from synthaug.evaluation.regimes import PLAIN_BASELINES
@@ -85,8 +85,9 @@ def candidate(base: dict, values: list[Value], baseline_only: bool = False) -> t
     """The base recipe with `values` applied in order, made consistent; or (None, why) when it has no arm to score.
 
     Consistent: per-class generators sample without guidance (it needs a class-conditional model) and make no
-    translations, and images drawn from noise or translated leave the real+replace arms out (they swap real images
-    for variations of themselves).
+    translations, images drawn from noise or translated leave the real+replace arms out (they swap real images
+    for variations of themselves), and a set without soft labels of its own (noise or variations; not a translation or
+    a release) leaves out the arms trained on them (set-soft, +soft of real+synthetic and pretrain).
     `baseline_only`: the arms without synthetic images alone (the classic lever tunes the baseline).
     """
     raw = copy.deepcopy(base)
@@ -99,10 +100,13 @@ def candidate(base: dict, values: list[Value], baseline_only: bool = False) -> t
     arms = raw["evaluate"]["arms"]
     if not raw["generate"]["from_real"]:
         arms = [a for a in arms if a not in REPLACE_ARMS]
+    if not raw["generate"]["translate"] and raw["evaluate"]["release"] is None:
+        arms = [a for a in arms if arm_spec(a).soft != "set"]
     if baseline_only:
         arms = [a for a in arms if a not in USAGE_ARMS]
     elif not any(a in USAGE_ARMS for a in arms):
-        return None, "no arm left that uses synthetic images (the real+replace arms need variations: a source with from_real)"
+        return None, ("no arm left that uses synthetic images (the real+replace arms need variations: a source with from_real; "
+                      "the arms on the set's own soft labels need a set that has them: translations, or a release)")
     raw["evaluate"]["arms"] = arms
     raw["name"] = generator_name(base, raw)
     where = ", ".join(f"sweep.{v.lever} {v.name!r}" for v in values) or "sweep"

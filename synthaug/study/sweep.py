@@ -91,9 +91,12 @@ def confirm_subsets(recipe: Recipe) -> list[SubsetConfig]:
 
 
 def confirm_recipe(final: Recipe) -> Recipe:
-    """The chosen settings on the confirmation subsets (the same generator recipe, new subsets: new generators)."""
+    """The chosen settings on the confirmation subsets (the same generator recipe, new subsets: new generators), with
+    the classifier seeds of `sweep.confirm_seeds` where given."""
     raw = final.model_dump(mode="json")
     raw["evaluate"]["regimes"] = [s.model_dump(mode="json") for s in confirm_subsets(final)]
+    if final.sweep.confirm_seeds:
+        raw["evaluate"]["seeds"] = list(final.sweep.confirm_seeds)
     return recipe_from_dict(raw, f"{final.name} confirmation")
 
 
