@@ -54,7 +54,7 @@ def table(path: str) -> list[str]:
                   f"{100 * (audit.get('label_fidelity_real_val') or float('nan')):.1f} %), near-copies {100 * audit['flagged_fraction']:.2f} % "
                   f"(real val {100 * audit['real_val_over_threshold']:.2f} %)", ""]
     for regime, arms, best, chosen in regime_arms(results, rows):
-        units = rows[rows["regime"] == regime].groupby(UNIT).ngroups
+        units = pd.concat(arms.values()).groupby(UNIT).ngroups
         lines += [f"### {regime} ({units} subsets of B; best real-only arm on val: `{best}`)", "",
                   "| arm | test ACC | vs best real-only, points [95 % CI] |", "|---|---|---|"]
         for arm, g in arms.items():
