@@ -212,6 +212,21 @@ def test_confirm_judges_each_regime_on_its_own_gain_and_scores():
     assert answer["acc_baseline"] == pytest.approx(0.85) and answer["gain_acc"]["mean"] == pytest.approx(-0.001)  # one regime's numbers
 
 
+def test_confirm_carries_the_rare_class_recall_gain_of_long_tailed_subsets():
+    from synthaug.evaluation.summary import summarise
+    from synthaug.recipe.sections import EvaluateConfig
+
+    confirm_rows = [{"regime": "lt60", "subset_seed": subset + 5, "seed": 0, "arm": a, "kind": a, "n_real_used": 80,
+                     "n_synthetic": 0, "steps": 5, "val_acc": 0.8, "val_auc": 0.9, "val_bacc": 0.7, "test_acc": 0.8, "test_auc": 0.9,
+                     "test_bacc": 0.7 + g, "test_rare_recall": 0.5 + 2 * g}
+                    for subset in range(5) for a, g in (("real+balanced", 0.0), ("real+topup+balanced", 0.01 * subset))]
+    cfg = EvaluateConfig(select_on="bacc")
+    results = {**summarise(confirm_rows, cfg), "config": cfg.model_dump(mode="json")}  # as evaluate writes it
+    answer = confirm(results, "real+topup+balanced", "real+balanced")
+    assert answer["metric"] == "bacc" and answer["gain_bacc"]["mean"] == pytest.approx(0.02)
+    assert answer["gain_rare_recall"]["mean"] == pytest.approx(0.04) and answer["gain_rare_recall"]["units"] == 5
+
+
 def test_a_choice_on_val_refuses_arms_without_a_val_score():
     """Arms cached before balanced metrics have no val balanced ACC: a nan must neither win nor lose a choice."""
     results = [{**r, "val_bacc": float("nan") if r["arm"] == "real" else r["val_acc"]}

@@ -168,6 +168,21 @@ def test_selecting_on_balanced_accuracy_reports_its_gains_and_verdict():
     assert "ΔBACC covers the subsets only, **not** the test set's own sampling noise (these rows keep no per-image predictions)" in note
 
 
+def test_rare_class_recall_gains_only_where_the_subsets_have_rare_classes():
+    """A long-tailed top-up is judged on its rare classes too (the long-tail study's second target); balanced subsets,
+    whose rows have no rare classes (nan), get no such gain rather than a column of nans."""
+    def lt(arm, subset, rare):
+        return {**row(arm, 0, 0.5, 0.8, subset=subset), "val_bacc": 0.5, "test_bacc": 0.7, "test_rare_recall": rare}
+
+    rows = [r for subset in range(5) for r in (lt("real+balanced", subset, 0.60), lt("real+topup+balanced", subset, 0.70 + 0.01 * subset))]
+    cfg = EvaluateConfig(**{**TINY_EVAL, "select_on": "bacc"})
+    gain = next(g for g in summarise(rows, cfg)["gains"] if g.get("best_baseline"))
+    assert gain["drare_recall"] == pytest.approx(0.12) and gain["drare_recall_verdict"] == "higher"
+    assert gain["drare_recall_test_noise"] is False  # no per-image terms: the subsets only
+    balanced = [{**r, "test_rare_recall": float("nan")} for r in rows]
+    assert "drare_recall" not in next(g for g in summarise(balanced, cfg)["gains"] if g.get("best_baseline"))
+
+
 def test_the_verdicts_accuracy_is_named_as_one():
     from synthaug.evaluation.summary import verdict_accuracy
 

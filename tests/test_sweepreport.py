@@ -69,3 +69,10 @@ def test_helps_needs_the_lower_bound_above_0_on_enough_unseen_subsets():
 def test_the_plot_has_a_panel_per_swept_lever():
     assert val_by_lever_png(summary(None)["levers"], "acc")[:8] == b"\x89PNG\r\n\x1a\n"
     assert val_by_lever_png([], "acc")[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_a_long_tailed_confirmation_states_the_rare_class_recall_gain_beside_the_headline():
+    check = answer("higher")
+    check["confirm"]["gain_rare_recall"] = {**GAIN, "mean": 0.12, "lo": 0.04, "hi": 0.20, "units": 5}
+    text = render_sweep_markdown(summary(check), "name: blood\n")
+    assert "ΔAUC -1.0 points [-3.0, +1.0] over 3 subset(s), Δrare-class recall +12.0 points [+4.0, +20.0] over 5 subset(s)." in text

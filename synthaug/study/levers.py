@@ -203,7 +203,7 @@ def confirm(results: dict, synthetic: str, baseline: str) -> dict:
     confirmation helps when every regime does, and its top-level fields are those of the weakest regime."""
     summary = {(s["regime"], s["arm"]): s for s in results["summary"]}
     metric = verdict_accuracy(results.get("config", {}).get("select_on", "acc"))
-    metrics = dict.fromkeys([metric, "acc", "auc"])
+    metrics = dict.fromkeys([metric, "acc", "auc", "rare_recall"])  # rare-class recall where the subsets have rare classes
     checks = []
     for entry in (g for g in results["gains"] if g["arm"] == synthetic and g["vs"] == baseline):
         mine, theirs = summary[entry["regime"], synthetic], summary[entry["regime"], baseline]

@@ -64,7 +64,8 @@ def _answer_lines(answer: dict, metric: str, recipe_yaml: str | None) -> list[st
         test = (f"On {headline['units']} real subsets that no choice saw (`{answer['confirm_report']}`), test {name} "
                 f"{check.get('score', check['acc']):.4f} against {check.get('score_baseline', check['acc_baseline']):.4f}: "
                 f"Δ{name} {_interval(headline)}{_test_noise(headline)}, "
-                f"ΔAUC {_interval(check['gain_auc'])}{_test_noise(check['gain_auc'])}.")
+                f"ΔAUC {_interval(check['gain_auc'])}{_test_noise(check['gain_auc'])}"
+                + (f", Δrare-class recall {_interval(check['gain_rare_recall'])}" if "gain_rare_recall" in check else "") + ".")
         head = {"higher": f"**Use `{answer['synthetic_arm']}` with the settings below: it helps.**",
                 "lower": f"**Synthetic data does not help this set at this scale (it costs accuracy); use {classical_choice(answer)}.**",
                 "no difference shown": f"**Synthetic data does not help this set at this scale (no gain shown); use {classical_choice(answer)}.**",
