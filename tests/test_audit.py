@@ -235,3 +235,21 @@ def test_copies_of_unlabeled_pool_images_are_flagged_apart(tmp_path):
     assert pool["pool_images"] == 40 and pool["flagged"] == 3
     assert report["memorization"]["overall"]["flagged"] == 0  # not copies of the labelled images
     assert "## Copies of unlabeled pool images" in (folder / "audit.md").read_text()
+
+
+def test_the_similarity_figure_draws_a_class_without_synthetic_images_without_a_warning():
+    """A top-up set leaves its largest classes out; their panels say so instead of dividing an empty density by zero."""
+    import warnings
+    from types import SimpleNamespace
+
+    from synthaug.auditing.plots import similarity_png
+
+    rng = np.random.default_rng(0)
+    data = SimpleNamespace(classes=[0, 1], class_names=["rare", "head"], test=SimpleNamespace(labels=np.array([0, 0, 1, 1] * 5)))
+    synthetic = SimpleNamespace(labels=np.zeros(12, dtype=int))  # class 1 ("head") has none
+    nearest = {"synthetic": SimpleNamespace(correlation=rng.uniform(0.5, 0.9, 12)), "test": SimpleNamespace(correlation=rng.uniform(0.5, 0.9, 20))}
+    feature_nn = {"synthetic": rng.uniform(0, 1, 12), "test": rng.uniform(0, 1, 20)}
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        png = similarity_png(data, synthetic, nearest, feature_nn, {0: 0.8, 1: 0.8})
+    assert png[:8] == b"\x89PNG\r\n\x1a\n"
