@@ -2,6 +2,11 @@
 `synthaug audit --run RUN --synthetic SET --set audit.judge_sampling=balanced`, see reports/bloodmnist-lt/notes.md):
 
     python benchmarks/lt_label_fidelity.py ../study-runs bloodmnist-lt-balanced_batches-True-lt60h600 0 1 2 3 4
+    python benchmarks/lt_label_fidelity.py ../study-runs bloodmnist-lt2-lt60h600 0 1 2 3 4 \
+        --sets synthetic-4a7fce03ce synthetic-1464a1ff80 synthetic-c067ecfd47 synthetic-b257dbfd01   # round 2
+
+Each set is named by its manifest (how it was drawn); round 1's two sets are the default. For translations, "own
+class" is the class each image was drawn as (the rare target), not the head class its source image came from.
 
 The judge of each draw is trained on that draw alone (class-balanced batches, selected on val); its own-class share
 on real val images of a class is the reference a synthetic set can reach. Means over the draws.
@@ -12,17 +17,29 @@ from pathlib import Path
 
 import pandas as pd
 
-SETS = {"synthetic": "drawn from noise", "synthetic-4a7fce03ce": "variations, strength 0.6 (chosen)"}
+SETS = ("synthetic", "synthetic-4a7fce03ce")  # round 1: drawn from noise; variations at strength 0.6 (chosen)
 
 
-def main(root: str, run_prefix: str, *seeds: str) -> None:
+def set_name(folder: Path) -> str:
+    """How a set was drawn, from its manifest: noise, variations or translations, with their strength."""
+    drawn = json.loads((folder / "manifest.json").read_text())["provenance"]
+    mode, strength = drawn.get("mode", "noise"), drawn.get("strength")
+    at = f" s {strength[0]:g}" if strength else ""
+    if mode == "translate":
+        return f"translations from {drawn.get('translate_from')} classes{at}"
+    return "variations" + at if mode == "from_real" else "drawn from noise"
+
+
+def main(root: str, run_prefix: str, *args: str) -> None:
+    seeds, sets = (args[:args.index("--sets")], args[args.index("--sets") + 1:]) if "--sets" in args else (args, SETS)
     rows = []
     for seed in seeds:
-        for folder, name in SETS.items():
+        for folder in sets:
             audit = Path(root) / f"{run_prefix}-s{seed}" / folder / "audit.json"
             if not audit.is_file():
                 print(f"{audit}: not audited yet")
                 continue
+            name = set_name(audit.parent)
             report = json.loads(audit.read_text())
             copies = report["memorization"]["per_class"]
             for cls, entry in report["label_fidelity"]["per_class"].items():
