@@ -11,8 +11,8 @@ class" is the class each image was drawn as (the rare target), not the head clas
 The judge of each draw is trained on that draw alone (class-balanced batches, selected on val); its own-class share
 on real val images of a class is the reference a synthetic set can reach. Means over the draws.
 """
+import argparse
 import json
-import sys
 from pathlib import Path
 
 import pandas as pd
@@ -30,8 +30,7 @@ def set_name(folder: Path) -> str:
     return "variations" + at if mode == "from_real" else "drawn from noise"
 
 
-def main(root: str, run_prefix: str, *args: str) -> None:
-    seeds, sets = (args[:args.index("--sets")], args[args.index("--sets") + 1:]) if "--sets" in args else (args, SETS)
+def main(root: str, run_prefix: str, seeds: list[str], sets: list[str]) -> None:
     rows = []
     for seed in seeds:
         for folder in sets:
@@ -51,4 +50,10 @@ def main(root: str, run_prefix: str, *args: str) -> None:
 
 
 if __name__ == "__main__":
-    main(*sys.argv[1:])
+    parser = argparse.ArgumentParser(description="label fidelity and copy rate per class of audited top-up sets")
+    parser.add_argument("root")
+    parser.add_argument("run_prefix")
+    parser.add_argument("seeds", nargs="+")
+    parser.add_argument("--sets", nargs="+", default=list(SETS))
+    args = parser.parse_args()
+    main(args.root, args.run_prefix, args.seeds, args.sets)

@@ -41,24 +41,23 @@ def similarity_png(data, synthetic, nearest: dict, feature_nn: dict[str, np.ndar
     figure = Figure(figsize=(3.2 * columns, 5.2), layout="constrained")
     for col, c in enumerate(data.classes):
         synth, test = synthetic.labels == c, data.test.labels == c
+        drawn = synth.any()  # a top-up set leaves its largest classes out: an empty density is a division by zero
         top = figure.add_subplot(2, columns, col + 1)
         bins = np.linspace(min(nearest["synthetic"].correlation.min(), nearest["test"].correlation.min()), 1.0, 40)
         top.hist(nearest["test"].correlation[test], bins=bins, alpha=0.6, density=True, label="real test -> train")
-        if synth.any():  # a top-up set leaves its largest classes out: an empty density is a division by zero
+        if drawn:
             top.hist(nearest["synthetic"].correlation[synth], bins=bins, alpha=0.6, density=True, label="synthetic -> train")
         top.axvline(thresholds[c], color="red", linewidth=1, label="copy threshold (real val)")
-        top.set_title(f"{data.class_names[c]}: pixel correlation", fontsize=8)
+        top.set_title(f"{data.class_names[c]}: {'pixel correlation' if drawn else 'no synthetic images'}", fontsize=8)
         top.tick_params(labelsize=6)
         bottom = figure.add_subplot(2, columns, columns + col + 1)
         # A few far-off synthetic images would squeeze the rest into one bar: the last bin holds everything beyond.
         reach = float(np.quantile(np.concatenate([feature_nn["synthetic"], feature_nn["test"]]), 0.98)) or 1.0
         edges = np.linspace(0, reach, 40)
         bottom.hist(np.minimum(feature_nn["test"][test], reach), bins=edges, alpha=0.6, density=True, label="real test -> train")
-        if synth.any():
+        if drawn:
             bottom.hist(np.minimum(feature_nn["synthetic"][synth], reach), bins=edges, alpha=0.6, density=True, label="synthetic -> train")
         bottom.set_title(f"{data.class_names[c]}: feature distance (last bin: beyond)", fontsize=8)
-        if not synth.any():
-            top.set_title(f"{data.class_names[c]}: no synthetic images", fontsize=8)
         bottom.tick_params(labelsize=6)
         if col == 0:
             top.legend(fontsize=6)

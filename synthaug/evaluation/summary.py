@@ -138,14 +138,14 @@ def per_image_terms(kept, labels: np.ndarray, column: str) -> np.ndarray:
 def split_gains(rows: pd.DataFrame, base: pd.DataFrame, split: str = "test", test_labels: np.ndarray | None = None,
                 overlap: float | None = None) -> dict:
     """ACC, AUC and (where the rows have them) balanced-ACC and rare-class-recall gains of `rows` over `base` on `split`
-    as flat fields: dacc,
-    dacc_lo, dacc_hi, dacc_verdict, dacc_test_noise, dacc_unscored (units left out of that gain: no score), ..., dbacc,
-    ... and the numbers of units both arms have and of pairs."""
+    as flat fields: dacc, dacc_lo, dacc_hi, dacc_verdict, dacc_test_noise, dacc_unscored (units left out of that gain:
+    no score), ..., dbacc, ... and the numbers of units both arms have and of pairs."""
     entry = {}
     # rare-class recall where the subsets have rare classes (long-tailed draws; nan elsewhere): what a long-tailed user
     # asks of a top-up beside balanced accuracy; its interval covers the subsets only (no per-image terms)
-    rare = "rare_recall" if all(f"{split}_rare_recall" in t and t[f"{split}_rare_recall"].notna().any() for t in (rows, base)) else None
-    for m in (m for m in (*GAIN_METRICS, rare) if m and f"{split}_{m}" in rows and f"{split}_{m}" in base):
+    recall = f"{split}_rare_recall"
+    rare = ("rare_recall",) if all(recall in t and t[recall].notna().any() for t in (rows, base)) else ()
+    for m in (m for m in (*GAIN_METRICS, *rare) if f"{split}_{m}" in rows and f"{split}_{m}" in base):
         g = paired_gain(rows, base, f"{split}_{m}", test_labels, overlap)
         entry.update({f"d{m}": g["mean"], f"d{m}_lo": g["lo"], f"d{m}_hi": g["hi"], f"d{m}_verdict": g["verdict"],
                       f"d{m}_test_noise": g["test_noise"], f"d{m}_unscored": g["unscored"], "units": g["units"] + g["unscored"], "pairs": g["pairs"]})
